@@ -1,0 +1,44 @@
+# Every install step lives here: CI runs on a clean checkout with only Python.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint format docs demo bench bench-deps clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 || [ $$? -eq 5 ]
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict fluxmail
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+docs: install
+	$(BIN)/python -m fluxmail.docgen
+	$(BIN)/mkdocs build --strict -q
+
+demo: install
+	$(BIN)/python -m fluxmail config
+
+bench-deps:
+	command -v smtp-sink >/dev/null 2>&1 || /usr/sbin/smtp-sink -h >/dev/null 2>&1 || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -yq postfix)
+
+bench: install bench-deps
+	$(BIN)/python bench/cold_start.py
+
+clean:
+	rm -rf $(VENV) site build dist .pytest_cache .mypy_cache .ruff_cache

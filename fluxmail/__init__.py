@@ -1,0 +1,1 @@
+"""fluxmail: a twelve-factor mailer SDK."""
