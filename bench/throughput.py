@@ -1,0 +1,240 @@
+"""Bulk throughput against Postfix's smtp-sink: messages per second, interleaved, medians.
+
+    python bench/throughput.py [--messages 5000] [--rounds 3] [--quick] [--clients a,b]
+
+Every client sends the same ~2.2 KB text messages (one recipient each) in its own interpreter,
+to a fresh smtp-sink whose counters confirm that every message arrived. Issue 6's targets are
+checked at the end. Clients: smtplib (baseline), aiosmtplib, fluxmail033, smtp-source, fluxmail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from _common import (
+    DEPS_HINT,
+    SENDER,
+    Check,
+    ChildResult,
+    Sink,
+    build_stdlib,
+    ensure_fluxmail033,
+    find_tool,
+    fmt,
+    median,
+    print_checks,
+    print_table,
+    rounds_order,
+    run_child,
+    save_results,
+    scratch_dir,
+    worker_argv,
+)
+
+BASELINE = "smtplib, 1 connection (baseline)"
+CEILING = "smtp-source -s 16 (C ceiling)"
+OLD_BULK = "fluxmail 0.3.3 BulkSender.send_batch"
+CONCURRENCIES = (1, 4, 8)
+Runner = Callable[[int, int], ChildResult]  # (port, messages) -> figures
+
+
+def flux_key(concurrency: int, audit: bool) -> str:
+    return f"fluxmail send_many c={concurrency}, audit {'on' if audit else 'off'}"
+
+
+@dataclass
+class Row:
+    """One client: its runner and every round's figures."""
+
+    key: str
+    group: str  # the --clients name
+    run: Runner
+    rates: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    missing: int = 0  # messages the sink never counted, over all rounds
+    note: str = ""  # why the row was not measured
+
+
+def worker_runner(python: str, client: str, *extra: object) -> Runner:
+    def run(port: int, messages: int) -> ChildResult:
+        return run_child(
+            worker_argv(python, client, "--port", port, "--messages", messages, *extra)
+        )
+
+    return run
+
+
+def fluxmail_runner(concurrency: int, audit: bool) -> Runner:
+    def run(port: int, messages: int) -> ChildResult:
+        args: list[object] = ["--concurrency", concurrency]
+        if not audit:
+            return worker_runner(sys.executable, "fluxmail", *args)(port, messages)
+        with scratch_dir("audit-") as folder:  # a fresh audit store per run
+            return worker_runner(sys.executable, "fluxmail", *args, "--audit-dir", folder)(
+                port, messages
+            )
+
+    return run
+
+
+def smtp_source_runner(sessions: int) -> Runner:
+    """Postfix's C client, one connection per session reused (-d), distinct recipients (-N)."""
+    size = len(bytes(build_stdlib(0)))  # the whole stdlib message becomes its payload
+
+    def run(port: int, messages: int) -> ChildResult:
+        binary = find_tool("smtp-source")
+        if binary is None:
+            return ChildResult({}, unavailable=f"smtp-source not found: {DEPS_HINT}")
+        argv = [binary, "-d", "-N", "-s", str(sessions), "-m", str(messages), "-l", str(size)]
+        argv += ["-f", SENDER, "-t", "user@example.com", f"127.0.0.1:{port}"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        elapsed = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            return ChildResult(
+                {}, error=f"smtp-source exit {proc.returncode}: {proc.stderr[-200:]}"
+            )
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        return ChildResult({"sent": messages, "elapsed": elapsed, "cpu": cpu})
+
+    return run
+
+
+def build_rows(wanted: set[str] | None) -> list[Row]:
+    python033, why = ensure_fluxmail033() if wanted is None or "fluxmail033" in wanted else ("", "")
+    rows = [
+        Row(BASELINE, "smtplib", worker_runner(sys.executable, "smtplib")),
+        Row("aiosmtplib, 8 connections", "aiosmtplib",
+            worker_runner(sys.executable, "aiosmtplib", "--concurrency", 8)),
+        Row(OLD_BULK, "fluxmail033", worker_runner(python033 or "-", "fluxmail033"), note=why),
+        Row(CEILING, "smtp-source", smtp_source_runner(16)),
+        Row("smtp-source -s 1", "smtp-source", smtp_source_runner(1)),
+    ]  # fmt: skip
+    for audit in (False, True):
+        rows += [
+            Row(flux_key(c, audit), "fluxmail", fluxmail_runner(c, audit)) for c in CONCURRENCIES
+        ]
+    return [row for row in rows if wanted is None or row.group in wanted]
+
+
+def measure(row: Row, messages: int) -> str:
+    """One run of one client against a fresh sink; returns a note when it could not run."""
+    with Sink() as sink:
+        result = row.run(sink.port, messages)
+        arrived = sink.wait_messages(messages) if result.ok else 0
+    if not result.ok:
+        return (
+            f"not available: {result.unavailable}"
+            if result.unavailable
+            else f"error: {result.error}"
+        )
+    sent, elapsed = int(result.data["sent"]), float(result.data["elapsed"])
+    row.rates.append(sent / elapsed)
+    row.cpu_us.append(float(result.data["cpu"]) / max(sent, 1) * 1e6)
+    row.missing += messages - min(arrived, messages)
+    return ""
+
+
+def run_rounds(rows: list[Row], messages: int, rounds: int) -> None:
+    for row in rows:  # warm-up (pyc files, page cache) that also finds clients that cannot run
+        if not row.note:
+            row.note = measure(row, min(messages, 200))
+            row.rates.clear()
+            row.cpu_us.clear()
+            row.missing = 0
+    by_key = {row.key: row for row in rows if not row.note}
+    for number in range(rounds):
+        for key in rounds_order(list(by_key), number):
+            row = by_key[key]
+            note = measure(row, messages)
+            row.note = row.note or note
+            shown = note or f"{row.rates[-1]:>9,.0f} msg/s"
+            print(f"  round {number + 1}/{rounds}  {key:<42} {shown}", flush=True)
+
+
+def print_rows(rows: list[Row], messages: int) -> None:
+    by_key = {row.key: row for row in rows}
+    base = median(by_key[BASELINE].rates) if BASELINE in by_key else float("nan")
+    ceiling = median(by_key[CEILING].rates) if CEILING in by_key else float("nan")
+    table = []
+    for row in rows:
+        rate = median(row.rates)
+        rounds = " / ".join(f"{r:,.0f}" for r in row.rates)
+        arrived = "all" if not row.missing else f"{row.missing} MISSING"
+        table.append([
+            row.key, fmt(rate), fmt(rate / base, 2), fmt(rate / ceiling, 3),
+            fmt(median(row.cpu_us)), arrived if row.rates else "-", (row.note[:90] or rounds),
+        ])  # fmt: skip
+    headers = ["client", "msg/s", "x smtplib", "x smtp-source", "CPU us/msg", "arrived"]
+    print(f"\nThroughput, {messages:,} messages of ~2.2 KB, medians of interleaved rounds:\n")
+    print_table([*headers, "rounds (msg/s) / note"], table)
+
+
+def ratio_check(name: str, num: float | None, den: float | None, target: float, how: str) -> Check:
+    if num is None or den is None or num != num or den != den:
+        return Check(name, "not measured", None)
+    ratio = num / den
+    detail = f"{num:,.0f} / {den:,.0f} msg/s = {ratio:.2f}x (target >= {target}x; {how})"
+    return Check(name, detail, ratio >= target)
+
+
+def target_checks(rows: list[Row]) -> list[Check]:
+    """Issue 6: audit off >= 5x smtplib and >= 5x 0.3.3's BulkSender; audit on >= 0.7x off."""
+    medians = {row.key: median(row.rates) for row in rows if row.rates}
+    off = {c: medians[flux_key(c, False)] for c in CONCURRENCIES if flux_key(c, False) in medians}
+    best = max(off, key=lambda c: off[c]) if off else 0
+    how = f"best concurrency, c={best}"
+    on_best = medians.get(flux_key(best, True))
+    checks = [
+        ratio_check("send_many audit off >= 5x smtplib", off.get(best), medians.get(BASELINE),
+                    5.0, how),
+        ratio_check("send_many audit off >= 5x fluxmail 0.3.3 BulkSender", off.get(best),
+                    medians.get(OLD_BULK), 5.0, how),
+        ratio_check("send_many audit on >= 0.7x audit off", on_best, off.get(best), 0.7,
+                    f"same concurrency, c={best}"),
+    ]  # fmt: skip
+    for c in CONCURRENCIES:  # context, not targets: the on/off cost at each concurrency
+        if c != best and c in off and flux_key(c, True) in medians:
+            ratio = medians[flux_key(c, True)] / off[c]
+            print(f"  (audit on / off at c={c}: {ratio:.2f}x)")
+    return checks
+
+
+def main(argv: Sequence[str] | None = None) -> list[Check]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 500 messages, 1 round")
+    parser.add_argument("--clients", help="comma-separated subset: smtplib,aiosmtplib,"
+                        "fluxmail033,smtp-source,fluxmail")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.messages, args.rounds = 500, 1
+    if find_tool("smtp-sink") is None:
+        print(f"throughput: SKIPPED, smtp-sink not found: {DEPS_HINT}")
+        return [Check("throughput targets", "smtp-sink not installed", None)]
+    rows = build_rows(set(args.clients.split(",")) if args.clients else None)
+    print(f"Throughput: {args.messages:,} messages x {args.rounds} interleaved rounds", flush=True)
+    run_rounds(rows, args.messages, args.rounds)
+    print_rows(rows, args.messages)
+    checks = target_checks(rows)
+    print_checks("Issue 6 throughput targets:", checks)
+    save_results("throughput", {
+        "messages": args.messages, "rounds": args.rounds,
+        "rows": {row.key: {"rates": row.rates, "cpu_us": row.cpu_us, "missing": row.missing,
+                           "note": row.note} for row in rows},
+        "checks": [str(check) for check in checks],
+    })  # fmt: skip
+    return checks
+
+
+if __name__ == "__main__":
+    main()
