@@ -201,9 +201,15 @@ def worker_argv(python: str, client: str, *args: object) -> list[str]:
     return [python, str(WORKER), client, *(str(a) for a in args)]
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The caller's environment without FLUXMAIL_* (a developer's settings must not leak in)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXMAIL_")}
+def clean_env(isolated: bool = False, **extra: str) -> dict[str, str]:
+    """The caller's environment without FLUXMAIL_* (a developer's settings must not leak in).
+
+    isolated: also without PYTHONPATH/PYTHONHOME, for another virtualenv's interpreter.
+    """
+    dropped = ("PYTHONPATH", "PYTHONHOME") if isolated else ()
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("FLUXMAIL_") and k not in dropped
+    }
     env.update(extra)
     return env
 

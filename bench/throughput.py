@@ -24,6 +24,7 @@ from _common import (
     ChildResult,
     Sink,
     build_stdlib,
+    clean_env,
     ensure_fluxmail033,
     find_tool,
     fmt,
@@ -62,10 +63,11 @@ class Row:
 
 
 def worker_runner(python: str, client: str, *extra: object) -> Runner:
+    env = clean_env(isolated=python != sys.executable)  # 0.3.3's venv: no PYTHONPATH
+
     def run(port: int, messages: int) -> ChildResult:
-        return run_child(
-            worker_argv(python, client, "--port", port, "--messages", messages, *extra)
-        )
+        argv = worker_argv(python, client, "--port", port, "--messages", messages, *extra)
+        return run_child(argv, env=env)
 
     return run
 

@@ -1,0 +1,207 @@
+"""Cold start: fresh interpreters, fluxmail's set-up line vs `import pydantic_settings`.
+
+    python bench/cold_start.py [--runs 11] [--quick]
+
+Issue 2: median ratio <= 1.10, and `import fluxmail` must not import aiosmtplib, asyncio, rich,
+yaml or sqlite3. Each command runs in a temporary folder (no `.env` or `.fluxmail/` of the
+repository) with FLUXMAIL_TYPE=memory, so no server is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from _common import (
+    VENV_033,
+    Check,
+    clean_env,
+    fmt,
+    median,
+    print_checks,
+    print_table,
+    rounds_order,
+    save_results,
+)
+
+FLUXMAIL = "from fluxmail import FluxMail; FluxMail.from_env()"
+REFERENCE = "import pydantic_settings"
+FORBIDDEN = ("aiosmtplib", "asyncio", "rich", "yaml", "sqlite3")
+# Not forbidden, but worth seeing: what a Lambda cold start pays for.
+NOTEWORTHY = ("ssl", "email.message", "pydantic", "dotenv", "certifi", "typer", "psycopg")
+MODULES_PROBE = """
+import json, sys
+before, found = set(sys.modules), {}
+try:
+    import fluxmail
+    found["import"] = sorted(set(sys.modules) - before)
+    from fluxmail import FluxMail
+    FluxMail.from_env()
+    found["from_env"] = sorted(set(sys.modules) - before)
+except Exception as exc:
+    found["error"] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(found))
+"""
+
+
+@dataclass
+class Command:
+    label: str
+    python: str
+    code: str
+    env: dict[str, str]
+    times_ms: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+def commands(folder: str) -> list[Command]:
+    env = clean_env(FLUXMAIL_TYPE="memory", FLUXMAIL_SENDER="bench@example.com")
+    found = [
+        Command("python -c pass", sys.executable, "pass", env),
+        Command(REFERENCE, sys.executable, REFERENCE, env),
+        Command(FLUXMAIL, sys.executable, FLUXMAIL, env),
+    ]
+    old = VENV_033 / "bin" / "python"
+    if old.exists():  # created by throughput.py; a reference row only
+        old_env = clean_env(isolated=True, FLUXMAIL_HOST="127.0.0.1")
+        found.append(Command("the same, PyPI fluxmail 0.3.3", str(old), FLUXMAIL, old_env))
+    return found
+
+
+def run_once(command: Command, folder: str) -> tuple[float, str]:
+    """Wall time of one fresh interpreter, in ms; the error's last line if it failed."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [command.python, "-c", command.code],
+        cwd=folder,
+        env=command.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    took = (time.perf_counter() - start) * 1000
+    error = (proc.stderr.strip().splitlines() or ["(no message)"])[-1] if proc.returncode else ""
+    return took, error
+
+
+def time_commands(cmds: list[Command], runs: int, folder: str) -> None:
+    for command in cmds:  # warm-up: writes .pyc files, fills the page cache, finds failures
+        _, command.note = run_once(command, folder)
+    active = [c for c in cmds if not c.note]
+    for number in range(runs):
+        for label in rounds_order([c.label for c in active], number):
+            command = next(c for c in active if c.label == label)
+            command.times_ms.append(run_once(command, folder)[0])
+
+
+def import_report(folder: str) -> dict[str, Any]:
+    """The modules `import fluxmail` and then `from_env()` added to sys.modules."""
+    env = clean_env(FLUXMAIL_TYPE="memory", FLUXMAIL_SENDER="bench@example.com")
+    proc = subprocess.run(
+        [sys.executable, "-c", MODULES_PROBE],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode:
+        return {"error": (proc.stderr.strip().splitlines() or ["(no message)"])[-1]}
+    found: dict[str, Any] = json.loads(proc.stdout)
+    return found
+
+
+def top_packages(folder: str, count: int = 8) -> list[tuple[str, int]]:
+    """Import time of the set-up line per top-level package (summed self us, `-X importtime`)."""
+    env = clean_env(FLUXMAIL_TYPE="memory", FLUXMAIL_SENDER="bench@example.com")
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", FLUXMAIL],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    totals: Counter[str] = Counter()
+    for line in proc.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) == 3 and parts[0].strip().isdigit():
+            totals[parts[2].strip().split(".")[0]] += int(parts[0])
+    return totals.most_common(count)
+
+
+def present(modules: list[str], names: Sequence[str]) -> list[str]:
+    return [n for n in names if any(m == n or m.startswith(n + ".") for m in modules)]
+
+
+def module_checks(folder: str) -> list[Check]:
+    found = import_report(folder)
+    name = "import fluxmail loads none of " + ", ".join(FORBIDDEN)
+    if "import" not in found:
+        return [Check(name, f"fluxmail not importable: {found.get('error')}", None)]
+    heavy = present(found["import"], FORBIDDEN)
+    print(f"\n`import fluxmail` added {len(found['import'])} modules")
+    if "from_env" in found:
+        after = found["from_env"]
+        print(
+            f"  after from_env(): {len(after)} modules; forbidden ones among them: "
+            f"{present(after, FORBIDDEN) or 'none'}; also: {present(after, NOTEWORTHY)}"
+        )
+        print("  import time of the set-up line by package (ms, summed self time):")
+        for module, micros in top_packages(folder):
+            print(f"    {micros / 1000:7.1f}  {module}")
+    else:
+        print(f"  from_env() failed: {found.get('error')}")
+    return [Check(name, f"loaded: {', '.join(heavy)}" if heavy else "none loaded", not heavy)]
+
+
+def ratio_check(cmds: list[Command]) -> Check:
+    name = "cold start: from_env() <= 1.10x import pydantic_settings"
+    by_label = {c.label: c for c in cmds}
+    flux, ref = by_label[FLUXMAIL], by_label[REFERENCE]
+    if flux.note or not flux.times_ms:
+        return Check(name, f"fluxmail set-up failed: {flux.note}", None)
+    ratio = median(flux.times_ms) / median(ref.times_ms)
+    detail = f"{median(flux.times_ms):.1f} / {median(ref.times_ms):.1f} ms = {ratio:.2f}x"
+    return Check(name, detail, ratio <= 1.10)
+
+
+def main(argv: Sequence[str] | None = None) -> list[Check]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=11, help="interleaved runs per command")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 runs")
+    args = parser.parse_args(argv)
+    runs = 3 if args.quick else args.runs
+    with tempfile.TemporaryDirectory(prefix="fluxmail-cold-") as folder:
+        cmds = commands(folder)
+        print(f"Cold start: {len(cmds)} commands x {runs} interleaved runs", flush=True)
+        time_commands(cmds, runs, folder)
+        base = median(next(c for c in cmds if c.label == REFERENCE).times_ms)
+        rows = [
+            [c.label, fmt(median(c.times_ms), 1), fmt(median(c.times_ms) / base, 2),
+             c.note[:80] or f"{min(c.times_ms):.1f} .. {max(c.times_ms):.1f}"]
+            for c in cmds
+        ]  # fmt: skip
+        print()
+        print_table(["command (fresh interpreter)", "median ms", "x pydantic_settings",
+                     "min .. max ms / error"], rows)  # fmt: skip
+        checks = [ratio_check(cmds), *module_checks(folder)]
+    print_checks("Issue 2 cold-start targets:", checks)
+    save_results("cold_start", {
+        "runs": runs, "times_ms": {c.label: c.times_ms for c in cmds},
+        "checks": [str(check) for check in checks],
+    })  # fmt: skip
+    return checks
+
+
+if __name__ == "__main__":
+    main()
