@@ -1,0 +1,379 @@
+"""The SQLite audit store: ``store.db`` (WAL) plus one snapshot folder per message.
+
+Atomicity: every write runs in ``BEGIN IMMEDIATE`` (SQLite's writer lock, shared by every
+process using the folder) and a unique index on ``idempotency_key`` backs it up, so a key is
+claimed once across threads and processes. ``synchronous=NORMAL`` in WAL mode: a committed
+record survives a process kill; a power loss may lose the last commits (never corrupts).
+Within a process one connection is shared behind a lock (SQLite serializes writers anyway).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fluxmail.audit import snapshots
+from fluxmail.audit.store import (
+    REPLAY_STATUSES,
+    AuditRecord,
+    Claim,
+    OutboundRecord,
+    conflict,
+    cutoff_epoch,
+    dumps,
+    loads,
+    new_id,
+    not_found,
+    outcome_fields,
+    record_from_row,
+    replay_of,
+)
+from fluxmail.errors import AuditError
+from fluxmail.results import SendResult
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "SQLiteStore"]
+
+BUSY_TIMEOUT = 30.0  # seconds a writer waits for another process's transaction
+
+# Forward migrations, applied in order inside one BEGIN IMMEDIATE transaction. Append, never edit.
+MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
+    (
+        1,
+        (
+            """CREATE TABLE messages (
+                id TEXT PRIMARY KEY,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                sent_at REAL,
+                status TEXT NOT NULL,
+                backend TEXT NOT NULL,
+                provider TEXT,
+                host TEXT,
+                sender TEXT NOT NULL,
+                to_addrs TEXT NOT NULL,
+                cc_addrs TEXT NOT NULL,
+                bcc_addrs TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                message_id TEXT NOT NULL,
+                idempotency_key TEXT,
+                content_hash TEXT NOT NULL,
+                recipients TEXT NOT NULL DEFAULT '{}',
+                attempts TEXT NOT NULL DEFAULT '[]',
+                base_attempts INTEGER NOT NULL DEFAULT 0,
+                final_reply TEXT,
+                duration REAL,
+                metadata TEXT NOT NULL DEFAULT '{}',
+                folder TEXT NOT NULL
+            )""",
+            "CREATE UNIQUE INDEX messages_key ON messages(idempotency_key) "
+            "WHERE idempotency_key IS NOT NULL",
+            "CREATE INDEX messages_status ON messages(status, updated_at)",
+            "CREATE INDEX messages_created ON messages(created_at)",
+        ),
+    ),
+    # 2: the attachment manifest (stored name, mimetype, size, sha256) next to the copies.
+    (2, ("ALTER TABLE messages ADD COLUMN attachments TEXT NOT NULL DEFAULT '[]'",)),
+]
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+_COLUMNS = (
+    "id, created_at, updated_at, sent_at, status, backend, provider, host, sender, to_addrs, "
+    "cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, recipients, "
+    "attempts, base_attempts, final_reply, duration, metadata, folder, attachments"
+)
+_SELECT = f"SELECT {_COLUMNS} FROM messages"
+_INSERT = (
+    "INSERT INTO messages (id, created_at, updated_at, status, backend, provider, host, sender, "
+    "to_addrs, cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, "
+    "metadata, folder, attachments) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_RETRY = (
+    "UPDATE messages SET status=?, updated_at=?, sent_at=NULL, message_id=?, attachments=?, "
+    "base_attempts=json_array_length(attempts) WHERE id=?"
+)
+_FINISH = (
+    "UPDATE messages SET status=?, recipients=?, attempts=?, final_reply=?, duration=?, "
+    "sent_at=?, updated_at=? WHERE id=?"
+)
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+
+
+class SQLiteStore:
+    """The audit store of one folder; safe to share between threads and processes."""
+
+    def __init__(self, folder: Path, *, stale_after: float = 900.0) -> None:
+        self.folder = Path(folder)
+        self.location = str(self.folder)
+        self._db = self.folder / snapshots.DB_NAME
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        with self._lock:
+            self._connection()
+        self.recover_stale(older_than=stale_after)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.location!r})"
+
+    # --- connection and transactions --------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        """The process's connection; reopened after fork (a connection must not cross one)."""
+        if self._conn is None or self._pid != os.getpid():
+            try:
+                conn = sqlite3.connect(
+                    self._db, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                _migrate(conn)
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def _error(self, exc: BaseException) -> AuditError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return AuditError(
+                f"the audit database in {self.location} stayed locked by another process "
+                f"for {BUSY_TIMEOUT:.0f}s (nothing was sent)",
+                code="audit_unavailable",
+            )
+        return AuditError(
+            f"the audit folder {self.location} cannot be written ({text}); nothing was sent",
+            code="audit_unwritable",
+        )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT under the lock; failures roll back, map to AuditError."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, (sqlite3.Error, OSError)):
+                    raise self._error(exc) from exc
+                raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cursor = self._connection().cursor()
+            cursor.row_factory = _dict_row
+            try:
+                yield cursor
+            except sqlite3.Error as exc:
+                raise AuditError(
+                    f"the audit database in {self.location} cannot be read ({exc})",
+                    code="audit_unavailable",
+                ) from exc
+            finally:
+                cursor.close()
+
+    # --- claiming ---------------------------------------------------------------------------
+
+    def claim(self, record: OutboundRecord) -> Claim:
+        return self.claim_many([record])[0]
+
+    def claim_many(self, records: Sequence[OutboundRecord]) -> list[Claim]:
+        """Claim every record in one transaction (one commit); any error claims none."""
+        created: list[str] = []
+        try:
+            with self._transaction() as conn:
+                return [self._claim_one(conn, r, created) for r in records]
+        except BaseException:
+            for rel in created:
+                snapshots.remove_snapshot(self.folder, rel)
+            raise
+
+    def _claim_one(
+        self, conn: sqlite3.Connection, record: OutboundRecord, created: list[str]
+    ) -> Claim:
+        now = time.time()
+        if record.idempotency_key is not None:
+            cursor = conn.cursor()
+            cursor.row_factory = _dict_row
+            row = cursor.execute(
+                f"{_SELECT} WHERE idempotency_key=?", (record.idempotency_key,)
+            ).fetchone()
+            if row is not None:
+                return self._claim_existing(conn, row, record, now)
+        audit_id = new_id(now)
+        rel = snapshots.snapshot_dir(audit_id, now)
+        created.append(rel)
+        manifest = snapshots.write_snapshot(self.folder, rel, record)
+        conn.execute(
+            _INSERT,
+            (
+                audit_id, now, now, record.status, record.backend, record.provider, record.host,
+                record.sender, dumps(record.to), dumps(record.cc), dumps(record.bcc),
+                record.subject, record.message_id, record.idempotency_key, record.content_hash,
+                dumps(dict(record.metadata)), rel, dumps(manifest),
+            ),
+        )  # fmt: skip
+        return Claim(audit_id)
+
+    def _claim_existing(
+        self, conn: sqlite3.Connection, row: dict[str, Any], record: OutboundRecord, now: float
+    ) -> Claim:
+        assert record.idempotency_key is not None
+        if row["content_hash"] != record.content_hash:
+            raise conflict(record.idempotency_key)
+        if row["status"] in REPLAY_STATUSES:
+            found = record_from_row(row, include_bcc=True, folder=self.folder / row["folder"])
+            return Claim(row["id"], replay_of(found))
+        # Nothing was accepted before: a new attempt on the same record, with the bytes it sends.
+        manifest = snapshots.write_snapshot(self.folder, row["folder"], record)
+        conn.execute(_RETRY, (record.status, now, record.message_id, dumps(manifest), row["id"]))
+        return Claim(row["id"])
+
+    # --- outcomes ---------------------------------------------------------------------------
+
+    def finish(self, audit_id: str, result: SendResult) -> None:
+        self.finish_many([(audit_id, result)])
+
+    def finish_many(self, items: Sequence[tuple[str, SendResult]]) -> None:
+        """Record outcomes in one transaction; attempts extend those of earlier claims."""
+        with self._transaction() as conn:
+            for audit_id, result in items:
+                now = time.time()
+                fields = outcome_fields(result, [], now)
+                values = _finish_values(fields, audit_id)
+                if conn.execute(_FINISH + " AND base_attempts=0", values).rowcount:
+                    continue
+                row = conn.execute(
+                    "SELECT attempts, base_attempts FROM messages WHERE id=?", (audit_id,)
+                ).fetchone()
+                if row is None:
+                    raise not_found(audit_id)
+                prior = list(loads(row[0]))[: row[1]]
+                conn.execute(_FINISH, _finish_values(outcome_fields(result, prior, now), audit_id))
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        include_bcc: bool = False,
+    ) -> list[AuditRecord]:
+        """Newest first; BCC left out unless ``include_bcc``."""
+        where: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            where.append("status=?")
+            args.append(status)
+        if since is not None:
+            where.append("created_at>=?")
+            args.append(cutoff_epoch(since))
+        sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        with self._reading() as cursor:
+            rows = cursor.execute(sql, (*args, max(0, int(limit)))).fetchall()
+        return [self._record(row, include_bcc) for row in rows]
+
+    def get(self, audit_id: str, *, include_bcc: bool = False) -> AuditRecord:
+        with self._reading() as cursor:
+            row = cursor.execute(f"{_SELECT} WHERE id=?", (audit_id,)).fetchone()
+        if row is None:
+            raise not_found(audit_id)
+        return self._record(row, include_bcc)
+
+    def get_eml(self, audit_id: str) -> bytes:
+        """The exact bytes sent (as stored in message.eml)."""
+        record = self.get(audit_id)
+        assert record.folder is not None
+        try:
+            return (record.folder / "message.eml").read_bytes()
+        except FileNotFoundError as exc:
+            raise AuditError(
+                f"the snapshot of audit record {audit_id!r} is missing from {record.folder}",
+                code="not_found",
+            ) from exc
+
+    def _record(self, row: dict[str, Any], include_bcc: bool) -> AuditRecord:
+        return record_from_row(row, include_bcc=include_bcc, folder=self.folder / row["folder"])
+
+    # --- maintenance ------------------------------------------------------------------------
+
+    def prune(self, *, older_than: timedelta | datetime) -> int:
+        """Delete records created before the cutoff (except in-flight ``sending``) and folders.
+
+        A pruned idempotency key can be used again: keep records as long as retries may come.
+        """
+        cutoff = cutoff_epoch(older_than)
+        where = "WHERE created_at<? AND status!='sending'"
+        with self._transaction() as conn:
+            rels = [r[0] for r in conn.execute(f"SELECT folder FROM messages {where}", (cutoff,))]
+            conn.execute(f"DELETE FROM messages {where}", (cutoff,))
+        for rel in rels:
+            snapshots.remove_snapshot(self.folder, rel)
+        return len(rels)
+
+    def recover_stale(self, *, older_than: float) -> int:
+        """Mark ``sending`` records not updated for ``older_than`` seconds ``unknown``."""
+        now = time.time()
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE messages SET status='unknown', updated_at=? "
+                "WHERE status='sending' AND updated_at<?",
+                (now, now - older_than),
+            )
+            return cursor.rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+
+def _finish_values(fields: dict[str, Any], audit_id: str) -> tuple[Any, ...]:
+    return (
+        fields["status"], fields["recipients"], fields["attempts"], fields["final_reply"],
+        fields["duration"], fields["sent_at"], fields["updated_at"], audit_id,
+    )  # fmt: skip
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema to LATEST_VERSION; the writer lock makes concurrent openers safe."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+        if current > LATEST_VERSION:
+            raise AuditError(
+                f"the audit database has schema version {current}, newer than this fluxmail "
+                f"understands ({LATEST_VERSION}); upgrade fluxmail",
+                code="audit_incompatible",
+            )
+        for version, steps in MIGRATIONS:
+            if version > current:
+                for sql in steps:
+                    conn.execute(sql)
+                conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, time.time()))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,352 @@
+"""The audit store interface: what the mailer hands in, what reading returns, and how to open one.
+
+The mailer calls :meth:`AuditStore.claim` before contacting the server (the record is committed
+when it returns) and :meth:`AuditStore.finish` once the outcome is known. Two backends implement
+the same protocol: SQLite plus a snapshot folder (one machine) and PostgreSQL (fleets).
+Neither ``sqlite3`` nor ``psycopg`` is imported here: ``import fluxmail`` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from fluxmail.errors import AuditError
+from fluxmail.results import SendResult
+
+__all__ = [
+    "REPLAY_STATUSES",
+    "RETRY_STATUSES",
+    "STATUSES",
+    "AuditRecord",
+    "AuditStore",
+    "Claim",
+    "OutboundRecord",
+    "new_id",
+    "open_store",
+]
+
+STATUSES = ("draft", "dry_run", "sending", "sent", "partial", "queued", "failed", "unknown")
+# Anything may have been accepted: a send with the same key returns the record, never resends.
+REPLAY_STATUSES = frozenset({"sent", "partial", "queued", "unknown", "sending"})
+# Nothing was accepted: a send with the same key is a new attempt on the same record.
+RETRY_STATUSES = frozenset({"failed", "dry_run", "draft"})
+# Statuses whose finish() stamps sent_at.
+ACCEPTED_STATUSES = frozenset({"sent", "partial", "queued"})
+_RESULT_STATUSES = frozenset({"sent", "partial", "queued", "dry_run", "failed", "unknown"})
+
+
+@dataclass(frozen=True)
+class OutboundRecord:
+    """What the mailer hands in before contacting the server (``eml`` carries no Bcc header)."""
+
+    message_id: str
+    idempotency_key: str | None
+    content_hash: str
+    backend: str
+    provider: str | None
+    host: str | None
+    sender: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...]
+    subject: str
+    metadata: Mapping[str, Any]
+    eml: bytes
+    text: str | None
+    html: str | None
+    attachments: tuple[tuple[str, str, bytes], ...]
+    status: Literal["sending", "dry_run", "draft"] = "sending"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One stored record, as reading returns it (``bcc`` is None unless asked for)."""
+
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    status: str
+    backend: str
+    provider: str | None
+    host: str | None
+    sender: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...] | None
+    subject: str
+    message_id: str
+    idempotency_key: str | None
+    recipients: Mapping[str, Any]
+    attempts: tuple[Mapping[str, Any], ...]
+    final_reply: Mapping[str, Any] | None
+    duration: float | None
+    metadata: Mapping[str, Any]
+    folder: Path | None
+    # Manifest of the attachment copies: filename, stored name, mimetype, size, sha256.
+    attachments: tuple[Mapping[str, Any], ...] = field(default=())
+
+    def result(self) -> SendResult:
+        """The recorded outcome as a SendResult (``sending`` reads as ``unknown``)."""
+        status = self.status if self.status in _RESULT_STATUSES else "unknown"
+        if self.status == "draft":
+            status = "dry_run"
+        recipients = dict(self.recipients)
+        if not recipients and status == "unknown":
+            # Killed or still in flight: every envelope recipient's outcome is unknown.
+            for address in (*self.to, *self.cc, *(self.bcc or ())):
+                recipients[address] = {"address": address, "status": "unknown"}
+        return SendResult.from_dict(
+            {
+                "status": status,
+                "message_id": self.message_id,
+                "recipients": recipients,
+                "attempts": self.attempts,
+                "final_reply": self.final_reply,
+                "elapsed": self.duration or 0.0,
+                "audit_id": self.id,
+            }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (datetimes as ISO 8601, folder as a string)."""
+
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value is not None else None
+
+        return {
+            "id": self.id,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "sent_at": iso(self.sent_at),
+            "status": self.status,
+            "backend": self.backend,
+            "provider": self.provider,
+            "host": self.host,
+            "sender": self.sender,
+            "to": list(self.to),
+            "cc": list(self.cc),
+            "bcc": list(self.bcc) if self.bcc is not None else None,
+            "subject": self.subject,
+            "message_id": self.message_id,
+            "idempotency_key": self.idempotency_key,
+            "recipients": {k: dict(v) for k, v in self.recipients.items()},
+            "attempts": [dict(a) for a in self.attempts],
+            "final_reply": dict(self.final_reply) if self.final_reply is not None else None,
+            "duration": self.duration,
+            "metadata": dict(self.metadata),
+            "folder": str(self.folder) if self.folder is not None else None,
+            "attachments": [dict(a) for a in self.attachments],
+        }
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to claim(): ``replay`` not None means "do not contact the server"."""
+
+    audit_id: str
+    replay: SendResult | None = None
+
+
+class AuditStore(Protocol):
+    """What the mailer and the CLI need from an audit backend."""
+
+    location: str
+
+    def claim(self, record: OutboundRecord) -> Claim: ...
+    def claim_many(self, records: Sequence[OutboundRecord]) -> list[Claim]: ...
+    def finish(self, audit_id: str, result: SendResult) -> None: ...
+    def finish_many(self, items: Sequence[tuple[str, SendResult]]) -> None: ...
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        include_bcc: bool = False,
+    ) -> list[AuditRecord]: ...
+    def get(self, audit_id: str, *, include_bcc: bool = False) -> AuditRecord: ...
+    def get_eml(self, audit_id: str) -> bytes: ...
+    def prune(self, *, older_than: timedelta | datetime) -> int: ...
+    def recover_stale(self, *, older_than: float) -> int: ...
+    def close(self) -> None: ...
+
+
+def open_store(
+    *,
+    directory: Path | None = None,
+    explicit: bool = False,
+    url: str | None = None,
+    password: str | None = None,
+    stale_after: float = 900.0,
+) -> AuditStore:
+    """Open the PostgreSQL store when ``url`` is given, else the SQLite store in a folder.
+
+    ``directory=None`` means ``.fluxmail/`` in the working directory, falling back to the temp
+    dir (with one warning) when it cannot be written; ``explicit=True`` turns that fallback
+    into ``AuditError(code="audit_unwritable")``. Opening marks stale ``sending`` records
+    ``unknown`` (SQLite at once; PostgreSQL on first use, since it connects lazily).
+    """
+    if url is not None:
+        from fluxmail.audit.postgres import PostgresStore
+
+        return PostgresStore(url, password=password, stale_after=stale_after)
+    from fluxmail.audit.snapshots import resolve_directory
+    from fluxmail.audit.sqlite import SQLiteStore
+
+    folder = resolve_directory(directory, explicit=explicit)
+    return SQLiteStore(folder, stale_after=stale_after)
+
+
+# --- shared helpers (both backends) -------------------------------------------------------------
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_id_lock = threading.Lock()
+_id_last = [0, 0]  # last (milliseconds, randomness) handed out, for monotonic ids
+
+
+def new_id(now: float | None = None) -> str:
+    """A 26-character, time-sortable id (ULID layout: 48-bit ms clock + 80 random bits)."""
+    ms = int((time.time() if now is None else now) * 1000)
+    with _id_lock:
+        if ms <= _id_last[0]:
+            # Same millisecond (or clock stepped back): increment so ids stay sortable.
+            ms, rand = _id_last[0], _id_last[1] + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big")
+        _id_last[0], _id_last[1] = ms, rand
+    value = (ms << 80) | (rand & ((1 << 80) - 1))
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for TEXT/jsonb columns."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(value: Any) -> Any:
+    """Column value to Python: SQLite gives JSON text, psycopg already-decoded jsonb."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def as_datetime(value: Any) -> datetime | None:
+    """Epoch seconds (SQLite) or an aware datetime (PostgreSQL) to an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc)
+    return datetime.fromtimestamp(float(value), tz=timezone.utc)
+
+
+def cutoff_epoch(older_than: timedelta | datetime) -> float:
+    """prune()'s argument as epoch seconds: an age, or an absolute moment (naive = UTC)."""
+    if isinstance(older_than, timedelta):
+        return time.time() - older_than.total_seconds()
+    if older_than.tzinfo is None:
+        older_than = older_than.replace(tzinfo=timezone.utc)
+    return older_than.timestamp()
+
+
+def outcome_fields(result: SendResult, prior: list[Any], now: float) -> dict[str, Any]:
+    """Columns finish() writes; attempts are appended to those of earlier claims, renumbered."""
+    data = result.to_dict()
+    attempts = list(prior)
+    for offset, attempt in enumerate(data["attempts"], start=len(prior) + 1):
+        attempts.append({**attempt, "number": offset})
+    return {
+        "status": result.status,
+        "recipients": dumps(data["recipients"]),
+        "attempts": dumps(attempts),
+        "final_reply": dumps(data["final_reply"]),
+        "duration": result.elapsed,
+        "sent_at": now if result.status in ACCEPTED_STATUSES else None,
+        "updated_at": now,
+    }
+
+
+def record_from_row(
+    row: Mapping[str, Any], *, include_bcc: bool, folder: Path | None
+) -> AuditRecord:
+    """Build an AuditRecord from a row keyed by column name (same names in both backends)."""
+    to, cc = tuple(loads(row["to_addrs"])), tuple(loads(row["cc_addrs"]))
+    bcc = tuple(loads(row["bcc_addrs"]))
+    recipients = loads(row["recipients"]) or {}
+    if not include_bcc:
+        visible = {a.lower() for a in (*to, *cc)}
+        hidden = {a.lower() for a in bcc} - visible
+        recipients = {a: r for a, r in recipients.items() if a.lower() not in hidden}
+    created = as_datetime(row["created_at"])
+    updated = as_datetime(row["updated_at"])
+    assert created is not None and updated is not None
+    return AuditRecord(
+        id=row["id"],
+        created_at=created,
+        updated_at=updated,
+        sent_at=as_datetime(row["sent_at"]),
+        status=row["status"],
+        backend=row["backend"],
+        provider=row["provider"],
+        host=row["host"],
+        sender=row["sender"],
+        to=to,
+        cc=cc,
+        bcc=bcc if include_bcc else None,
+        subject=row["subject"],
+        message_id=row["message_id"],
+        idempotency_key=row["idempotency_key"],
+        recipients=recipients,
+        attempts=tuple(loads(row["attempts"]) or ()),
+        final_reply=loads(row["final_reply"]),
+        duration=row["duration"],
+        metadata=loads(row["metadata"]) or {},
+        folder=folder,
+        attachments=tuple(loads(row["attachments"]) or ()),
+    )
+
+
+def replay_of(record: AuditRecord) -> SendResult:
+    """What claim() hands back for a key that may already have been accepted."""
+    return replace(record.result(), replayed=True)
+
+
+def conflict(key: str) -> AuditError:
+    """Same key, different content: names the key, never the content."""
+    return AuditError(
+        f"idempotency key {key!r} was already used for a different message; "
+        "use a new key for a new message",
+        code="idempotency_conflict",
+    )
+
+
+def not_found(audit_id: str) -> AuditError:
+    return AuditError(f"no audit record with id {audit_id!r}", code="not_found")
+
+
+def redact_url(url: str) -> str:
+    """A database URL with any password removed (for ``location``, reprs and errors)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid database URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}@{hostport}" if user else hostport
+    query = "&".join(
+        p for p in parts.query.split("&") if p and not p.lower().startswith("password=")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

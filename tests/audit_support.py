@@ -1,0 +1,118 @@
+"""Helpers for the audit store tests: records, results, and functions run in child processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from fluxmail.audit import OutboundRecord, open_store
+from fluxmail.results import Attempt, RecipientOutcome, RecipientStatus, SendResult, ServerReply
+
+EML = (
+    b"From: Ann <ann@example.com>\r\nTo: bob@example.com\r\nCc: cy@example.com\r\n"
+    b"Subject: Quarterly report\r\nMessage-ID: <m1@example.com>\r\n\r\n" + b"x" * 1800 + b"\r\n"
+)
+
+
+def make_record(
+    key: str | None = None, content_hash: str = "hash-1", **changes: Any
+) -> OutboundRecord:
+    """A complete outbound record (To, Cc, Bcc, both bodies, one attachment)."""
+    record = OutboundRecord(
+        message_id="<m1@example.com>",
+        idempotency_key=key,
+        content_hash=content_hash,
+        backend="smtp",
+        provider="mailpit",
+        host="127.0.0.1",
+        sender="ann@example.com",
+        to=("bob@example.com",),
+        cc=("cy@example.com",),
+        bcc=("hidden@example.com",),
+        subject="Quarterly report",
+        metadata={"campaign": "q3", "note": "héllo"},
+        eml=EML,
+        text="Hello Bob",
+        html="<p>Hello Bob</p>",
+        attachments=(("report.pdf", "application/pdf", b"%PDF-1.4 fake"),),
+    )
+    return replace(record, **changes)
+
+
+def sent_result(status: str = "sent", *, message_id: str = "<m1@example.com>") -> SendResult:
+    """A finished SendResult: every recipient accepted, one attempt, a final reply."""
+    rcpts = ("bob@example.com", "cy@example.com", "hidden@example.com")
+    outcome: RecipientOutcome = "sent" if status in ("sent", "queued") else "rejected"
+    return SendResult(
+        status=status,  # type: ignore[arg-type]
+        message_id=message_id,
+        recipients={
+            a: RecipientStatus(a, outcome, 250 if outcome == "sent" else 550) for a in rcpts
+        },
+        attempts=(Attempt(number=1, started_at=1700000000.0, elapsed=0.05),),
+        final_reply=ServerReply(250, "2.0.0 queued as ABC", "2.0.0"),
+        elapsed=0.05,
+    )
+
+
+def failed_result(number: int = 1) -> SendResult:
+    """A send that failed before anything was accepted (e.g. a refused connection)."""
+    return SendResult(
+        status="failed",
+        message_id="<m1@example.com>",
+        attempts=(
+            Attempt(number=number, started_at=1700000000.0, elapsed=0.01, error="refused",
+                    error_code="connection_failed"),
+        ),
+    )  # fmt: skip
+
+
+def claim_keys(spec: Mapping[str, Any], keys: list[str], barrier: Any, queue: Any) -> None:
+    """Child process: open the store, wait for the others, claim every key; report the claims."""
+    store = open_store(**spec)
+    barrier.wait(timeout=60)
+    out = []
+    for key in keys:
+        claim = store.claim(make_record(key))
+        out.append((key, claim.audit_id, claim.replay is None))
+    store.close()
+    queue.put(out)
+
+
+def run_claimers(spec: Mapping[str, Any], keys: list[str], processes: int) -> list[Any]:
+    """Start ``processes`` spawned children claiming the same keys at once; all their claims."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(processes), ctx.Queue()
+    children = [
+        ctx.Process(target=claim_keys, args=(dict(spec), keys, barrier, queue))
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    claims = [item for _ in children for item in queue.get(timeout=90)]
+    for child in children:
+        child.join(timeout=30)
+        assert child.exitcode == 0
+    return claims
+
+
+def kill_during_send(spec: Mapping[str, Any], key: str) -> None:
+    """Run claim_then_die in a spawned child and wait for it to be killed."""
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(target=claim_then_die, args=(dict(spec), key))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == -signal.SIGKILL
+
+
+def claim_then_die(spec: Mapping[str, Any], key: str) -> None:
+    """Child process: claim a key (committed), then die by SIGKILL before finishing."""
+    store = open_store(**spec)
+    store.claim(make_record(key))
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(30)  # not reached
