@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -212,6 +212,21 @@ def clean_env(isolated: bool = False, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+def run_with_sink(run: Callable[[int], ChildResult], expected: int) -> tuple[ChildResult, int]:
+    """Run a client against a fresh smtp-sink; also return how many messages the sink counted."""
+    with Sink() as sink:
+        result = run(sink.port)
+        arrived = sink.wait_messages(expected) if result.ok else 0
+    return result, arrived
+
+
+def child_note(result: ChildResult) -> str:
+    """Why a client produced no figures, for the table's note column."""
+    if result.unavailable:
+        return f"not available: {result.unavailable}"
+    return f"error: {result.error}" if result.error else ""
 
 
 # --------------------------------------------------------------------------- statistics, output

@@ -22,8 +22,8 @@ from _common import (
     SENDER,
     Check,
     ChildResult,
-    Sink,
     build_stdlib,
+    child_note,
     clean_env,
     ensure_fluxmail033,
     find_tool,
@@ -33,6 +33,7 @@ from _common import (
     print_table,
     rounds_order,
     run_child,
+    run_with_sink,
     save_results,
     scratch_dir,
     worker_argv,
@@ -129,15 +130,9 @@ def build_rows(wanted: set[str] | None) -> list[Row]:
 
 def measure(row: Row, messages: int) -> str:
     """One run of one client against a fresh sink; returns a note when it could not run."""
-    with Sink() as sink:
-        result = row.run(sink.port, messages)
-        arrived = sink.wait_messages(messages) if result.ok else 0
+    result, arrived = run_with_sink(lambda port: row.run(port, messages), messages)
     if not result.ok:
-        return (
-            f"not available: {result.unavailable}"
-            if result.unavailable
-            else f"error: {result.error}"
-        )
+        return child_note(result)
     sent, elapsed = int(result.data["sent"]), float(result.data["elapsed"])
     row.rates.append(sent / elapsed)
     row.cpu_us.append(float(result.data["cpu"]) / max(sent, 1) * 1e6)
