@@ -1,0 +1,229 @@
+"""Host forms and the one-URL form.
+
+Host forms (``FLUXMAIL_HOST`` / ``host=``): ``smtp.example.com``; ``relay:domain``
+(``smtp.gmail.com:gmail.com``, upstream); ``host:port`` when everything after the colon is digits;
+``[::1]:2525`` (bracketed IPv6, optional port); ``EmailInstance(relay=, domain=)``.
+
+URL form (``FLUXMAIL_URL`` / ``FluxMail.from_url``)::
+
+    smtp://user:pass@host:587          STARTTLS (default port 587)
+    smtps://user:pass@host:465         implicit TLS (default port 465)
+    smtp+plain://host:25               no TLS at all (default port 25)
+    sendgrid://:API_KEY@               a provider by name; the host part is its region:
+    ses://USER:PASS@eu-west-1          ...
+
+User and password are percent-decoded. Query parameters set other settings by field name
+(``?timeout=10&sender=...&domain=example.com``); secrets never go in the query.
+Error messages never echo the URL: it holds a password.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import NamedTuple
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from fluxmail.errors import ConfigurationError
+
+__all__ = ["EmailInstance", "HostSpec", "UrlParts", "is_loopback", "parse_host", "parse_url"]
+
+SCHEMES = {"smtp": "starttls", "smtps": "implicit", "smtp+plain": "none"}
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+# Fields a query parameter may set. Secrets, and what the URL's own parts say, are excluded.
+_QUERY_FIELDS = frozenset(
+    {
+        "type",
+        "provider",
+        "region",
+        "sender",
+        "ca_file",
+        "tls_verify",
+        "local_hostname",
+        "timeout",
+        "connect_timeout",
+        "command_timeout",
+        "data_timeout",
+        "max_retries",
+        "retry_delay",
+        "retry_deadline",
+        "providers_file",
+        "allow_insecure_auth",
+        "dry_run",
+        "audit",
+        "audit_dir",
+        "file_dir",
+        "rate_limit",
+        "domain",
+    }
+)
+
+
+class EmailInstance(NamedTuple):
+    """Upstream-compatible host: the relay and, optionally, the mail domain."""
+
+    relay: str
+    domain: str = ""
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    host: str
+    port: int | None = None
+    domain: str = ""
+
+
+@dataclass(frozen=True)
+class UrlParts:
+    """Settings found in a URL (field -> raw value), plus the TLS mode its scheme implies."""
+
+    values: dict[str, object] = field(default_factory=dict)
+    security: str | None = None
+    domain: str = ""
+
+
+def _host_error(name: str, problem: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"{name}: {problem}; use a host name, relay:domain, host:port or [ipv6]:port",
+        code="invalid_host",
+    )
+
+
+def _check_hostname(value: str, name: str) -> str:
+    """Lower-cased ASCII host name or IP address; international names become IDNA."""
+    host = value.strip().rstrip(".").lower()
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise _host_error(name, f"{value!r} is not a valid host name") from None
+    if not ascii_host or not all(_LABEL.match(label) for label in ascii_host.split(".")):
+        raise _host_error(name, f"{value!r} is not a valid host name")
+    return ascii_host
+
+
+def _check_port(text: str, name: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ConfigurationError(
+            f"{name}: port {port} is out of range; use an integer from 1 to 65535",
+            code="invalid_port",
+        )
+    return port
+
+
+def parse_host(value: str | EmailInstance, name: str = "FLUXMAIL_HOST") -> HostSpec:
+    """Split any documented host form into host (IPv6 without brackets), port and domain."""
+    if isinstance(value, tuple):
+        inner = parse_host(str(value[0]), name)
+        domain = str(value[1]) if len(value) > 1 and value[1] else inner.domain
+        return HostSpec(inner.host, inner.port, domain)
+    text = str(value).strip()
+    if not text:
+        raise _host_error(name, "the host is empty")
+    if text.startswith("["):
+        match = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
+        if match is None:
+            raise _host_error(name, f"{text!r} is not a bracketed IPv6 address")
+        try:
+            ipaddress.IPv6Address(match.group(1))
+        except ValueError:
+            raise _host_error(name, f"{match.group(1)!r} is not an IPv6 address") from None
+        port = _check_port(match.group(2), name) if match.group(2) else None
+        return HostSpec(match.group(1).lower(), port)
+    if text.count(":") > 1:
+        try:
+            return HostSpec(str(ipaddress.IPv6Address(text)))
+        except ValueError:
+            raise _host_error(name, f"{text!r} has several colons; bracket IPv6: [::1]") from None
+    relay, sep, rest = text.partition(":")
+    if sep and not rest:
+        raise _host_error(name, f"{text!r} ends with ':'")
+    host = _check_hostname(relay, name)
+    if rest.isdigit():  # upstream reads "relay:domain"; all digits can only be a port
+        return HostSpec(host, _check_port(rest, name))
+    return HostSpec(host, None, _check_hostname(rest, name) if rest else "")
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for localhost and loopback addresses: traffic that never leaves the machine."""
+    if not host:
+        return False
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_error(problem: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"FLUXMAIL_URL / from_url() is malformed: {problem}. Expected "
+        "smtp://user:pass@host:587, smtps://user:pass@host:465, smtp+plain://host:25 or "
+        "<provider>://user:pass@[region] (percent-encode special characters in credentials)",
+        code="invalid_url",
+    )
+
+
+def _query(text: str) -> dict[str, object]:
+    values: dict[str, object] = {}
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))
+    except ValueError:
+        raise _url_error("the query string is not name=value pairs joined by &") from None
+    for raw_key, value in pairs:
+        key = raw_key.strip().lower().replace("-", "_")
+        if key not in _QUERY_FIELDS:
+            allowed = ", ".join(sorted(_QUERY_FIELDS))
+            raise _url_error(f"query parameter {key!r} is not allowed (allowed: {allowed})")
+        if key in values:
+            raise _url_error(f"query parameter {key!r} is given twice")
+        values[key] = value
+    return values
+
+
+def parse_url(url: str) -> UrlParts:
+    """Parse the one-URL form into settings values; raises ``invalid_url`` without echoing it."""
+    text = url.strip()
+    scheme, sep, _ = text.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        raise _url_error("it must start with a scheme such as smtp://")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+        hostname = parts.hostname
+    except ValueError:
+        raise _url_error("the host or port cannot be parsed (bracket IPv6; port 1-65535)") from None
+    if parts.fragment or "#" in text:
+        raise _url_error("it contains '#'; percent-encode it as %23")
+    if parts.path not in ("", "/"):
+        raise _url_error("it has a path; nothing may follow the host and port except ?query")
+    values = _query(parts.query)
+    if parts.username:
+        values["username"] = unquote(parts.username)
+    if parts.password:
+        values["password"] = unquote(parts.password)
+    if port is not None:
+        values["port"] = _check_port(str(port), "FLUXMAIL_URL")
+    domain = str(values.pop("domain", "") or "")
+    lowered = scheme.lower()
+    if lowered in SCHEMES:
+        if not hostname:
+            raise _url_error(f"{lowered}:// needs a host")
+        values["host"] = f"[{hostname}]" if ":" in hostname else hostname
+        return UrlParts(values, SCHEMES[lowered], domain)
+    if "provider" in values:
+        raise _url_error("the scheme already names the provider; drop ?provider=")
+    values["provider"] = lowered
+    if hostname:
+        if "region" in values:
+            raise _url_error("the region is given twice (host part and ?region=)")
+        values["region"] = hostname
+    return UrlParts(values, None, domain)
