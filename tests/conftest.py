@@ -1,18 +1,48 @@
-"""Shared fixtures: a clean FLUXMAIL_* environment for every test (servers live in servers.py)."""
+"""Shared fixtures: a clean FLUXMAIL_* environment for every test, and real SMTP servers.
+
+``ca`` (session-scoped trustme CA) and ``smtp_server`` (a factory of aiosmtpd servers, stopped at
+teardown) come from ``tests/servers.py``; its docstring explains every option and fault.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from tests.servers import SMTPTestServer, TestCA
+
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def clean_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     """Every test starts with no FLUXMAIL_* variables and in an empty working directory."""
     for name in list(os.environ):
         if name.startswith("FLUXMAIL_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     yield
+
+
+@pytest.fixture(scope="session")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    """One trustme CA per session, with good, expired, wrong-host and untrusted certificates."""
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def smtp_server(ca: TestCA) -> Iterator[Callable[..., SMTPTestServer]]:
+    """Factory: ``smtp_server(tls="starttls", auth=("u", "p"), faults=Faults(...))``."""
+    servers: list[SMTPTestServer] = []
+
+    def start(**options: Any) -> SMTPTestServer:
+        server = SMTPTestServer(ca, **options)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()

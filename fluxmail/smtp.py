@@ -1,0 +1,487 @@
+"""The one SMTP wire implementation, on aiosmtplib's protocol (the only module importing it).
+
+``SMTPSession`` connects, requires TLS when configured (RFC 3207: never a plaintext fallback),
+logs in (RFC 4954), and runs mail transactions, pipelined when the server offers it (RFC 2920).
+Replies become data (``TransactionResult``) or errors with stable codes (``smtp_errors``). It never
+retries: the retry policy belongs to the caller; a loss after the final "." is ``OutcomeUnknown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from types import MappingProxyType
+
+from aiosmtplib.auth import auth_login_encode, auth_plain_encode
+from aiosmtplib.errors import SMTPResponseException, SMTPServerDisconnected
+from aiosmtplib.esmtp import parse_esmtp_extensions
+
+from fluxmail.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    DeliveryError,
+    MessageError,
+    Refused,
+    TLSFailure,
+)
+from fluxmail.results import ServerReply
+from fluxmail.smtp_errors import parse_reply, redact, reply_error, wire_error
+from fluxmail.smtp_model import (
+    Security,
+    SMTPParams,
+    TLSInfo,
+    TransactionResult,
+    default_local_hostname,
+    ehlo_name,
+    tls_info,
+)
+from fluxmail.smtp_protocol import (
+    PipelinedProtocol,
+    envelope_path,
+    has_8bit,
+    message_payload,
+    transparent,
+)
+
+__all__ = ["SMTPParams", "SMTPSession", "Security", "TLSInfo", "TransactionResult"]
+
+
+class SMTPSession:
+    """One SMTP connection: ``connect()``, any number of ``send()``, ``close()``.
+
+    One task at a time drives a session (an internal lock serializes transactions).
+    """
+
+    def __init__(self, params: SMTPParams) -> None:
+        self._params = params
+        self._where = f"{params.host}:{params.port}"
+        self._protocol: PipelinedProtocol | None = None
+        self._extensions: dict[str, str] = {}
+        self._auth_methods: list[str] = []
+        self._tls_info: TLSInfo | None = None
+        self._timings: dict[str, float] = {}
+        self._authenticated = False
+        self._context: ssl.SSLContext | None = None
+        self._lock: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        state = "connected" if self.is_connected else "closed"
+        return f"<SMTPSession {self._where} {self._params.security} {state}>"
+
+    @property
+    def is_connected(self) -> bool:
+        proto = self._protocol
+        return proto is not None and proto.is_connected and not proto.lost
+
+    @property
+    def extensions(self) -> Mapping[str, str]:
+        return MappingProxyType(self._extensions)
+
+    @property
+    def supports_smtputf8(self) -> bool:
+        return "smtputf8" in self._extensions
+
+    @property
+    def tls_info(self) -> TLSInfo | None:
+        return self._tls_info
+
+    @property
+    def timings(self) -> Mapping[str, float]:
+        return MappingProxyType(self._timings)
+
+    @property
+    def authenticated(self) -> bool:
+        return self._authenticated
+
+    # -- connection -------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Greeting, EHLO, STARTTLS (required when configured), EHLO, AUTH."""
+        if self.is_connected:
+            return
+        self._abort()
+        p = self._params
+        try:
+            await self._open()
+            await self._step("ehlo", self._ehlo())
+            if p.security == "starttls":
+                await self._step("tls", self._starttls())
+                await self._step("ehlo", self._ehlo())
+            if p.username is not None:
+                await self._step("auth", self._login())
+        except BaseException:
+            self._abort()
+            raise
+
+    async def _step(self, name: str, coro: object) -> None:
+        started = time.monotonic()
+        await coro  # type: ignore[misc]
+        self._timings[name] = self._timings.get(name, 0.0) + time.monotonic() - started
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._context is None:
+            self._context = self._params.ssl_context
+        if self._context is None:
+            import certifi  # verify against certifi when the caller gave no context
+
+            self._context = ssl.create_default_context(cafile=certifi.where())
+        return self._context
+
+    async def _open(self) -> None:
+        p = self._params
+        loop = asyncio.get_running_loop()
+        proto = PipelinedProtocol(loop)
+        tls = self._ssl_context() if p.security == "implicit" else None
+        started = time.monotonic()
+        with self._wire("connect", p.connect_timeout):
+            connecting = loop.create_connection(
+                lambda: proto,
+                p.host,
+                p.port,
+                ssl=tls,
+                server_hostname=p.host if tls is not None else None,
+                ssl_handshake_timeout=p.connect_timeout if tls is not None else None,
+            )
+            await asyncio.wait_for(connecting, p.connect_timeout)
+        self._protocol = proto
+        self._timings = {"connect": time.monotonic() - started}
+        self._tls_info = tls_info(proto.transport)
+        started = time.monotonic()
+        reply = await self._read("greeting")
+        self._timings["greeting"] = time.monotonic() - started
+        if reply.code != 220:
+            self._abort()
+            raise reply_error("greeting", reply, self._where)
+
+    async def _ehlo(self) -> None:
+        p = self._params
+        raw = p.local_hostname
+        if raw is None:
+            raw = await asyncio.to_thread(default_local_hostname)
+        name = ehlo_name(raw) or "localhost.localdomain"
+        reply = await self._command("ehlo", b"EHLO", name.encode("ascii"))
+        if reply.code in (500, 502) and p.security == "none" and p.username is None:
+            reply = await self._command("ehlo", b"HELO", name.encode("ascii"))  # RFC 5321 3.2
+            if reply.code == 250:
+                self._extensions, self._auth_methods = {}, []
+                return
+        if reply.code != 250:
+            raise reply_error("ehlo", reply, self._where)
+        self._extensions, self._auth_methods = parse_esmtp_extensions(reply.text)
+
+    async def _starttls(self) -> None:
+        if "starttls" not in self._extensions:
+            raise TLSFailure(
+                f"{self._where} does not offer STARTTLS, which is required; refusing to go on "
+                "without TLS (never a plaintext fallback). Check the port and TLS mode",
+                code="starttls_unavailable",
+                transient=False,
+                stage="starttls",
+            )
+        proto = self._live("starttls")
+        with self._wire("starttls", self._params.command_timeout):
+            try:
+                await proto.start_tls(
+                    self._ssl_context(),
+                    server_hostname=self._params.host,
+                    timeout=self._params.command_timeout,
+                )
+            except SMTPResponseException as exc:
+                if exc.code == -1:
+                    raise
+                self._abort()
+                reply = parse_reply(exc.code, exc.message)
+                raise reply_error("starttls", reply, self._where) from None
+        proto.forget_plaintext()
+        self._extensions, self._auth_methods = {}, []  # RFC 3207 4.2: EHLO again
+        self._tls_info = tls_info(proto.transport)
+
+    def _peer_is_loopback(self) -> bool:
+        proto = self._protocol
+        peer = proto.transport.get_extra_info("peername") if proto and proto.transport else None
+        try:
+            return peer is not None and ipaddress.ip_address(peer[0]).is_loopback
+        except ValueError:
+            return False
+
+    async def _login(self) -> None:
+        p = self._params
+        user, password = p.username or "", p.password or ""
+        if self._tls_info is None and not p.allow_insecure_auth and not self._peer_is_loopback():
+            raise AuthenticationFailed(
+                f"Refusing to send credentials to {self._where} over an unencrypted connection; "
+                "use STARTTLS or implicit TLS (or allow insecure auth explicitly)",
+                code="insecure_auth",
+                transient=False,
+                stage="auth",
+            )
+        plain = auth_plain_encode(user, password)
+        login_user, login_password = auth_login_encode(user, password)
+        secrets = (password, plain, login_password)
+        if "plain" in self._auth_methods:
+            reply = await self._command("auth", b"AUTH", b"PLAIN", plain, secrets=secrets)
+        elif "login" in self._auth_methods:
+            reply = await self._command("auth", b"AUTH", b"LOGIN", login_user, secrets=secrets)
+            if reply.code == 334:
+                reply = await self._command("auth", login_password, secrets=secrets)
+        else:
+            offered = " ".join(self._auth_methods) or "none"
+            raise AuthenticationFailed(
+                f"{self._where} offers no login mechanism fluxmail supports (PLAIN, LOGIN); "
+                f"offered: {offered}",
+                code="auth_unsupported",
+                transient=False,
+                stage="auth",
+            )
+        if reply.code != 235:
+            raise reply_error("auth", reply, self._where)
+        self._authenticated = True
+
+    # -- transactions -----------------------------------------------------------------------
+
+    async def send(
+        self, sender: str, recipients: Sequence[str], data: bytes, *, smtputf8: bool = False
+    ) -> TransactionResult:
+        """One mail transaction; RCPT replies are data, other failures raise DeliveryError."""
+        rcpts = tuple(dict.fromkeys(recipients))  # one RCPT per address
+        payload = message_payload(data)
+        encoding = "utf-8" if smtputf8 else "ascii"
+        mail = b"MAIL FROM:" + envelope_path(sender, encoding)
+        commands = [b"RCPT TO:" + envelope_path(r, encoding) + b"\r\n" for r in rcpts]
+        if not rcpts:
+            raise MessageError("A message needs at least one recipient", code="no_recipients")
+        async with self._serialized():
+            self._live("mail")
+            mail += self._mail_options(payload, smtputf8) + b"\r\n"
+            if "pipelining" in self._extensions:
+                return await self._send_pipelined(mail, commands, rcpts, payload)
+            return await self._send_stepwise(mail, commands, rcpts, payload)
+
+    def _mail_options(self, payload: bytes, smtputf8: bool) -> bytes:
+        ext = self._extensions
+        options = b""
+        limit = ext.get("size", "")
+        if "size" in ext:
+            if limit.isdigit() and 0 < int(limit) < len(payload):  # RFC 1870 section 6
+                raise Refused(
+                    f"The message ({len(payload)} bytes) exceeds the {limit}-byte limit that "
+                    f"{self._where} announces",
+                    code="message_too_large",
+                    transient=False,
+                    stage="mail",
+                )
+            options += b" SIZE=%d" % len(payload)
+        if "8bitmime" in ext and has_8bit(payload):
+            options += b" BODY=8BITMIME"  # RFC 6152
+        if smtputf8:
+            if not self.supports_smtputf8:
+                raise MessageError(
+                    f"An address needs SMTPUTF8 (RFC 6531), which {self._where} does not offer",
+                    code="smtputf8_unsupported",
+                )
+            options += b" SMTPUTF8"
+        return options
+
+    async def _send_pipelined(
+        self, mail: bytes, commands: list[bytes], rcpts: tuple[str, ...], payload: bytes
+    ) -> TransactionResult:
+        """RFC 2920: MAIL, every RCPT and DATA in one write, then the replies in order."""
+        proto = self._live("mail")
+        with self._wire("mail", self._params.command_timeout):
+            proto.write(mail + b"".join(commands) + b"DATA\r\n")
+        mail_reply = await self._read("mail")
+        replies = {}
+        for rcpt in rcpts:
+            replies[rcpt] = await self._read("rcpt")
+        data_reply = await self._read("data")
+        accepted = 200 <= mail_reply.code < 300 and any(
+            200 <= r.code < 300 for r in replies.values()
+        )
+        if data_reply.code == 354 and not accepted:
+            self._abort()  # a server that says 354 with no valid recipient: send nothing at all
+        if not 200 <= mail_reply.code < 300:
+            await self._reset_quietly()
+            raise reply_error("mail", mail_reply, self._where)
+        if not accepted:
+            await self._reset_quietly()
+            return TransactionResult(replies, None)
+        if data_reply.code != 354:
+            await self._reset_quietly()
+            raise _with(reply_error("data", data_reply, self._where), replies)
+        return await self._transfer(payload, replies)
+
+    async def _send_stepwise(
+        self, mail: bytes, commands: list[bytes], rcpts: tuple[str, ...], payload: bytes
+    ) -> TransactionResult:
+        mail_reply = await self._exchange("mail", mail)
+        if not 200 <= mail_reply.code < 300:
+            await self._reset_quietly()
+            raise reply_error("mail", mail_reply, self._where)
+        replies: dict[str, ServerReply] = {}
+        for index, (rcpt, command) in enumerate(zip(rcpts, commands, strict=True)):
+            replies[rcpt] = reply = await self._exchange("rcpt", command)
+            if reply.code in (452, 552):  # RFC 5321 4.5.3.1.10: too many recipients
+                replies.update((rest, reply) for rest in rcpts[index + 1 :])
+                break
+        if not any(200 <= r.code < 300 for r in replies.values()):
+            await self._reset_quietly()
+            return TransactionResult(replies, None)
+        data_reply = await self._exchange("data", b"DATA\r\n")
+        if data_reply.code != 354:
+            await self._reset_quietly()
+            raise _with(reply_error("data", data_reply, self._where), replies)
+        return await self._transfer(payload, replies)
+
+    async def _transfer(self, payload: bytes, replies: dict[str, ServerReply]) -> TransactionResult:
+        """Send the message; once the final "." is written a loss means the outcome is unknown."""
+        p = self._params
+        proto = self._live("data")
+        with self._wire("data", p.command_timeout):
+            proto.write(transparent(payload))
+            await asyncio.wait_for(proto.drain(), p.command_timeout)
+            await asyncio.sleep(0)  # let a pending reset or EOF surface before the commitment
+            if proto.lost or not proto.is_connected:
+                raise SMTPServerDisconnected("Connection lost")
+            proto.write(b".\r\n")
+        reply = await self._read("end_of_data", p.data_timeout, after_dot=True)
+        if not 200 <= reply.code < 300:
+            await self._reset_quietly()
+            raise _with(reply_error("end_of_data", reply, self._where), replies)
+        return TransactionResult(replies, reply)
+
+    async def reset(self) -> None:
+        """RSET: abandon any transaction in progress (RFC 5321 4.1.1.5)."""
+        async with self._serialized():
+            reply = await self._command("rset", b"RSET")
+            if reply.code != 250:
+                raise reply_error("rset", reply, self._where)
+
+    async def noop(self) -> None:
+        """NOOP: proves the connection is still alive."""
+        async with self._serialized():
+            reply = await self._command("noop", b"NOOP")
+            if reply.code != 250:
+                raise reply_error("noop", reply, self._where)
+
+    async def close(self) -> None:
+        """QUIT (errors ignored), then always close the socket."""
+        proto = self._protocol
+        if proto is None:
+            return
+        try:
+            if self.is_connected:
+                with contextlib.suppress(Exception):
+                    quit_timeout = min(self._params.command_timeout, 5.0)
+                    await proto.execute_command(b"QUIT", timeout=quit_timeout)
+        finally:
+            if proto.transport is not None:
+                proto.transport.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(proto.closed), 2.0)
+            except (asyncio.TimeoutError, OSError):
+                self._abort()
+            self._protocol = None
+            self._authenticated = False
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _serialized(self) -> AsyncIterator[None]:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            yield
+
+    def _abort(self) -> None:
+        """Drop the connection at once (after a timeout the reply stream is out of step)."""
+        proto = self._protocol
+        if proto is not None and isinstance(proto.transport, asyncio.Transport):
+            proto.transport.abort()
+        self._authenticated = False
+
+    def _live(self, stage: str) -> PipelinedProtocol:
+        proto = self._protocol
+        if proto is not None and not proto.lost:
+            for early in proto.take_unsolicited():
+                if early.code == 421:  # the server announced it is closing (RFC 5321 3.8)
+                    self._abort()
+                    raise reply_error(stage, parse_reply(early.code, early.message), self._where)
+        if proto is None or not self.is_connected:
+            raise ConnectionFailed(
+                f"Not connected to {self._where} (the connection was closed)",
+                code="not_connected",
+                transient=True,
+                stage=stage,
+            )
+        return proto
+
+    async def _command(
+        self, stage: str, *args: bytes, secrets: Sequence[str | bytes] = ()
+    ) -> ServerReply:
+        return await self._exchange(stage, b" ".join(args) + b"\r\n", secrets=secrets)
+
+    async def _exchange(
+        self, stage: str, line: bytes, *, secrets: Sequence[str | bytes] = ()
+    ) -> ServerReply:
+        proto = self._live(stage)
+        with self._wire(stage, self._params.command_timeout):
+            proto.write(line)
+        return await self._read(stage, secrets=secrets)
+
+    async def _read(
+        self,
+        stage: str,
+        timeout: float | None = None,
+        *,
+        after_dot: bool = False,
+        secrets: Sequence[str | bytes] = (),
+    ) -> ServerReply:
+        proto = self._protocol
+        seconds = timeout or self._params.command_timeout
+        with self._wire(stage, seconds, after_dot=after_dot):
+            if proto is None:
+                raise SMTPServerDisconnected("Connection lost")
+            response = await proto.read_response(timeout=seconds)
+        reply = parse_reply(response.code, redact(response.message, secrets))
+        if reply.code == 421 and stage != "auth":
+            self._abort()
+            raise reply_error(stage, reply, self._where)
+        if reply.code == 421:
+            self._abort()
+        return reply
+
+    async def _reset_quietly(self) -> None:
+        """RSET after a failed transaction so the session can be reused; drop it if that fails."""
+        if not self.is_connected:
+            return
+        try:
+            reply = await self._command("rset", b"RSET")
+        except DeliveryError:
+            reply = None
+        if reply is None or reply.code != 250:
+            self._abort()
+
+    @contextlib.contextmanager
+    def _wire(self, stage: str, seconds: float, *, after_dot: bool = False) -> Iterator[None]:
+        """Translate low-level failures at ``stage`` into fluxmail errors."""
+        try:
+            yield
+        except DeliveryError:
+            raise
+        except (asyncio.TimeoutError, OSError, SMTPResponseException) as exc:
+            self._abort()
+            raise wire_error(exc, stage, self._where, seconds, after_dot=after_dot) from exc
+
+
+def _with(exc: DeliveryError, replies: Mapping[str, ServerReply]) -> DeliveryError:
+    """Attach the RCPT replies, so the caller knows which recipients the failure concerns."""
+    exc.details["recipients"] = MappingProxyType(dict(replies))
+    return exc
+
+
+def _ok(reply: ServerReply) -> bool:
+    return 200 <= reply.code < 300

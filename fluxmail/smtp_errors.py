@@ -1,0 +1,202 @@
+"""SMTP replies and events -> fluxmail errors (the table in shared/reference/smtp-faults.md).
+
+Pure functions, no network and no aiosmtplib: ``fluxmail.smtp`` calls them at each stage. Every
+error carries ``transient`` (may the caller retry?), the reply code, the RFC 3463 enhanced status,
+the reply text (with any echoed credentials removed) and ``details["stage"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import Iterable
+
+from fluxmail.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    DeliveryError,
+    OutcomeUnknown,
+    Refused,
+    SendTimeout,
+    TLSFailure,
+)
+from fluxmail.results import ServerReply
+from fluxmail.smtp_model import certificate_error
+
+__all__ = [
+    "STAGES",
+    "connection_lost",
+    "parse_reply",
+    "redact",
+    "reply_error",
+    "timed_out",
+    "wire_error",
+]
+
+STAGES = (
+    "connect",
+    "greeting",
+    "ehlo",
+    "starttls",
+    "auth",
+    "mail",
+    "rcpt",
+    "data",
+    "end_of_data",
+    "rset",
+    "noop",
+)
+
+# RFC 3463 section 2: class "." subject "." detail, at the start of the reply text.
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+
+_WHAT = {
+    "greeting": "The server's greeting",
+    "ehlo": "EHLO",
+    "starttls": "STARTTLS",
+    "auth": "Login",
+    "mail": "The sender (MAIL FROM)",
+    "data": "The DATA command",
+    "end_of_data": "The message",
+    "rset": "RSET",
+    "noop": "NOOP",
+}
+
+
+def parse_reply(code: int, text: str) -> ServerReply:
+    """A ServerReply with the enhanced status code parsed out of the text (RFC 3463)."""
+    match = _ENHANCED.match(text)
+    enhanced = None
+    if match is not None and match.group(1) == str(code)[0]:
+        enhanced = ".".join(match.groups())
+    return ServerReply(code=code, text=text, enhanced_status=enhanced)
+
+
+def redact(text: str, secrets: Iterable[str | bytes]) -> str:
+    """Remove every secret (password, base64 credentials) that a server might echo back."""
+    for secret in secrets:
+        value = secret.decode("ascii", "replace") if isinstance(secret, bytes) else secret
+        if value:
+            text = text.replace(value, "[redacted]")
+    return text
+
+
+def _err(
+    cls: type[DeliveryError], msg: str, code: str, transient: bool, stage: str, reply: ServerReply
+) -> DeliveryError:
+    return cls(
+        msg,
+        code=code,
+        transient=transient,
+        smtp_code=reply.code,
+        smtp_text=reply.text,
+        enhanced_status=reply.enhanced_status,
+        stage=stage,
+    )
+
+
+def reply_error(stage: str, reply: ServerReply, where: str) -> DeliveryError:
+    """The error for an unexpected reply at ``stage``; ``where`` is ``host:port``."""
+    msg = f"{_WHAT.get(stage, stage)} failed at {where}: the server replied {reply}"
+    temporary = 400 <= reply.code < 500
+    if stage == "auth":
+        cls, code, transient, msg = _auth_error(reply, msg)
+        return _err(cls, msg, code, transient, stage, reply)
+    if reply.code == 421:
+        # RFC 5321 3.8: the server is closing the connection; try again later.
+        return _err(ConnectionFailed, msg, "service_unavailable", True, stage, reply)
+    if stage == "starttls":
+        return _err(TLSFailure, msg, "starttls_failed", temporary, stage, reply)
+    if stage in ("greeting", "ehlo"):
+        if temporary:
+            return _err(ConnectionFailed, msg, "service_unavailable", True, stage, reply)
+        return _err(Refused, msg, f"{stage}_refused", False, stage, reply)
+    codes = {
+        "mail": ("sender_deferred", "sender_refused"),
+        "data": ("data_deferred", "data_refused"),
+        "end_of_data": ("message_deferred", "message_refused"),
+    }
+    if stage in codes:
+        deferred, refused = codes[stage]
+        if temporary:
+            return _err(DeliveryError, msg, deferred, True, stage, reply)
+        return _err(Refused, msg, refused, False, stage, reply)
+    return _err(DeliveryError, msg, f"{stage}_failed", True, stage, reply)
+
+
+def _auth_error(reply: ServerReply, msg: str) -> tuple[type[DeliveryError], str, bool, str]:
+    """RFC 4954 section 6: 535 bad credentials, 530/538 TLS needed, 534 too weak, 4xx later."""
+    cls = AuthenticationFailed
+    if 400 <= reply.code < 500:
+        return cls, "auth_deferred", True, msg
+    if reply.code in (530, 538):
+        hint = "; the server requires TLS (or a stronger mechanism) before login"
+        return cls, "auth_requires_tls", False, msg + hint
+    if reply.code == 534:
+        return cls, "auth_mechanism_too_weak", False, msg
+    if reply.code == 504:
+        return cls, "auth_unsupported", False, msg
+    hint = "; check the username and password" if reply.code == 535 else ""
+    return cls, "auth_failed", False, msg + hint
+
+
+def connection_lost(stage: str, where: str, *, after_dot: bool) -> DeliveryError:
+    """Before the final "." a lost connection is retryable; after it the outcome is unknown."""
+    if after_dot:
+        return OutcomeUnknown(
+            f"The connection to {where} was lost after the message was sent and before the "
+            "server confirmed it; it may or may not have been accepted (not resent)",
+            code="outcome_unknown",
+            transient=False,
+            stage=stage,
+        )
+    return ConnectionFailed(
+        f"The connection to {where} was lost during {_WHAT.get(stage, stage)}",
+        code="connection_lost",
+        transient=True,
+        stage=stage,
+    )
+
+
+def timed_out(stage: str, where: str, seconds: float, *, after_dot: bool) -> DeliveryError:
+    """No answer in time: before the final "." retryable, after it (RFC 5321 4.5.3.2) unknown."""
+    if after_dot:
+        return OutcomeUnknown(
+            f"{where} did not confirm the message within {seconds:g} s after it was sent; it "
+            "may or may not have been accepted (not resent)",
+            code="outcome_unknown",
+            transient=False,
+            stage=stage,
+        )
+    return SendTimeout(
+        f"{where} did not answer within {seconds:g} s ({_WHAT.get(stage, stage)})",
+        code="timeout",
+        transient=True,
+        stage=stage,
+    )
+
+
+def wire_error(
+    exc: BaseException, stage: str, where: str, seconds: float, *, after_dot: bool
+) -> DeliveryError:
+    """A timeout, TLS failure, socket error or garbled reply at ``stage``, as a fluxmail error."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return timed_out(stage, where, seconds, after_dot=after_dot)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return certificate_error(exc, where, stage)
+    if isinstance(exc, ssl.SSLError):
+        return TLSFailure(
+            f"TLS with {where} failed: {exc.reason or exc}",
+            code="tls_handshake_failed",
+            transient=False,
+            stage=stage,
+        )
+    if stage == "connect" and isinstance(exc, OSError):
+        return ConnectionFailed(
+            f"Could not connect to {where}: {exc}",
+            code="connection_failed",
+            transient=True,
+            stage=stage,
+        )
+    return connection_lost(stage, where, after_dot=after_dot)
