@@ -24,6 +24,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fluxmail.errors import ConfigurationError
+from fluxmail.secrets import read_secret_file
 
 __all__ = [
     "ENV_PREFIX",
@@ -248,28 +249,6 @@ def _env_file_path(env_file: str | Path | None, env: Mapping[str, str]) -> Path 
     return path
 
 
-def _read_secret(var: str, raw_path: str) -> str:
-    path = Path(raw_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except IsADirectoryError:
-        problem = "is a directory"
-    except FileNotFoundError:
-        problem = "does not exist"
-    except PermissionError:
-        problem = "is not readable (permission denied)"
-    except (OSError, UnicodeDecodeError):
-        problem = "cannot be read as UTF-8 text"
-    else:
-        # Docker/Kubernetes secrets usually end with one newline that is not part of the secret.
-        return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
-    raise ConfigurationError(
-        f"{var}={str(path)!r}: the secret file {problem}; give the path of a file that holds "
-        f"only the secret",
-        code="secret_file",
-    )
-
-
 def collect_layers(
     env_file: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> list[tuple[str, dict[str, object]]]:
@@ -284,7 +263,7 @@ def collect_layers(
         var = f"{env_name(name)}_FILE"
         raw_path = env.get(var) or dot.get(var)
         if raw_path:
-            secrets[name] = _read_secret(var, raw_path)
+            secrets[name] = read_secret_file(var, raw_path)
     return [("environment", _to_fields(env)), (".env", _to_fields(dot)), ("secret file", secrets)]
 
 

@@ -22,12 +22,42 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from fluxmail.errors import ConfigurationError
 
-__all__ = ["EmailInstance", "HostSpec", "UrlParts", "is_loopback", "parse_host", "parse_url"]
+if TYPE_CHECKING:
+    from fluxmail.providers import Provider
+
+__all__ = [
+    "PRECEDENCE",
+    "EmailInstance",
+    "HostSpec",
+    "Security",
+    "UrlParts",
+    "explicit_port",
+    "is_loopback",
+    "parse_host",
+    "parse_url",
+    "resolve_domain",
+    "resolve_host",
+    "resolve_port",
+    "resolve_security",
+]
+
+Security = Literal["starttls", "implicit", "none"]
+PRECEDENCE = (
+    "argument",
+    "environment",
+    ".env",
+    "secret file",
+    "url",
+    "provider preset",
+    "default",
+)
+_MODES: tuple[Security, ...] = ("starttls", "implicit", "none")
+
 
 SCHEMES = {"smtp": "starttls", "smtps": "implicit", "smtp+plain": "none"}
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
@@ -227,3 +257,127 @@ def parse_url(url: str) -> UrlParts:
             raise _url_error("the region is given twice (host part and ?region=)")
         values["region"] = hostname
     return UrlParts(values, None, domain)
+
+
+# Where to connect: host, port and TLS mode, each recording its source in ``src``.
+
+
+def resolve_host(
+    spec: HostSpec | None, provider: Provider | None, region: str | None, src: dict[str, str]
+) -> str | None:
+    if spec is not None:
+        return spec.host
+    if provider is not None:
+        src["host"] = "provider preset"
+        return provider.host_for(region)
+    return None
+
+
+def resolve_domain(spec: HostSpec | None, url: UrlParts | None, src: dict[str, str]) -> str:
+    if spec is not None and spec.domain:
+        src["domain"] = src["host"]
+        return spec.domain
+    if url is not None and url.domain:
+        src["domain"] = "url"
+        return url.domain
+    return ""
+
+
+def explicit_port(spec: HostSpec | None, port: int | None, src: dict[str, str]) -> int | None:
+    """A port from FLUXMAIL_PORT or from ``host:port``; the higher layer wins."""
+    if spec is None or spec.port is None:
+        return port
+    if port is None:
+        src["port"] = src["host"]
+        return spec.port
+    rank_port, rank_host = PRECEDENCE.index(src["port"]), PRECEDENCE.index(src["host"])
+    if rank_port == rank_host and port != spec.port:
+        raise ConfigurationError(
+            f"the port is given twice with different values: FLUXMAIL_PORT={port} and "
+            f"FLUXMAIL_HOST=...:{spec.port}; keep one",
+            code="invalid_port",
+        )
+    if rank_host < rank_port:
+        src["port"] = src["host"]
+        return spec.port
+    return port
+
+
+def resolve_security(
+    s: Any,
+    url: UrlParts | None,
+    provider: Provider | None,
+    port: int | None,
+    host: str | None,
+    src: dict[str, str],
+) -> Security:
+    if s.tls and s.ssl:
+        raise ConfigurationError(
+            "STARTTLS (use_tls= / FLUXMAIL_TLS) and implicit TLS (use_ssl= / FLUXMAIL_SSL) are "
+            "mutually exclusive; set only one of them to true",
+            code="invalid_config",
+        )
+    if s.ssl:
+        return _mark(src, "security", src["ssl"], "implicit")
+    if s.tls:
+        return _mark(src, "security", src["tls"], "starttls")
+    if s.tls is False:  # explicitly no STARTTLS and no implicit TLS: plain SMTP
+        return _mark(src, "security", src["tls"], "none")
+    mode: Security
+    if url is not None and url.security is not None:
+        mode, origin = url.security, "url"  # type: ignore[assignment]
+    elif provider is not None:
+        mode, origin = provider.security, "provider preset"  # type: ignore[assignment]
+        if port is not None and not provider.offers(mode, port):
+            mode = next((m for m in _MODES if provider.offers(m, port)), mode)
+    elif port == 465:
+        mode, origin = "implicit", "default"
+    else:  # loopback traffic never leaves the machine: a local catcher needs no TLS
+        mode, origin = ("none" if is_loopback(host) else "starttls"), "default"
+    if mode == "implicit" and s.ssl is False:
+        mode, origin = "starttls", src["ssl"]
+    return _mark(src, "security", origin, mode)
+
+
+def _mark(src: dict[str, str], key: str, origin: str, value: Security) -> Security:
+    src[key] = origin
+    return value
+
+
+def _preset_applies(provider: Provider | None, host: str | None, region: str | None) -> bool:
+    return provider is not None and host == provider.host_for(region)
+
+
+def resolve_port(
+    port: int | None,
+    security: Security,
+    provider: Provider | None,
+    host: str | None,
+    region: str | None,
+    src: dict[str, str],
+) -> int:
+    if provider is not None and _preset_applies(provider, host, region):
+        if port is None:
+            port = provider.default_port(security)
+            src["port"] = "provider preset"
+        if port is None or not provider.offers(security, port):
+            raise ConfigurationError(
+                _not_offered(provider, security, port), code="port_not_offered"
+            )
+        return port
+    if port is None:
+        src["port"] = "default"
+        return {"starttls": 587, "implicit": 465, "none": 25}[security]
+    return port
+
+
+def _not_offered(provider: Provider, security: str, port: int | None) -> str:
+    offered = "; ".join(f"{m}: {', '.join(map(str, p))}" for m, p in provider.ports.items())
+    mode = {"starttls": "STARTTLS", "implicit": "implicit TLS"}.get(security, security)
+    what = f"port {port} with {mode}" if port is not None else mode
+    if security == "none":
+        what = "unencrypted SMTP" + (f" on port {port}" if port else "")
+    return (
+        f"{provider.title} does not offer {what}; it offers {offered}. Fix FLUXMAIL_PORT, "
+        "FLUXMAIL_TLS (STARTTLS) or FLUXMAIL_SSL (implicit TLS), or unset them to use the preset"
+    )

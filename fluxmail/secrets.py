@@ -1,0 +1,119 @@
+"""Secrets and the security rules around them.
+
+Secret files (``FLUXMAIL_PASSWORD_FILE`` and friends, as Docker and Kubernetes mount them), the
+TLS context, the preset login, and the rules that refuse credentials in the clear. Nothing here
+ever puts a secret value into a message: errors name the variable, never its content.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
+
+from fluxmail.errors import ConfigurationError
+from fluxmail.urls import is_loopback
+
+if TYPE_CHECKING:
+    import ssl
+
+    from fluxmail.config import Config
+    from fluxmail.providers import Provider
+
+__all__ = ["REDACTED", "build_ssl_context", "check_smtp", "preset_username", "read_secret_file"]
+
+REDACTED = "********"
+
+
+def read_secret_file(var: str, raw_path: str) -> str:
+    """The content of a ``*_FILE`` secret, minus one trailing newline."""
+    path = Path(raw_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        problem = "is a directory"
+    except FileNotFoundError:
+        problem = "does not exist"
+    except PermissionError:
+        problem = "is not readable (permission denied)"
+    except (OSError, UnicodeDecodeError):
+        problem = "cannot be read as UTF-8 text"
+    else:
+        # Docker/Kubernetes secrets usually end with one newline that is not part of the secret.
+        return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+    raise ConfigurationError(
+        f"{var}={str(path)!r}: the secret file {problem}; give the path of a file that holds "
+        "only the secret",
+        code="secret_file",
+    )
+
+
+def build_ssl_context(ca_file: Path | None, *, tls_verify: bool) -> ssl.SSLContext:
+    """Verify against ``ca_file`` (a private CA) or certifi's bundle; TLS 1.2 at least."""
+    import ssl
+
+    import certifi
+
+    cafile = str(ca_file) if ca_file is not None else certifi.where()
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError):
+        raise ConfigurationError(
+            f"FLUXMAIL_CA_FILE={cafile!r} is not a readable PEM certificate bundle",
+            code="invalid_config",
+        ) from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not tls_verify:
+        # Explicit opt-out only (FLUXMAIL_TLS_VERIFY=false); the mailer logs a warning when built.
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def preset_username(
+    username: str | None, password: SecretStr | None, provider: Provider | None, src: dict[str, str]
+) -> str | None:
+    if username is not None or provider is None:
+        return username
+    if provider.username_literal:
+        src["username"] = "provider preset"
+        return provider.username_literal
+    if provider.username_is_password and password is not None:
+        src["username"] = "provider preset"
+        return password.get_secret_value()
+    return None
+
+
+def check_smtp(c: Config) -> None:
+    """Host present, credentials complete, and never sent in the clear off the machine."""
+    if c.host is None:
+        raise ConfigurationError(
+            "FLUXMAIL_HOST is required when FLUXMAIL_TYPE=smtp: set FLUXMAIL_HOST, "
+            "FLUXMAIL_PROVIDER or FLUXMAIL_URL (or choose FLUXMAIL_TYPE=console/file/memory)",
+            code="invalid_config",
+        )
+    if c.username is not None and c.password is None:
+        raise ConfigurationError(
+            "a username is set but no password: set FLUXMAIL_PASSWORD (or FLUXMAIL_PASSWORD_FILE, "
+            "or password=), or unset FLUXMAIL_USERNAME",
+            code="credentials_incomplete",
+        )
+    if c.password is not None and c.username is None:
+        raise ConfigurationError(
+            "a password is set but no username: set FLUXMAIL_USERNAME (or username=), or "
+            "FLUXMAIL_PROVIDER when the provider's login is fixed",
+            code="credentials_incomplete",
+        )
+    if (
+        c.password is not None
+        and c.security == "none"
+        and not is_loopback(c.host)
+        and not c.allow_insecure_auth
+    ):
+        raise ConfigurationError(
+            f"refusing to send credentials without TLS to {c.host}: use STARTTLS (FLUXMAIL_TLS="
+            "true) or implicit TLS (FLUXMAIL_SSL=true), or set FLUXMAIL_ALLOW_INSECURE_AUTH=true "
+            "if the network path is trusted",
+            code="insecure_auth",
+        )
