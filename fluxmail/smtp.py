@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -37,6 +36,7 @@ from fluxmail.smtp_model import (
     TransactionResult,
     default_local_hostname,
     ehlo_name,
+    is_loopback_host,
     tls_info,
 )
 from fluxmail.smtp_protocol import (
@@ -105,6 +105,9 @@ class SMTPSession:
             return
         self._abort()
         p = self._params
+        insecure = p.username is not None and p.security == "none" and not p.allow_insecure_auth
+        if insecure and not is_loopback_host(p.host):
+            raise _insecure_auth(self._where)  # before any network traffic
         try:
             await self._open()
             await self._step("ehlo", self._ehlo())
@@ -200,25 +203,11 @@ class SMTPSession:
         self._extensions, self._auth_methods = {}, []  # RFC 3207 4.2: EHLO again
         self._tls_info = tls_info(proto.transport)
 
-    def _peer_is_loopback(self) -> bool:
-        proto = self._protocol
-        peer = proto.transport.get_extra_info("peername") if proto and proto.transport else None
-        try:
-            return peer is not None and ipaddress.ip_address(peer[0]).is_loopback
-        except ValueError:
-            return False
-
     async def _login(self) -> None:
         p = self._params
         user, password = p.username or "", p.password or ""
-        if self._tls_info is None and not p.allow_insecure_auth and not self._peer_is_loopback():
-            raise AuthenticationFailed(
-                f"Refusing to send credentials to {self._where} over an unencrypted connection; "
-                "use STARTTLS or implicit TLS (or allow insecure auth explicitly)",
-                code="insecure_auth",
-                transient=False,
-                stage="auth",
-            )
+        if self._tls_info is None and not p.allow_insecure_auth and not is_loopback_host(p.host):
+            raise _insecure_auth(self._where)
         plain = auth_plain_encode(user, password)
         login_user, login_password = auth_login_encode(user, password)
         secrets = (password, plain, login_password)
@@ -485,3 +474,13 @@ def _with(exc: DeliveryError, replies: Mapping[str, ServerReply]) -> DeliveryErr
 
 def _ok(reply: ServerReply) -> bool:
     return 200 <= reply.code < 300
+
+
+def _insecure_auth(where: str) -> AuthenticationFailed:
+    return AuthenticationFailed(
+        f"Refusing to send credentials to {where} over an unencrypted connection; use "
+        "STARTTLS or implicit TLS (or allow insecure auth explicitly)",
+        code="insecure_auth",
+        transient=False,
+        stage="auth",
+    )

@@ -32,6 +32,7 @@ __all__ = [
     "certificate_error",
     "default_local_hostname",
     "ehlo_name",
+    "is_loopback_host",
     "tls_info",
 ]
 
@@ -132,6 +133,17 @@ def ehlo_name(name: str) -> str | None:
     except ValueError:
         return name
     return f"[{ip}]" if ip.version == 4 else f"[IPv6:{ip}]"
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address literal: traffic that never leaves the machine."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _dn(rdns: object) -> str | None:

@@ -28,21 +28,24 @@ Use the fixtures from ``tests/conftest.py``; ``ca`` is one trustme CA per test s
   ``advertise_starttls=False`` with ``tls="starttls"`` hides STARTTLS (a stripping attacker).
 - ``faults``: a ``Faults`` script, see below.
 
-Server attributes: ``host``, ``port``, ``ca_path`` (PEM of the CA, for ``FLUXMAIL_CA_FILE``),
+Server attributes: ``host``, ``port``, ``params(**overrides)`` (``SMTPParams`` for this server,
+trusting the CA), ``ca_path`` (PEM of the CA, for ``FLUXMAIL_CA_FILE``),
 ``client_context()``, ``messages`` (accepted ``Received`` messages), ``received`` (every message
 whose final "." arrived, accepted or not), ``deliveries`` (``len(received)``: proves "never
 delivered twice"), ``commands`` (verbs seen, e.g. ``["EHLO", "STARTTLS", "EHLO", "AUTH", ...]``),
-``connections``, ``drop_connections()`` (close every open connection, as an idle timeout would;
+``connections``, ``ehlo_names``, ``pipelined`` (per MAIL: did RCPT and DATA arrive with it),
+``drop_connections()`` (close every open connection, as an idle timeout would;
 sends ``421`` first unless ``reply=None``) and ``stop()``.
 
 Faults: ``Faults(stage=fault, ...)`` with stages ``greeting``, ``ehlo``, ``starttls``, ``auth``,
-``mail``, ``rcpt`` (every RCPT), ``data`` (the DATA command) and ``end_of_data`` (the reply to the
-final "."); ``rcpt_to={"addr": fault}`` per recipient; ``max_recipients=K`` answers ``452 4.5.3``
-to every RCPT after K accepted ones in a transaction. A fault is ``reply("451 4.3.0 Later")``,
-``drop()`` (close the connection without a reply) or ``stall()`` (no reply until the server stops
-or ``seconds`` pass; then close); each takes ``times=N`` to fire only on the first N occurrences
-(counted across connections) and then behave normally, so retries can be tested. Any ``421``
-reply closes the connection after it is sent, as RFC 5321 3.8 describes. Examples::
+``mail``, ``rcpt`` (every RCPT), ``data`` (the DATA command), ``end_of_data`` (the reply to the
+final ".") and ``quit``; ``rcpt_to={"addr": fault}`` per recipient; ``max_recipients=K``
+answers ``452 4.5.3`` to every RCPT after K accepted ones in a transaction.
+A fault is ``reply("451 4.3.0 Later")``, ``drop()`` (close the connection without a reply)
+or ``stall()`` (no reply until the server stops or ``seconds`` pass; then close). Each takes
+``times=N`` to fire only on the first N occurrences (counted across connections) and then
+behave normally, so retries can be tested. Any ``421`` reply closes the connection after it
+is sent, as RFC 5321 3.8 describes. Examples::
 
     Faults(greeting=reply("554 5.7.1 Blocked"))                  # permanent refusal
     Faults(auth=reply("535 5.7.8 Bad credentials"))
@@ -64,10 +67,13 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+if TYPE_CHECKING:
+    from fluxmail.smtp import SMTPParams
 
 __all__ = [
     "Fault",
@@ -152,6 +158,7 @@ class Faults:
     max_recipients: int | None = None
     data: Fault | None = None
     end_of_data: Fault | None = None
+    quit: Fault | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,8 @@ class _State:
         self.lock = threading.Lock()
         self.received: list[Received] = []
         self.commands: list[str] = []
+        self.ehlo_names: list[str] = []
+        self.pipelined: list[bool] = []
         self.connections = 0
         self.live: set[_ScriptedSMTP] = set()
         self.stopping: asyncio.Event | None = None
@@ -254,6 +263,8 @@ class _ScriptedSMTP(SMTP):  # type: ignore[misc]
         return True
 
     async def smtp_EHLO(self, hostname: str) -> None:
+        with self._state.lock:
+            self._state.ehlo_names.append(hostname)
         if not await self._scripted("EHLO", "ehlo", self._state.faults.ehlo):
             await super().smtp_EHLO(hostname)
 
@@ -271,6 +282,10 @@ class _ScriptedSMTP(SMTP):  # type: ignore[misc]
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         self._accepted_rcpts = 0
+        # RFC 2920: a pipelining client has already sent its RCPTs and DATA behind MAIL.
+        waiting = bytes(self._reader._buffer)
+        with self._state.lock:
+            self._state.pipelined.append(b"DATA\r\n" in waiting.upper())
         if not await self._scripted("MAIL", "mail", self._state.faults.mail):
             await super().smtp_MAIL(arg)
 
@@ -302,8 +317,8 @@ class _ScriptedSMTP(SMTP):  # type: ignore[misc]
         await super().smtp_NOOP(arg)
 
     async def smtp_QUIT(self, arg: str) -> None:
-        self._state.log("QUIT")
-        await super().smtp_QUIT(arg)
+        if not await self._scripted("QUIT", "quit", self._state.faults.quit):
+            await super().smtp_QUIT(arg)
 
     def connection_lost(self, error: Exception | None) -> None:
         self._state.live.discard(self)
@@ -428,8 +443,36 @@ class SMTPTestServer:
     def connections(self) -> int:
         return self._state.connections
 
+    @property
+    def ehlo_names(self) -> list[str]:
+        with self._state.lock:
+            return list(self._state.ehlo_names)
+
+    @property
+    def pipelined(self) -> list[bool]:
+        """Per MAIL command: did RCPT and DATA arrive together with it (RFC 2920)?"""
+        with self._state.lock:
+            return list(self._state.pipelined)
+
     def client_context(self) -> ssl.SSLContext:
         return self._ca.client_context()
+
+    def params(self, **overrides: Any) -> SMTPParams:
+        """``SMTPParams`` for this server (its TLS mode, trusting the test CA); override any."""
+        from fluxmail.smtp import SMTPParams
+
+        security = {"none": "none", "starttls": "starttls", "implicit": "implicit"}[self.tls]
+        values: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "security": security,
+            "ssl_context": self.client_context(),
+            "connect_timeout": 10.0,
+            "command_timeout": 10.0,
+            "data_timeout": 10.0,
+        }
+        values.update(overrides)
+        return SMTPParams(**values)
 
     # -- lifecycle -------------------------------------------------------------------------
 
