@@ -1,0 +1,165 @@
+"""``fluxmail check``: connect and log in without sending; report TLS, EHLO and timings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from fluxmail.cli._common import (
+    EXPLAIN,
+    JsonFlag,
+    PasswordStdin,
+    ProviderOption,
+    build_config,
+    json_errors,
+    output,
+    overrides,
+    report,
+)
+from fluxmail.errors import ConfigurationError, FluxMailException
+
+if TYPE_CHECKING:
+    from fluxmail.smtp import SMTPParams
+    from fluxmail.smtp_model import TLSInfo
+
+EPILOG = """Examples:
+
+  fluxmail check
+
+  FLUXMAIL_PROVIDER=sendgrid FLUXMAIL_PASSWORD_FILE=/run/secrets/sg fluxmail check
+
+  FLUXMAIL_CA_FILE=company-ca.pem fluxmail check --json
+"""
+
+
+@dataclass
+class Probe:
+    """What one connection attempt learned, up to the step that failed."""
+
+    extensions: dict[str, str] = field(default_factory=dict)
+    tls: TLSInfo | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    authenticated: bool = False
+    error: FluxMailException | None = None
+
+
+async def probe(params: SMTPParams) -> Probe:
+    """Greeting, EHLO, STARTTLS, EHLO, AUTH; then QUIT. Never sends a message."""
+    from fluxmail.smtp import SMTPSession
+
+    session = SMTPSession(params)
+    found = Probe()
+    try:
+        await session.connect()
+    except FluxMailException as exc:
+        found.error = exc
+    finally:
+        found.extensions = dict(session.extensions)
+        found.tls = session.tls_info
+        found.timings = dict(session.timings)
+        found.authenticated = session.authenticated
+        await session.close()
+    return found
+
+
+def _ms(seconds: float | None) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds is not None else "-"
+
+
+def _tls_dict(tls: TLSInfo | None) -> dict[str, Any] | None:
+    if tls is None:
+        return None
+    return {
+        "version": tls.version,
+        "cipher": tls.cipher,
+        "subject": tls.peer_subject,
+        "issuer": tls.peer_issuer,
+        "expires": tls.not_after.isoformat() if tls.not_after else None,
+    }
+
+
+def as_dict(params: SMTPParams, found: Probe) -> dict[str, Any]:
+    return {
+        "ok": found.error is None,
+        "host": params.host,
+        "port": params.port,
+        "security": params.security,
+        "username": params.username,
+        "tls": _tls_dict(found.tls),
+        "extensions": found.extensions,
+        "authenticated": found.authenticated,
+        "timings_ms": {k: round(v * 1000, 2) for k, v in found.timings.items()},
+        "error": found.error.to_dict() if found.error is not None else None,
+    }
+
+
+def _extensions(ext: dict[str, str]) -> str:
+    return ", ".join(f"{k.upper()} {v}".strip() for k, v in ext.items()) or "-"
+
+
+def _print(params: SMTPParams, found: Probe) -> None:
+    t = found.timings
+    tls = _tls_dict(found.tls)
+    if params.username is None:
+        login = "skipped (no FLUXMAIL_USERNAME)"
+    elif found.authenticated:
+        login = f"ok as {params.username} ({_ms(t.get('auth'))})"
+    else:
+        login = "failed" if found.error is not None and "auth" in t else "not attempted"
+    rows: list[tuple[str, object]] = [
+        ("server", f"{params.host}:{params.port} ({params.security})"),
+        ("connect", f"ok ({_ms(t['connect'])})" if "connect" in t else "failed"),
+    ]
+    if tls is not None:
+        rows.append(("tls", f"{tls['version']} {tls['cipher']} ({_ms(t.get('tls'))})"))
+        rows.append(("certificate", tls["subject"]))
+        rows.append(("issuer", tls["issuer"]))
+        rows.append(("expires", tls["expires"]))
+    elif params.security == "none":
+        rows.append(("tls", "none (plaintext; FLUXMAIL_TLS=false)"))
+    rows.append(("ehlo", f"{_extensions(found.extensions)} ({_ms(t.get('ehlo'))})"))
+    rows.append(("login", login))
+    output().fields(rows)
+
+
+def check(
+    provider: ProviderOption = None,
+    password_stdin: PasswordStdin = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Connect and log in without sending; explain what failed in plain words."""
+    import asyncio
+
+    from fluxmail.backends import SMTPBackend
+
+    with json_errors(json_output):
+        config = build_config(**overrides(provider, password_stdin))
+        if config.backend != "smtp":
+            raise ConfigurationError(
+                f"fluxmail check talks to an SMTP server, but FLUXMAIL_TYPE is "
+                f"{config.backend!r}; set FLUXMAIL_TYPE=smtp",
+                code="invalid_config",
+            )
+        params = SMTPBackend(config).params()
+        found = asyncio.run(probe(params))
+    if json_output:
+        data = as_dict(params, found)
+        if found.error is not None:
+            data["explanation"] = EXPLAIN.get(found.error.code)
+        output().json(data)
+    else:
+        _print(params, found)
+    if found.error is not None:
+        raise typer.Exit(found.error.exit_code if json_output else report(found.error))
+    if not json_output:
+        output().out.print(
+            "[bold green]ok[/]: connected"
+            + (" and logged in" if found.authenticated else "")
+            + ", nothing was sent"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("check", epilog=EPILOG)(check)
