@@ -1,0 +1,234 @@
+"""Strict e-mail address parsing and rendering (envelope and header forms).
+
+Accepted forms: ``"local@domain"``, ``'"Name" <local@domain>'``, ``"Name <local@domain>"``,
+``(name, addr)`` tuples and :class:`Address` objects. One string is one address: a comma list
+is ambiguous (quoted names may hold commas) and is refused, pass a list instead.
+
+The grammar is deliberately narrower than RFC 5322: a dot-atom local part (UTF-8 allowed,
+RFC 6531), a host-name domain (UTF-8 labels allowed), no quoted local parts, no domain literals,
+no comments, no group syntax. Everything parsed is cross-checked against
+``email.utils.parseaddr``: an address the standard library would read as a different one is an
+error (CVE-2023-27043), never silently rewritten.
+
+Domains go on the wire through the standard library's ``idna`` codec (IDNA 2003: ``ß`` maps to
+``ss``) unless the server offers SMTPUTF8.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email.utils import parseaddr
+from functools import lru_cache
+from typing import Union
+
+from fluxmail.errors import MessageError
+
+__all__ = [
+    "Address",
+    "AddressInput",
+    "check_header_text",
+    "encode_words",
+    "parse_address",
+    "parse_addresses",
+]
+
+AddressInput = Union[str, tuple[str, str], "Address"]
+
+# C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: anything that
+# str.splitlines() or a mail parser could treat as a line break (SMTP smuggling, header injection),
+# and lone surrogates, which cannot be encoded.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]"
+_LOCAL = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
+_LABEL = r"(?:[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\-\u0080-\U0010ffff]*"
+_LABEL += r"[A-Za-z0-9\u0080-\U0010ffff])?)"
+_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+# A display name that may go unquoted: atoms separated by single spaces (RFC 5322 §3.2.5).
+_BARE_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+)*")
+_UNQUOTED_NAME = re.compile(rf"(?:{_ATEXT}|[ .])*")
+_QUOTED_NAME = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_UNESCAPE = re.compile(r"\\(.)")
+_EW_CHUNK = 42  # bytes per encoded word: 56 base64 chars + 12 = 68 <= 75 (RFC 2047 §2)
+
+
+def check_header_text(value: str, *, field: str) -> None:
+    """Refuse control and line-breaking characters (header injection, RFC 5322 §2.2)."""
+    match = _FORBIDDEN.search(value)
+    if match is not None:
+        raise MessageError(
+            f"{field} contains a control or line-breaking character "
+            f"(U+{ord(match.group()):04X}); it could inject headers",
+            code="header_injection",
+            field=field,
+        )
+
+
+def encode_words(text: str) -> str:
+    """RFC 2047 'B' encoded words for ``text``, split on character boundaries, space-joined."""
+    import base64
+
+    words: list[str] = []
+    chunk: list[bytes] = []
+    size = 0
+    for char in text:
+        data = char.encode("utf-8")
+        if size + len(data) > _EW_CHUNK:
+            words.append(base64.b64encode(b"".join(chunk)).decode("ascii"))
+            chunk, size = [], 0
+        chunk.append(data)
+        size += len(data)
+    if chunk:
+        words.append(base64.b64encode(b"".join(chunk)).decode("ascii"))
+    return " ".join(f"=?utf-8?b?{word}?=" for word in words)
+
+
+def _idna(domain: str, *, field: str) -> str:
+    if domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise MessageError(
+            f"{field}: the domain {domain!r} cannot be encoded as IDNA ({exc})",
+            code="invalid_address",
+            field=field,
+        ) from exc
+
+
+@dataclass(frozen=True)
+class Address:
+    """One mailbox: ``addr`` as given (``local@domain``, Unicode allowed) and a display name."""
+
+    addr: str
+    name: str = ""
+
+    @property
+    def local(self) -> str:
+        return self.addr.rpartition("@")[0]
+
+    @property
+    def domain(self) -> str:
+        return self.addr.rpartition("@")[2]
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """A non-ASCII local part cannot be downgraded: it needs SMTPUTF8 (RFC 6531)."""
+        return not self.local.isascii()
+
+    def envelope(self, *, smtputf8: bool) -> str:
+        """The MAIL FROM / RCPT TO form: IDNA domain unless the server speaks SMTPUTF8."""
+        if smtputf8:
+            return self.addr
+        if self.needs_smtputf8:
+            raise MessageError(
+                f"{self.addr!r} has a non-ASCII local part; the server does not offer SMTPUTF8",
+                code="smtputf8_required",
+            )
+        return f"{self.local}@{_idna(self.domain, field='address')}"
+
+    def header_value(self) -> str:
+        """The header form: RFC 2047 / quoted display name, IDNA domain for ASCII local parts."""
+        addr = self.addr if self.needs_smtputf8 else self.envelope(smtputf8=False)
+        if not self.name:
+            return addr
+        return f"{_display_name(self.name)} <{addr}>"
+
+    def __str__(self) -> str:
+        return self.header_value()
+
+
+def _display_name(name: str) -> str:
+    if _BARE_PHRASE.fullmatch(name) and "=?" not in name:
+        return name
+    longest = max((len(word) for word in name.split()), default=0)
+    if name.isascii() and "=?" not in name and longest <= 60:
+        # Quoted string (RFC 5322 §3.2.4); short words keep it foldable at spaces.
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return encode_words(name)
+
+
+def _invalid(value: object, field: str, why: str) -> MessageError:
+    return MessageError(
+        f"{field}: {value!r} is not a valid address ({why})", code="invalid_address"
+    )
+
+
+def _check_addr(addr: str, field: str) -> None:
+    local, at, domain = addr.rpartition("@")
+    if not at or not _LOCAL.fullmatch(local) or not _DOMAIN.fullmatch(domain):
+        raise _invalid(addr, field, "expected local@domain")
+    # RFC 5321 §4.5.3.1.1 / §4.5.3.1.3: 64 octets of local part, 254 for the path.
+    if len(local.encode("utf-8")) > 64 or len(addr.encode("utf-8")) > 254:
+        raise _invalid(addr, field, "too long")
+    _idna(domain, field=field)
+
+
+def _is_bare_address(value: str) -> bool:
+    local, at, domain = value.strip().rpartition("@")
+    return bool(at) and bool(_LOCAL.fullmatch(local)) and bool(_DOMAIN.fullmatch(domain))
+
+
+def _split(value: str, field: str) -> tuple[str, str]:
+    text = value.strip()
+    if not text.endswith(">"):
+        return "", text
+    head, lt, addr = text[:-1].rpartition("<")
+    if not lt:
+        raise _invalid(value, field, "unbalanced angle brackets")
+    head = head.strip()
+    quoted = _QUOTED_NAME.fullmatch(head)
+    if quoted is not None:
+        return _UNESCAPE.sub(r"\1", quoted.group(1)).strip(), addr
+    if not _UNQUOTED_NAME.fullmatch(head):
+        raise _invalid(value, field, "quote a display name that contains special characters")
+    return " ".join(head.split()), addr
+
+
+@lru_cache(maxsize=1024)
+def _parse_string(value: str, field: str) -> Address:
+    check_header_text(value, field=field)
+    name, addr = _split(value, field)
+    _check_addr(addr, field)
+    # CVE-2023-27043: what the standard library reads must be exactly what we read.
+    std_name, std_addr = parseaddr(value)
+    if std_addr != addr or " ".join(std_name.split()) != " ".join(name.split()):
+        raise _invalid(value, field, "ambiguous: it could be read as another address")
+    return Address(addr=addr, name=name)
+
+
+def parse_address(value: AddressInput, *, field: str) -> Address:
+    """Parse one address given as a string, a ``(name, addr)`` tuple or an :class:`Address`."""
+    if isinstance(value, str):
+        return _parse_string(value, field)
+    if isinstance(value, Address):
+        name, addr = value.name, value.addr
+    elif isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, str) for v in value):
+        name, addr = value
+    else:
+        raise _invalid(value, field, "expected a string, a (name, addr) tuple or an Address")
+    check_header_text(name, field=field)
+    check_header_text(addr, field=field)
+    _check_addr(addr, field)
+    return Address(addr=addr, name=name.strip())
+
+
+def parse_addresses(
+    value: AddressInput | Iterable[AddressInput] | None, *, field: str
+) -> tuple[Address, ...]:
+    """Parse ``None``, one address, or an iterable of addresses into a tuple."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, Address)):
+        return (parse_address(value, field=field),)
+    if isinstance(value, tuple) and len(value) == 2:
+        name, addr = value
+        if isinstance(name, str) and isinstance(addr, str):
+            if _is_bare_address(name) and _is_bare_address(addr):
+                why = "ambiguous: a (name, addr) pair or two addresses? use a list"
+                raise _invalid(value, field, why)
+            return (parse_address((name, addr), field=field),)
+    if isinstance(value, (bytes, bytearray)) or not isinstance(value, Iterable):
+        raise _invalid(value, field, "expected an address or a list of addresses")
+    return tuple(parse_address(item, field=field) for item in value)
