@@ -567,6 +567,6 @@ def _authenticator(credentials: tuple[str, str] | None) -> Callable[..., AuthRes
         server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult:
         ok = isinstance(data, LoginPassword) and (data.login, data.password) == (username, password)
-        return AuthResult(success=ok, auth_data=data if ok else None)
+        return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
     return check
