@@ -120,8 +120,8 @@ def import_report(folder: str) -> dict[str, Any]:
     return found
 
 
-def top_packages(folder: str, count: int = 8) -> list[tuple[str, int]]:
-    """Import time of the set-up line per top-level package (summed self us, `-X importtime`)."""
+def import_times(folder: str) -> tuple[Counter[str], Counter[str]]:
+    """Self import time (us) of the set-up line per top-level package and per fluxmail module."""
     env = clean_env(FLUXMAIL_TYPE="memory", FLUXMAIL_SENDER="bench@example.com")
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", FLUXMAIL],
@@ -131,12 +131,16 @@ def top_packages(folder: str, count: int = 8) -> list[tuple[str, int]]:
         text=True,
         check=False,
     )
-    totals: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    own: Counter[str] = Counter()
     for line in proc.stderr.splitlines():
         parts = line.removeprefix("import time:").split("|")
         if len(parts) == 3 and parts[0].strip().isdigit():
-            totals[parts[2].strip().split(".")[0]] += int(parts[0])
-    return totals.most_common(count)
+            module, micros = parts[2].strip(), int(parts[0])
+            packages[module.split(".")[0]] += micros
+            if module.split(".")[0] == "fluxmail":
+                own[module] += micros
+    return packages, own
 
 
 def present(modules: list[str], names: Sequence[str]) -> list[str]:
@@ -156,9 +160,11 @@ def module_checks(folder: str) -> list[Check]:
             f"  after from_env(): {len(after)} modules; forbidden ones among them: "
             f"{present(after, FORBIDDEN) or 'none'}; also: {present(after, NOTEWORTHY)}"
         )
+        packages, own = import_times(folder)
         print("  import time of the set-up line by package (ms, summed self time):")
-        for module, micros in top_packages(folder):
-            print(f"    {micros / 1000:7.1f}  {module}")
+        print("    " + ", ".join(f"{m} {us / 1000:.1f}" for m, us in packages.most_common(8)))
+        print("  slowest fluxmail modules (ms, self time):")
+        print("    " + ", ".join(f"{m} {us / 1000:.1f}" for m, us in own.most_common(6)))
     else:
         print(f"  from_env() failed: {found.get('error')}")
     return [Check(name, f"loaded: {', '.join(heavy)}" if heavy else "none loaded", not heavy)]
