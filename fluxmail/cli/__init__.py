@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -71,26 +71,37 @@ def _split_debug(args: list[str]) -> tuple[list[str], bool]:
     return [a for i, a in enumerate(args) if not (i < end and a == "--debug")], debug
 
 
+def _click() -> Any:
+    """Click's exception classes: typer >= 0.2x vendors click as ``typer._click``."""
+    import importlib
+
+    try:
+        return importlib.import_module("typer._click.exceptions")
+    except ImportError:
+        return importlib.import_module("click.exceptions")
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
-    import click
-
+    click = _click()
     args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
     out = Output(debug=debug)
     set_output(out)
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="fluxmail", standalone_mode=False)
-        return code if isinstance(code, int) else 0
+        return int(code) if isinstance(code, int) else 0
     except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            return 0  # plain `fluxmail` or `fluxmail audit`: the help was printed already
         out.error(exc.format_message())
         where = exc.ctx.command_path if exc.ctx is not None else "fluxmail"
         out.hint(f"run '{where} --help' for the options and examples")
         return EXIT_CODES["usage"]
     except click.ClickException as exc:
         out.error(exc.format_message())
-        return exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
+        return int(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
         out.error("interrupted")
         return 130
     except FluxMailException as exc:

@@ -80,13 +80,20 @@ def _tls_dict(tls: TLSInfo | None) -> dict[str, Any] | None:
     }
 
 
+def _login_name(params: SMTPParams) -> str | None:
+    # Some providers (Postmark) use the token as the username too: never print it.
+    if params.username is not None and params.username == params.password:
+        return "***"
+    return params.username
+
+
 def as_dict(params: SMTPParams, found: Probe) -> dict[str, Any]:
     return {
         "ok": found.error is None,
         "host": params.host,
         "port": params.port,
         "security": params.security,
-        "username": params.username,
+        "username": _login_name(params),
         "tls": _tls_dict(found.tls),
         "extensions": found.extensions,
         "authenticated": found.authenticated,
@@ -105,7 +112,7 @@ def _print(params: SMTPParams, found: Probe) -> None:
     if params.username is None:
         login = "skipped (no FLUXMAIL_USERNAME)"
     elif found.authenticated:
-        login = f"ok as {params.username} ({_ms(t.get('auth'))})"
+        login = f"ok as {_login_name(params)} ({_ms(t.get('auth'))})"
     else:
         login = "failed" if found.error is not None and "auth" in t else "not attempted"
     rows: list[tuple[str, object]] = [
