@@ -1,0 +1,67 @@
+"""The built wheel ships providers.yaml and loads the catalog from an installed package."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str | Path, cwd: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    done = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=110
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_loads_catalog(tmp_path: Path) -> None:
+    """Build the wheel, install it into a fresh venv, load the catalog from the installed copy."""
+    dist = tmp_path / "dist"
+    _run(sys.executable, "-m", "build", "--wheel", "--outdir", dist, ROOT, cwd=tmp_path)
+    (wheel,) = dist.glob("fluxmail-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "fluxmail/providers.yaml" in names and "fluxmail/py.typed" in names
+
+    venv = tmp_path / "venv"
+    _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
+    python = venv / "bin" / "python"
+    # Install only fluxmail itself (offline, fast); its dependencies come from this test's
+    # environment through a plain path entry, so the checkout's editable .pth is not used.
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        python,
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-index",
+        wheel,
+        cwd=tmp_path,
+    )
+    site = Path(
+        _run(
+            python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=tmp_path
+        ).strip()
+    )
+    (site / "_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+
+    script = (
+        "import fluxmail.providers as p\n"
+        "print(p.__file__); print(p.catalog_path()); print(len(p.load_catalog()))\n"
+        "print(p.get_provider('sendgrid').username_literal)\n"
+    )
+    module, catalog, count, literal = _run(python, "-c", script, cwd=tmp_path).split()
+    assert Path(module).is_relative_to(venv) and Path(catalog).is_relative_to(venv)
+    assert int(count) >= 25 and literal == "apikey"
