@@ -18,7 +18,7 @@ from fluxmail.cli._common import (
     overrides,
     report,
 )
-from fluxmail.errors import ConfigurationError, FluxMailException
+from fluxmail.errors import AuthenticationFailed, ConfigurationError, FluxMailException
 
 if TYPE_CHECKING:
     from fluxmail.smtp import SMTPParams
@@ -114,7 +114,10 @@ def _print(params: SMTPParams, found: Probe) -> None:
     elif found.authenticated:
         login = f"ok as {_login_name(params)} ({_ms(t.get('auth'))})"
     else:
-        login = "failed" if found.error is not None and "auth" in t else "not attempted"
+        failed = isinstance(found.error, AuthenticationFailed) or (
+            found.error is not None and found.error.details.get("stage") == "auth"
+        )
+        login = "failed" if failed else "not attempted"
     rows: list[tuple[str, object]] = [
         ("server", f"{params.host}:{params.port} ({params.security})"),
         ("connect", f"ok ({_ms(t['connect'])})" if "connect" in t else "failed"),
