@@ -28,14 +28,18 @@ Use the fixtures from ``tests/conftest.py``; ``ca`` is one trustme CA per test s
   ``advertise_starttls=False`` with ``tls="starttls"`` hides STARTTLS (a stripping attacker).
 - ``faults``: a ``Faults`` script, see below.
 
-Server attributes: ``host``, ``port``, ``params(**overrides)`` (``SMTPParams`` for this server,
-trusting the CA), ``ca_path`` (PEM of the CA, for ``FLUXMAIL_CA_FILE``),
-``client_context()``, ``messages`` (accepted ``Received`` messages), ``received`` (every message
-whose final "." arrived, accepted or not), ``deliveries`` (``len(received)``: proves "never
-delivered twice"), ``commands`` (verbs seen, e.g. ``["EHLO", "STARTTLS", "EHLO", "AUTH", ...]``),
-``connections``, ``ehlo_names``, ``pipelined`` (per MAIL: did RCPT and DATA arrive with it),
-``drop_connections()`` (close every open connection, as an idle timeout would;
-sends ``421`` first unless ``reply=None``) and ``stop()``.
+Server attributes:
+
+- ``host``, ``port``, ``ca_path`` (PEM of the CA, for ``FLUXMAIL_CA_FILE``), ``client_context()``
+  and ``params(**overrides)`` (``SMTPParams`` for this server, trusting the CA).
+- ``messages``: accepted ``Received`` messages (``mail_from``, ``rcpt_tos``, ``data``,
+  ``mail_options``, ``tls``, ``login``); ``received``: every message whose final "." arrived.
+- ``deliveries``: messages accepted, or possibly accepted because the reply to the final "."
+  was dropped or stalled; proves "never delivered twice".
+- ``commands`` (verbs seen: ``["EHLO", "STARTTLS", "EHLO", "AUTH", "MAIL", ...]``),
+  ``connections``, ``ehlo_names``, ``pipelined`` (per MAIL: did RCPT and DATA come with it).
+- ``drop_connections(reply="421 ...")`` closes every open connection, as an idle timeout would
+  (``reply=None``: no 421 first); ``stop()`` (the fixture calls it).
 
 Faults: ``Faults(stage=fault, ...)`` with stages ``greeting``, ``ehlo``, ``starttls``, ``auth``,
 ``mail``, ``rcpt`` (every RCPT), ``data`` (the DATA command), ``end_of_data`` (the reply to the
@@ -432,7 +436,9 @@ class SMTPTestServer:
 
     @property
     def deliveries(self) -> int:
-        return len(self.received)
+        """Messages the server accepted, or may have: its reply to the final "." was 2xx or
+        never sent (dropped, stalled). A 4xx/5xx there means not delivered."""
+        return sum(1 for m in self.received if m.accepted or m.reply in ("drop", "stall"))
 
     @property
     def commands(self) -> list[str]:
