@@ -164,8 +164,12 @@ class FluxMailSettings(BaseSettings):
             env_file = None
         try:
             super().__init__(**merged)
+            return
         except ValidationError as exc:
-            raise settings_error(exc, merged, sources, env_file) from None
+            error = settings_error(exc, merged, sources, env_file)
+        # Raised outside the except block: pydantic's error (which echoes input values, maybe
+        # a secret) must not even ride along as __context__.
+        raise error
 
     @classmethod
     def settings_customise_sources(

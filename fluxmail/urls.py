@@ -207,7 +207,9 @@ def _query(text: str) -> dict[str, object]:
     try:
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))
     except ValueError:
-        raise _url_error("the query string is not name=value pairs joined by &") from None
+        pairs = None
+    if pairs is None:  # outside the except block: urllib's message may quote the URL
+        raise _url_error("the query string is not name=value pairs joined by &")
     for raw_key, value in pairs:
         key = raw_key.strip().lower().replace("-", "_")
         if key not in _QUERY_FIELDS:
@@ -227,10 +229,11 @@ def parse_url(url: str) -> UrlParts:
         raise _url_error("it must start with a scheme such as smtp://")
     try:
         parts = urlsplit(text)
-        port = parts.port
-        hostname = parts.hostname
+        port, hostname = parts.port, parts.hostname
     except ValueError:
-        raise _url_error("the host or port cannot be parsed (bracket IPv6; port 1-65535)") from None
+        parts = None
+    if parts is None:  # outside the except block: urllib's message may quote the password
+        raise _url_error("the host or port cannot be parsed (bracket IPv6; port 1-65535)")
     if parts.fragment or "#" in text:
         raise _url_error("it contains '#'; percent-encode it as %23")
     if parts.path not in ("", "/"):

@@ -480,10 +480,22 @@ def test_secret_never_leaks(
 
 
 def test_secret_in_bad_secret_typed_value_not_echoed() -> None:
-    """A wrongly typed secret argument's error does not echo its value."""
+    """A wrongly typed secret's error does not echo it, not even in a chained pydantic error."""
     with pytest.raises(ConfigurationError) as info:
         resolve_config(host="h.example.com", username="u", password=["Zq9-list-secret"])
     assert "Zq9-list-secret" not in str(info.value)
+    assert info.value.__context__ is None and info.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    "url", ["smtp://u:Zq9-pw@host:port", "smtp://u:Zq9-pw@[::1", "smtp://h?&&"]
+)
+def test_url_parse_error_carries_no_urllib_error(url: str) -> None:
+    """urllib's own error (which can quote the URL) is not chained to ours."""
+    with pytest.raises(ConfigurationError) as info:
+        resolve_config(url=url)
+    assert info.value.code == "invalid_url"
+    assert info.value.__context__ is None and "Zq9-pw" not in str(info.value)
 
 
 # --- import hygiene -----------------------------------------------------------------------------
