@@ -19,6 +19,7 @@ from audit_support import (
     run_claimers,
     sent_result,
 )
+from pg import pg_database_fixture, pg_server_fixture  # noqa: F401  (fixtures)
 
 from fluxmail.audit import AuditStore, open_store
 from fluxmail.audit.store import new_id
@@ -36,7 +37,7 @@ class Backend:
         return open_store(**{**self.spec, **changes})
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """Each backend with an empty store of its own."""
     if request.param == "sqlite":

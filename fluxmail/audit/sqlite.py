@@ -21,19 +21,17 @@ from typing import Any
 
 from fluxmail.audit import snapshots
 from fluxmail.audit.store import (
-    REPLAY_STATUSES,
     AuditRecord,
     Claim,
     OutboundRecord,
-    conflict,
     cutoff_epoch,
     dumps,
+    existing_claim,
     loads,
     new_id,
     not_found,
     outcome_fields,
     record_from_row,
-    replay_of,
 )
 from fluxmail.errors import AuditError
 from fluxmail.results import SendResult
@@ -232,12 +230,9 @@ class SQLiteStore:
     def _claim_existing(
         self, conn: sqlite3.Connection, row: dict[str, Any], record: OutboundRecord, now: float
     ) -> Claim:
-        assert record.idempotency_key is not None
-        if row["content_hash"] != record.content_hash:
-            raise conflict(record.idempotency_key)
-        if row["status"] in REPLAY_STATUSES:
-            found = record_from_row(row, include_bcc=True, folder=self.folder / row["folder"])
-            return Claim(row["id"], replay_of(found))
+        found = existing_claim(row, record, self.folder / row["folder"])
+        if found is not None:
+            return found
         # Nothing was accepted before: a new attempt on the same record, with the bytes it sends.
         manifest = snapshots.write_snapshot(self.folder, row["folder"], record)
         conn.execute(_RETRY, (record.status, now, record.message_id, dumps(manifest), row["id"]))

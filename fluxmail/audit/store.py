@@ -30,6 +30,7 @@ __all__ = [
     "AuditStore",
     "Claim",
     "OutboundRecord",
+    "existing_claim",
     "new_id",
     "open_store",
 ]
@@ -232,9 +233,13 @@ def new_id(now: float | None = None) -> str:
     return "".join(reversed(chars))
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def dumps(value: Any) -> str:
-    """Compact JSON for TEXT/jsonb columns."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON for TEXT/jsonb columns (one shared encoder: json.dumps with options
+    builds a new one per call, which shows in bulk)."""
+    return _encode(value)
 
 
 def loads(value: Any) -> Any:
@@ -262,15 +267,18 @@ def cutoff_epoch(older_than: timedelta | datetime) -> float:
 
 def outcome_fields(result: SendResult, prior: list[Any], now: float) -> dict[str, Any]:
     """Columns finish() writes; attempts are appended to those of earlier claims, renumbered."""
-    data = result.to_dict()
+    # The result dataclasses are flat, so __dict__ copies match asdict() at a fraction of the
+    # cost (asdict deep-copies recursively; this runs once per message in bulk).
     attempts = list(prior)
-    for offset, attempt in enumerate(data["attempts"], start=len(prior) + 1):
-        attempts.append({**attempt, "number": offset})
+    for offset, attempt in enumerate(result.attempts, start=len(prior) + 1):
+        attempts.append({**attempt.__dict__, "number": offset})
+    recipients = {a: dict(r.__dict__) for a, r in result.recipients.items()}
+    reply = result.final_reply
     return {
         "status": result.status,
-        "recipients": dumps(data["recipients"]),
+        "recipients": dumps(recipients),
         "attempts": dumps(attempts),
-        "final_reply": dumps(data["final_reply"]),
+        "final_reply": dumps(dict(reply.__dict__)) if reply is not None else None,
         "duration": result.elapsed,
         "sent_at": now if result.status in ACCEPTED_STATUSES else None,
         "updated_at": now,
@@ -317,9 +325,17 @@ def record_from_row(
     )
 
 
-def replay_of(record: AuditRecord) -> SendResult:
-    """What claim() hands back for a key that may already have been accepted."""
-    return replace(record.result(), replayed=True)
+def existing_claim(
+    row: Mapping[str, Any], record: OutboundRecord, folder: Path | None
+) -> Claim | None:
+    """claim() on a key already stored: a replay Claim, a conflict, or None (retry allowed)."""
+    assert record.idempotency_key is not None
+    if row["content_hash"] != record.content_hash:
+        raise conflict(record.idempotency_key)
+    if row["status"] in REPLAY_STATUSES:
+        found = record_from_row(row, include_bcc=True, folder=folder)
+        return Claim(row["id"], replace(found.result(), replayed=True))
+    return None  # failed / dry_run / draft: nothing was accepted, a new attempt may go out
 
 
 def conflict(key: str) -> AuditError:
