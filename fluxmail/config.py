@@ -197,33 +197,37 @@ def resolve_config(**kwargs: object) -> Config:
         username=username,
         password=s.password,
         ssl_context_override=override,
-        tls_verify=s.tls_verify,
-        ca_file=s.ca_file,
-        local_hostname=s.local_hostname,
         connect_timeout=s.connect_timeout or s.timeout,
         command_timeout=s.command_timeout or s.timeout,
-        data_timeout=s.data_timeout,
-        timeout=s.timeout,
-        max_retries=s.max_retries,
-        retry_delay=s.retry_delay,
-        retry_deadline=s.retry_deadline,
-        sender=s.sender,
         provider=provider,
-        region=s.region,
-        allow_insecure_auth=s.allow_insecure_auth,
-        dry_run=s.dry_run,
-        audit=s.audit,
-        audit_dir=s.audit_dir,
-        audit_url=s.audit_url,
-        audit_password=s.audit_password,
-        file_dir=s.file_dir,
         rate_limit=s.rate_limit or (provider.rate_limit_per_second if provider else None),
-        sources=_sources(src, s, provider, override),
+        sources=_sources(src, provider, override),
+        **{name: getattr(s, name) for name in _COPIED},
     )
     _check(config)
     return config
 
 
+# Config fields taken unchanged from the settings of the same name.
+_COPIED = (
+    "tls_verify",
+    "ca_file",
+    "local_hostname",
+    "data_timeout",
+    "timeout",
+    "max_retries",
+    "retry_delay",
+    "retry_deadline",
+    "sender",
+    "region",
+    "allow_insecure_auth",
+    "dry_run",
+    "audit",
+    "audit_dir",
+    "audit_url",
+    "audit_password",
+    "file_dir",
+)
 _UPSTREAM_ARGS = {"object_type": "type", "use_tls": "tls", "use_ssl": "ssl"}
 
 
@@ -337,9 +341,7 @@ def _has_address(value: str) -> bool:
 _FIELD_SOURCES = {"backend": "type", "ssl_context_override": "ssl_context"}
 
 
-def _sources(
-    src: Mapping[str, str], s: Any, provider: Provider | None, override: object
-) -> dict[str, str]:
+def _sources(src: Mapping[str, str], provider: Provider | None, override: object) -> dict[str, str]:
     result: dict[str, str] = {}
     for f in dataclasses.fields(Config):
         key = _FIELD_SOURCES.get(f.name, f.name)

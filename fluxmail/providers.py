@@ -163,7 +163,8 @@ def _ports(name: str, raw: Mapping[str, Any], origin: str) -> dict[str, tuple[in
     return result
 
 
-def _build(name: str, raw: Mapping[str, Any], origin: str) -> Provider:
+def _check_values(name: str, raw: Mapping[str, Any], origin: str) -> dict[str, tuple[int, ...]]:
+    """Field values beyond their types; returns the validated ports per mode."""
     _check_types(name, raw, origin)
     security = raw["security"]
     if security not in SECURITY_MODES:
@@ -184,23 +185,28 @@ def _build(name: str, raw: Mapping[str, Any], origin: str) -> Provider:
         raise _fail(name, "daily_limit", "must be > 0", origin)
     if not str(raw["docs_url"]).startswith("https://"):
         raise _fail(name, "docs_url", "must be an https:// link", origin)
-    regions = tuple(str(r) for r in raw.get("regions") or ())
-    if ("{region}" in raw["host"]) is False and (regions or raw.get("default_region")):
+    if "{region}" not in raw["host"] and (raw.get("regions") or raw.get("default_region")):
         raise _fail(name, "regions", "given but host has no {region} placeholder", origin)
+    return ports
+
+
+def _build(name: str, raw: Mapping[str, Any], origin: str) -> Provider:
+    ports = _check_values(name, raw, origin)
+    kind, rate = raw["username_kind"], raw.get("rate_limit_per_second")
     return Provider(
         name=name,
         title=raw.get("title") or name,
         aliases=tuple(normalize_name(str(a)) for a in raw.get("aliases") or ()),
         host=raw["host"],
         port=raw["port"],
-        security=security,
+        security=raw["security"],
         ports=MappingProxyType(ports),
         username_kind=kind,
         username_literal=raw.get("username_literal"),
         sender_required=raw.get("sender_required", kind != "address"),
         rate_limit_per_second=float(rate) if rate is not None else None,
         daily_limit=raw.get("daily_limit"),
-        regions=regions,
+        regions=tuple(str(r) for r in raw.get("regions") or ()),
         default_region=raw.get("default_region"),
         docs_url=raw["docs_url"],
         notes=(raw.get("notes") or "").strip(),
