@@ -24,11 +24,17 @@ from fluxmail.errors import (
     ConnectionFailed,
     DeliveryError,
     MessageError,
-    Refused,
     TLSFailure,
 )
 from fluxmail.results import ServerReply
-from fluxmail.smtp_errors import parse_reply, redact, reply_error, wire_error
+from fluxmail.smtp_errors import (
+    insecure_auth,
+    parse_reply,
+    redact,
+    reply_error,
+    wire_error,
+    with_replies,
+)
 from fluxmail.smtp_model import (
     Security,
     SMTPParams,
@@ -42,7 +48,7 @@ from fluxmail.smtp_model import (
 from fluxmail.smtp_protocol import (
     PipelinedProtocol,
     envelope_path,
-    has_8bit,
+    mail_options,
     message_payload,
     transparent,
 )
@@ -107,7 +113,7 @@ class SMTPSession:
         p = self._params
         insecure = p.username is not None and p.security == "none" and not p.allow_insecure_auth
         if insecure and not is_loopback_host(p.host):
-            raise _insecure_auth(self._where)  # before any network traffic
+            raise insecure_auth(self._where)  # before any network traffic
         try:
             await self._open()
             await self._step("ehlo", self._ehlo())
@@ -207,7 +213,7 @@ class SMTPSession:
         p = self._params
         user, password = p.username or "", p.password or ""
         if self._tls_info is None and not p.allow_insecure_auth and not is_loopback_host(p.host):
-            raise _insecure_auth(self._where)
+            raise insecure_auth(self._where)
         plain = auth_plain_encode(user, password)
         login_user, login_password = auth_login_encode(user, password)
         secrets = (password, plain, login_password)
@@ -245,35 +251,10 @@ class SMTPSession:
             raise MessageError("A message needs at least one recipient", code="no_recipients")
         async with self._serialized():
             self._live("mail")
-            mail += self._mail_options(payload, smtputf8) + b"\r\n"
+            mail += mail_options(self._extensions, payload, smtputf8, self._where) + b"\r\n"
             if "pipelining" in self._extensions:
                 return await self._send_pipelined(mail, commands, rcpts, payload)
             return await self._send_stepwise(mail, commands, rcpts, payload)
-
-    def _mail_options(self, payload: bytes, smtputf8: bool) -> bytes:
-        ext = self._extensions
-        options = b""
-        limit = ext.get("size", "")
-        if "size" in ext:
-            if limit.isdigit() and 0 < int(limit) < len(payload):  # RFC 1870 section 6
-                raise Refused(
-                    f"The message ({len(payload)} bytes) exceeds the {limit}-byte limit that "
-                    f"{self._where} announces",
-                    code="message_too_large",
-                    transient=False,
-                    stage="mail",
-                )
-            options += b" SIZE=%d" % len(payload)
-        if "8bitmime" in ext and has_8bit(payload):
-            options += b" BODY=8BITMIME"  # RFC 6152
-        if smtputf8:
-            if not self.supports_smtputf8:
-                raise MessageError(
-                    f"An address needs SMTPUTF8 (RFC 6531), which {self._where} does not offer",
-                    code="smtputf8_unsupported",
-                )
-            options += b" SMTPUTF8"
-        return options
 
     async def _send_pipelined(
         self, mail: bytes, commands: list[bytes], rcpts: tuple[str, ...], payload: bytes
@@ -300,7 +281,7 @@ class SMTPSession:
             return TransactionResult(replies, None)
         if data_reply.code != 354:
             await self._reset_quietly()
-            raise _with(reply_error("data", data_reply, self._where), replies)
+            raise with_replies(reply_error("data", data_reply, self._where), replies)
         return await self._transfer(payload, replies)
 
     async def _send_stepwise(
@@ -322,7 +303,7 @@ class SMTPSession:
         data_reply = await self._exchange("data", b"DATA\r\n")
         if data_reply.code != 354:
             await self._reset_quietly()
-            raise _with(reply_error("data", data_reply, self._where), replies)
+            raise with_replies(reply_error("data", data_reply, self._where), replies)
         return await self._transfer(payload, replies)
 
     async def _transfer(self, payload: bytes, replies: dict[str, ServerReply]) -> TransactionResult:
@@ -339,7 +320,7 @@ class SMTPSession:
         reply = await self._read("end_of_data", p.data_timeout, after_dot=True)
         if not 200 <= reply.code < 300:
             await self._reset_quietly()
-            raise _with(reply_error("end_of_data", reply, self._where), replies)
+            raise with_replies(reply_error("end_of_data", reply, self._where), replies)
         return TransactionResult(replies, reply)
 
     async def reset(self) -> None:
@@ -466,21 +447,5 @@ class SMTPSession:
             raise wire_error(exc, stage, self._where, seconds, after_dot=after_dot) from exc
 
 
-def _with(exc: DeliveryError, replies: Mapping[str, ServerReply]) -> DeliveryError:
-    """Attach the RCPT replies, so the caller knows which recipients the failure concerns."""
-    exc.details["recipients"] = MappingProxyType(dict(replies))
-    return exc
-
-
 def _ok(reply: ServerReply) -> bool:
     return 200 <= reply.code < 300
-
-
-def _insecure_auth(where: str) -> AuthenticationFailed:
-    return AuthenticationFailed(
-        f"Refusing to send credentials to {where} over an unencrypted connection; use "
-        "STARTTLS or implicit TLS (or allow insecure auth explicitly)",
-        code="insecure_auth",
-        transient=False,
-        stage="auth",
-    )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 from fluxmail.errors import (
     AuthenticationFailed,
@@ -27,11 +28,13 @@ from fluxmail.smtp_model import certificate_error
 __all__ = [
     "STAGES",
     "connection_lost",
+    "insecure_auth",
     "parse_reply",
     "redact",
     "reply_error",
     "timed_out",
     "wire_error",
+    "with_replies",
 ]
 
 STAGES = (
@@ -181,7 +184,7 @@ def wire_error(
     exc: BaseException, stage: str, where: str, seconds: float, *, after_dot: bool
 ) -> DeliveryError:
     """A timeout, TLS failure, socket error or garbled reply at ``stage``, as a fluxmail error."""
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):  # distinct types before 3.11
         return timed_out(stage, where, seconds, after_dot=after_dot)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return certificate_error(exc, where, stage)
@@ -200,3 +203,20 @@ def wire_error(
             stage=stage,
         )
     return connection_lost(stage, where, after_dot=after_dot)
+
+
+def insecure_auth(where: str) -> DeliveryError:
+    """Credentials would cross the network in plaintext: refused before they are sent."""
+    return AuthenticationFailed(
+        f"Refusing to send credentials to {where} over an unencrypted connection; use "
+        "STARTTLS or implicit TLS (or allow insecure auth explicitly)",
+        code="insecure_auth",
+        transient=False,
+        stage="auth",
+    )
+
+
+def with_replies(exc: DeliveryError, replies: Mapping[str, ServerReply]) -> DeliveryError:
+    """Attach the RCPT replies, so the caller knows which recipients a failure concerns."""
+    exc.details["recipients"] = MappingProxyType(dict(replies))
+    return exc

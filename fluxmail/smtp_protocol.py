@@ -13,12 +13,13 @@ from aiosmtplib.errors import SMTPResponseException, SMTPServerDisconnected, SMT
 from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
-from fluxmail.errors import MessageError
+from fluxmail.errors import MessageError, Refused
 
 __all__ = [
     "PipelinedProtocol",
     "envelope_path",
     "has_8bit",
+    "mail_options",
     "message_payload",
     "transparent",
 ]
@@ -156,3 +157,29 @@ def transparent(payload: bytes) -> bytes:
 def has_8bit(payload: bytes) -> bool:
     """True when the message needs BODY=8BITMIME (RFC 6152)."""
     return _EIGHT_BIT.search(payload) is not None
+
+
+def mail_options(extensions: dict[str, str], payload: bytes, smtputf8: bool, where: str) -> bytes:
+    """The MAIL FROM parameters: SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531)."""
+    options = b""
+    if "size" in extensions:
+        limit = extensions["size"]
+        if limit.isdigit() and 0 < int(limit) < len(payload):  # RFC 1870 section 6
+            raise Refused(
+                f"The message ({len(payload)} bytes) exceeds the {limit}-byte limit that "
+                f"{where} announces",
+                code="message_too_large",
+                transient=False,
+                stage="mail",
+            )
+        options += b" SIZE=%d" % len(payload)
+    if "8bitmime" in extensions and has_8bit(payload):
+        options += b" BODY=8BITMIME"
+    if smtputf8:
+        if "smtputf8" not in extensions:
+            raise MessageError(
+                f"An address needs SMTPUTF8 (RFC 6531), which {where} does not offer",
+                code="smtputf8_unsupported",
+            )
+        options += b" SMTPUTF8"
+    return options

@@ -217,8 +217,7 @@ def test_connection_state_properties(smtp_server: Server) -> None:
 
 
 def test_server_closing_idle_connection_is_detected(smtp_server: Server) -> None:
-    """After the server closes an idle connection, is_connected turns False and send() fails
-    with a transient ConnectionFailed before anything is delivered."""
+    """A connection the server closed while idle is seen as closed; send() fails transiently."""
     server = smtp_server()
 
     async def go() -> None:
