@@ -105,7 +105,6 @@ def run(argv: Sequence[str] | None = None) -> int:
         out.error("interrupted")
         return 130
     except FluxMailException as exc:
-        _traceback(out, debug)
         return report(exc)
     except Exception as exc:
         _traceback(out, debug)

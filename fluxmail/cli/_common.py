@@ -139,8 +139,12 @@ def build_mailer(**kwargs: Any) -> FluxMail:
 
 
 def report(exc: FluxMailException) -> int:
-    """Print a library error as one line (plus a hint) and return its exit code."""
+    """Print a library error as one line (plus a hint; the traceback with --debug)."""
     out = output()
+    if out.debug:
+        import traceback
+
+        out.stderr.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     out.error(f"{exc.message} [{exc.code}]")
     hint = EXPLAIN.get(exc.code)
     if hint is not None and hint not in exc.message:
