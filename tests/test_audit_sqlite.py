@@ -51,6 +51,16 @@ def test_bcc_never_reaches_the_files(tmp_path: Path) -> None:
         assert b"hidden@example.com" not in data, name
 
 
+def test_a_failed_batch_leaves_no_folders(tmp_path: Path) -> None:
+    """claim_many that fails removes the snapshot folders it had written."""
+    store = open_store(directory=tmp_path / "audit", explicit=True)
+    store.claim(make_record("c-1"))
+    with pytest.raises(AuditError):
+        store.claim_many([make_record("c-2"), make_record("c-1", content_hash="other")])
+    assert len(list((tmp_path / "audit" / "messages").glob("*/*"))) == 1
+    store.close()
+
+
 def test_absent_bodies_are_absent_files_and_names_are_made_safe(tmp_path: Path) -> None:
     """Only present bodies get a file; hostile or clashing attachment names stay inside."""
     store = open_store(directory=tmp_path / "audit", explicit=True)

@@ -24,10 +24,10 @@ from fluxmail.audit.store import (
     cutoff_epoch,
     dumps,
     existing_claim,
+    finish_values,
     loads,
     new_id,
     not_found,
-    outcome_fields,
     record_from_row,
     redact_url,
 )
@@ -331,7 +331,7 @@ class PostgresStore:
             for audit_id, result in sorted(items, key=lambda item: item[0]):
                 now = time.time()
                 cursor.execute(
-                    _FINISH + " AND base_attempts=0", _finish_values(result, [], now, audit_id)
+                    _FINISH + " AND base_attempts=0", finish_values(result, [], now, audit_id)
                 )
                 if cursor.rowcount:
                     continue
@@ -342,7 +342,7 @@ class PostgresStore:
                 if row is None:
                     raise not_found(audit_id)
                 prior = list(loads(row[0]))[: row[1]]
-                cursor.execute(_FINISH, _finish_values(result, prior, now, audit_id))
+                cursor.execute(_FINISH, finish_values(result, prior, now, audit_id))
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -425,13 +425,3 @@ def _manifest(record: OutboundRecord) -> list[dict[str, Any]]:
     from fluxmail.audit.snapshots import write_attachments
 
     return write_attachments(None, record.attachments)
-
-
-def _finish_values(
-    result: SendResult, prior: list[Any], now: float, audit_id: str
-) -> tuple[Any, ...]:
-    fields = outcome_fields(result, prior, now)
-    return (
-        fields["status"], fields["recipients"], fields["attempts"], fields["final_reply"],
-        fields["duration"], fields["sent_at"], fields["updated_at"], audit_id,
-    )  # fmt: skip

@@ -27,10 +27,10 @@ from fluxmail.audit.store import (
     cutoff_epoch,
     dumps,
     existing_claim,
+    finish_values,
     loads,
     new_id,
     not_found,
-    outcome_fields,
     record_from_row,
 )
 from fluxmail.errors import AuditError
@@ -248,8 +248,7 @@ class SQLiteStore:
         with self._transaction() as conn:
             for audit_id, result in items:
                 now = time.time()
-                fields = outcome_fields(result, [], now)
-                values = _finish_values(fields, audit_id)
+                values = finish_values(result, [], now, audit_id)
                 if conn.execute(_FINISH + " AND base_attempts=0", values).rowcount:
                     continue
                 row = conn.execute(
@@ -258,7 +257,7 @@ class SQLiteStore:
                 if row is None:
                     raise not_found(audit_id)
                 prior = list(loads(row[0]))[: row[1]]
-                conn.execute(_FINISH, _finish_values(outcome_fields(result, prior, now), audit_id))
+                conn.execute(_FINISH, finish_values(result, prior, now, audit_id))
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -339,13 +338,6 @@ class SQLiteStore:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
-
-
-def _finish_values(fields: dict[str, Any], audit_id: str) -> tuple[Any, ...]:
-    return (
-        fields["status"], fields["recipients"], fields["attempts"], fields["final_reply"],
-        fields["duration"], fields["sent_at"], fields["updated_at"], audit_id,
-    )  # fmt: skip
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

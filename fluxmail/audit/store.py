@@ -31,6 +31,7 @@ __all__ = [
     "Claim",
     "OutboundRecord",
     "existing_claim",
+    "finish_values",
     "new_id",
     "open_store",
 ]
@@ -265,8 +266,11 @@ def cutoff_epoch(older_than: timedelta | datetime) -> float:
     return older_than.timestamp()
 
 
-def outcome_fields(result: SendResult, prior: list[Any], now: float) -> dict[str, Any]:
-    """Columns finish() writes; attempts are appended to those of earlier claims, renumbered."""
+def finish_values(
+    result: SendResult, prior: list[Any], now: float, audit_id: str
+) -> tuple[Any, ...]:
+    """Parameters of finish()'s UPDATE (status, recipients, attempts, final_reply, duration,
+    sent_at, updated_at, id); attempts extend those of earlier claims, renumbered."""
     # The result dataclasses are flat, so __dict__ copies match asdict() at a fraction of the
     # cost (asdict deep-copies recursively; this runs once per message in bulk).
     attempts = list(prior)
@@ -274,15 +278,16 @@ def outcome_fields(result: SendResult, prior: list[Any], now: float) -> dict[str
         attempts.append({**attempt.__dict__, "number": offset})
     recipients = {a: dict(r.__dict__) for a, r in result.recipients.items()}
     reply = result.final_reply
-    return {
-        "status": result.status,
-        "recipients": dumps(recipients),
-        "attempts": dumps(attempts),
-        "final_reply": dumps(dict(reply.__dict__)) if reply is not None else None,
-        "duration": result.elapsed,
-        "sent_at": now if result.status in ACCEPTED_STATUSES else None,
-        "updated_at": now,
-    }
+    return (
+        result.status,
+        dumps(recipients),
+        dumps(attempts),
+        dumps(dict(reply.__dict__)) if reply is not None else None,
+        result.elapsed,
+        now if result.status in ACCEPTED_STATUSES else None,
+        now,
+        audit_id,
+    )
 
 
 def record_from_row(
