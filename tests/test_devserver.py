@@ -60,9 +60,8 @@ def test_port_zero_picks_free_ports(tmp_path: Path) -> None:
 
 def test_busy_port_raises(tmp_path: Path) -> None:
     """Starting on a port already in use raises OSError from start()."""
-    with DevServer(port=0, folder=tmp_path) as first:
-        with pytest.raises(OSError):
-            DevServer(port=first.port, folder=tmp_path).start()
+    with DevServer(port=0, folder=tmp_path) as first, pytest.raises(OSError):
+        DevServer(port=first.port, folder=tmp_path).start()
 
 
 def test_starttls_with_generated_certificate(tmp_path: Path) -> None:
@@ -99,7 +98,7 @@ def test_bad_certificate_files(tmp_path: Path) -> None:
     """A missing or invalid certificate is a ConfigurationError naming the file."""
     bogus = tmp_path / "bogus.pem"
     bogus.write_text("not a certificate")
-    with pytest.raises(ConfigurationError, match="bogus.pem"):
+    with pytest.raises(ConfigurationError, match=r"bogus\.pem"):
         tls_context(bogus, bogus)
 
 

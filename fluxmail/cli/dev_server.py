@@ -41,6 +41,7 @@ def _tls(tls: bool, cert: Path | None, key: Path | None, folder: Path) -> ssl.SS
     if not tls:
         return None
     cert, key = self_signed_files(folder)
+    cert = cert.resolve()
     output().print(f"STARTTLS certificate: {cert} (trust it with FLUXMAIL_CA_FILE={cert})")
     return tls_context(cert, key)
 
