@@ -119,7 +119,20 @@ class _Catcher:
 
 def _quiet_aiosmtpd(record: logging.LogRecord) -> bool:
     # aiosmtpd itself sets the deprecated Session.login_data on every login and warns about it.
-    return "login_data is deprecated" not in record.getMessage()
+    if "login_data is deprecated" in record.getMessage():
+        return False
+    if record.exc_info and _is_tls_abort(record.exc_info[1]):
+        # A client that does not trust our certificate hangs up mid-handshake: say so in one
+        # line instead of a traceback.
+        record.msg = "%r closed the connection during the TLS handshake (certificate not trusted?)"
+        record.exc_info = None
+    return True
+
+
+def _is_tls_abort(exc: BaseException | None) -> bool:
+    return type(exc).__name__ == "TLSSetupException" or isinstance(
+        exc, (ssl.SSLError, ConnectionResetError)
+    )
 
 
 def _accept_any_login(server: Any, session: Any, envelope: Any, mechanism: str, auth: Any) -> Any:

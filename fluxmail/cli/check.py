@@ -18,7 +18,12 @@ from fluxmail.cli._common import (
     overrides,
     report,
 )
-from fluxmail.errors import AuthenticationFailed, ConfigurationError, FluxMailException
+from fluxmail.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    FluxMailException,
+    TLSFailure,
+)
 
 if TYPE_CHECKING:
     from fluxmail.smtp import SMTPParams
@@ -129,7 +134,12 @@ def _print(params: SMTPParams, found: Probe) -> None:
         rows.append(("expires", tls["expires"]))
     elif params.security == "none":
         rows.append(("tls", "none (plaintext; FLUXMAIL_TLS=false)"))
-    rows.append(("ehlo", f"{_extensions(found.extensions)} ({_ms(t.get('ehlo'))})"))
+    else:
+        rows.append(("tls", "failed" if isinstance(found.error, TLSFailure) else "not reached"))
+    if "ehlo" in t:
+        rows.append(("ehlo", f"{_extensions(found.extensions)} ({_ms(t['ehlo'])})"))
+    else:
+        rows.append(("ehlo", "not reached"))
     rows.append(("login", login))
     output().fields(rows)
 

@@ -25,7 +25,7 @@ EPILOG = """Examples:
 
 
 def _shown(value: object) -> str:
-    if value is None:
+    if value is None or value == "":
         return "-"
     if isinstance(value, bool):
         return str(value).lower()

@@ -76,7 +76,8 @@ def env_example(p: Provider) -> list[str]:
     if p.username_kind == "literal":
         lines.append(f"FLUXMAIL_USERNAME={p.username_literal}")
     elif not p.username_is_password:
-        lines.append("FLUXMAIL_USERNAME=you@example.com")
+        example = {"address": "you@example.com", "token": "your-smtp-username"}
+        lines.append(f"FLUXMAIL_USERNAME={example.get(p.username_kind, 'your-username')}")
     lines.append("FLUXMAIL_PASSWORD_FILE=/run/secrets/smtp_password")
     if p.sender_required or p.username_kind != "address":
         lines.append('FLUXMAIL_SENDER="Your App <noreply@example.com>"')
