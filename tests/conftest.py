@@ -46,3 +46,11 @@ def smtp_server(ca: TestCA) -> Iterator[Callable[..., SMTPTestServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(params=["sync", "async"])
+def send(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """Runs a draft through the sync face and, in a second run, the async face."""
+    from tests.mailing import send_with
+
+    return send_with(request.param)

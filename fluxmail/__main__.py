@@ -1,0 +1,5 @@
+"""``python -m fluxmail`` runs the CLI."""
+
+from fluxmail.cli import main
+
+main()

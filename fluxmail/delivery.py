@@ -1,0 +1,189 @@
+"""The retry loop: one message, many recipients, every attempt accounted for.
+
+Policy (shared/reference/smtp-faults.md): retry only transient failures (connection trouble, 4xx)
+with exponential backoff and jitter; never retry a 5xx; retry only deferred recipients, never one
+already accepted; a loss after the final "." is ``unknown`` and is never resent (RFC 1047).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from fluxmail.errors import ConnectionFailed, DeliveryError, OutcomeUnknown
+from fluxmail.pool import ConnectionPool
+from fluxmail.results import (
+    Attempt,
+    MessageStatus,
+    RecipientOutcome,
+    RecipientStatus,
+    SendResult,
+    ServerReply,
+)
+from fluxmail.smtp import TransactionResult
+
+MAX_BACKOFF = 300.0
+TOO_MANY_RECIPIENTS = (452, 552)  # RFC 5321 4.5.3.1.10: move the rest to a new transaction
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 0
+    retry_delay: float = 1.0
+    deadline: float | None = None
+
+    def backoff(self, retry: int) -> float:
+        """Exponential backoff with jitter (half to full of the doubled delay)."""
+        base = min(self.retry_delay * (2 ** (retry - 1)), MAX_BACKOFF)
+        return random.uniform(base / 2, base)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str
+    recipients: tuple[str, ...]
+    smtputf8: bool = False
+
+
+@dataclass
+class _Progress:
+    """Mutable bookkeeping for one delivery; frozen into a SendResult at the end."""
+
+    pending: list[str]
+    final: dict[str, RecipientStatus] = field(default_factory=dict)
+    attempts: list[Attempt] = field(default_factory=list)
+    final_reply: ServerReply | None = None
+    error: DeliveryError | None = None
+    deferred: dict[str, ServerReply] = field(default_factory=dict)  # from the last transaction
+
+    def settle(self, status: RecipientOutcome, addrs: Sequence[str], exc: DeliveryError) -> None:
+        for addr in addrs:
+            self.final[addr] = RecipientStatus(
+                addr,
+                status,
+                exc.smtp_code,
+                exc.enhanced_status,
+                exc.smtp_text or exc.message,
+            )
+        self.pending = [a for a in self.pending if a not in self.final]
+
+    def absorb(self, tr: TransactionResult) -> bool:
+        """Record one transaction; True when it made progress but hit a too-many-recipients cap."""
+        for addr in tr.rejected:
+            self.final[addr] = _status(addr, "rejected", tr.recipients[addr])
+        if tr.data_reply is not None:
+            self.final_reply = tr.data_reply
+            for addr in tr.accepted:
+                self.final[addr] = _status(addr, "sent", tr.data_reply)
+        self.pending = [a for a in self.pending if a not in self.final]
+        self.deferred = {a: tr.recipients[a] for a in tr.deferred}
+        capped = any(r.code in TOO_MANY_RECIPIENTS for r in self.deferred.values())
+        return capped and bool(tr.accepted) and tr.data_reply is not None
+
+    def result(self, message_id: str, started: float) -> SendResult:
+        for addr in self.pending:  # still deferred after the last attempt
+            reply = self.deferred.get(addr)
+            if reply is not None:
+                self.final[addr] = _status(addr, "deferred", reply)
+            elif self.error is not None:
+                self.settle("deferred", [addr], self.error)
+        statuses = [r.status for r in self.final.values()]
+        status: MessageStatus
+        if "unknown" in statuses:
+            status = "unknown"
+        elif statuses and all(s == "sent" for s in statuses):
+            status = "sent"
+        elif "sent" in statuses:
+            status = "partial"
+        else:
+            status = "failed"
+        return SendResult(
+            status=status,
+            message_id=message_id,
+            recipients=self.final,
+            attempts=tuple(self.attempts),
+            final_reply=self.final_reply,
+            elapsed=time.monotonic() - started,
+        )
+
+
+def _status(addr: str, status: RecipientOutcome, reply: ServerReply) -> RecipientStatus:
+    return RecipientStatus(addr, status, reply.code, reply.enhanced_status, reply.text)
+
+
+async def _transaction(
+    pool: ConnectionPool, env: Envelope, recipients: Sequence[str], data: bytes
+) -> TransactionResult:
+    session, reused = await pool.acquire()
+    healthy = False
+    try:
+        if env.smtputf8 and not session.supports_smtputf8:
+            raise DeliveryError(
+                "an address has a non-ASCII local part, which needs SMTPUTF8 (RFC 6531), "
+                "and this server does not offer it",
+                code="smtputf8_required",
+                transient=False,
+            )
+        try:
+            result = await session.send(env.sender, recipients, data, smtputf8=env.smtputf8)
+        except ConnectionFailed:
+            if not reused:
+                raise
+            # An idle connection the server closed: reopen once, transparently.
+            await pool.release(session, healthy=False)
+            session, reused = await pool.acquire(fresh=True)
+            result = await session.send(env.sender, recipients, data, smtputf8=env.smtputf8)
+        healthy = True
+        return result
+    finally:
+        await pool.release(session, healthy=healthy)
+
+
+async def deliver(
+    pool: ConnectionPool, env: Envelope, data: bytes, message_id: str, policy: RetryPolicy
+) -> tuple[SendResult, DeliveryError | None]:
+    """Deliver ``data`` to every envelope recipient; returns the result and the last error."""
+    started = time.monotonic()
+    progress = _Progress(pending=list(env.recipients))
+    retries = 0
+    while progress.pending:
+        number = len(progress.attempts) + 1
+        t0, wall = time.monotonic(), time.time()
+        try:
+            capped = progress.absorb(await _transaction(pool, env, progress.pending, data))
+        except OutcomeUnknown as exc:
+            progress.attempts.append(_attempt(number, wall, t0, exc))
+            progress.error = exc
+            progress.settle("unknown", progress.pending, exc)
+            break
+        except DeliveryError as exc:
+            progress.attempts.append(_attempt(number, wall, t0, exc))
+            progress.error, progress.deferred = exc, {}
+            if not exc.transient:
+                progress.settle("rejected", progress.pending, exc)
+                break
+            capped = False
+        else:
+            progress.attempts.append(_attempt(number, wall, t0, None))
+        if not progress.pending:
+            break
+        if capped:
+            continue
+        retries += 1
+        if retries > policy.max_retries:
+            break
+        delay = policy.backoff(retries)
+        if policy.deadline is not None and time.monotonic() - started + delay > policy.deadline:
+            break
+        await asyncio.sleep(delay)
+    return progress.result(message_id, started), progress.error
+
+
+def _attempt(number: int, wall: float, t0: float, exc: DeliveryError | None) -> Attempt:
+    elapsed = time.monotonic() - t0
+    if exc is None:
+        return Attempt(number, wall, elapsed)
+    return Attempt(number, wall, elapsed, exc.message, exc.code, exc.smtp_code, exc.smtp_text)

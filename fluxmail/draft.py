@@ -1,0 +1,42 @@
+"""A message bound to the mailer that will send it; immutable, safe to share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fluxmail.mailer import FluxMail
+    from fluxmail.message import Message
+    from fluxmail.results import SendResult
+
+
+@dataclass(frozen=True, eq=False)
+class Draft:
+    """Returned by ``mailer.create(...)``; ``send()`` or ``await send_async()`` delivers it."""
+
+    mailer: FluxMail = field(repr=False)
+    message: Message
+
+    @property
+    def message_id(self) -> str:
+        return self.message.message_id
+
+    @cached_property
+    def _bytes(self) -> bytes:
+        from fluxmail.mime import render
+
+        return render(self.message)
+
+    def as_bytes(self) -> bytes:
+        """The exact bytes that go on the wire (and into the audit snapshot); never a Bcc header."""
+        return self._bytes
+
+    def send(self, dry_run: bool = False) -> SendResult:
+        """Deliver now; returns a SendResult or raises a DeliveryError carrying one."""
+        return self.mailer._send_sync(self, dry_run)
+
+    async def send_async(self, dry_run: bool = False) -> SendResult:
+        """The same as ``send()``, on the caller's event loop."""
+        return await self.mailer._send_async(self, dry_run)

@@ -1,0 +1,285 @@
+"""FluxMail: settings + backend + audit, one async core with a sync face."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from enum import Enum
+from os import PathLike
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from fluxmail._runner import LoopThread
+from fluxmail.auditing import AuditLog
+from fluxmail.backends import make_backend
+from fluxmail.config import Config, resolve_config, resolve_sender
+from fluxmail.draft import Draft
+from fluxmail.errors import DeliveryError, FluxMailException, OutcomeUnknown, Refused
+from fluxmail.results import RecipientStatus, SendResult
+
+if TYPE_CHECKING:
+    from fluxmail.bulk import BulkRun, MessageSource
+    from fluxmail.delivery import Envelope
+    from fluxmail.message import Message
+    from fluxmail.pool import ConnectionPool
+
+log = logging.getLogger("fluxmail")
+
+
+class EmailObject(str, Enum):
+    """Upstream's backend selector; plain strings ("smtp", "memory", ...) work too."""
+
+    SMTP = "smtp"
+    CONSOLE = "console"
+    FILE = "file"
+    MEMORY = "memory"
+
+
+class FluxMail:
+    """A configured mailer. Immutable once built; share one instance across threads and tasks.
+
+    ``FluxMail.from_env()`` reads ``FLUXMAIL_*`` variables (and ``.env``); keyword arguments,
+    including the upstream ones (``object_type``, ``host``, ``use_tls``, ``use_ssl``, ...), win.
+    """
+
+    def __init__(
+        self,
+        object_type: Any = None,
+        host: Any = None,
+        *,
+        logger: logging.Logger | None = None,
+        log_level: str | None = None,
+        **settings: Any,
+    ) -> None:
+        if object_type is not None:
+            settings["object_type"] = getattr(object_type, "value", object_type)
+        if host is not None:
+            settings["host"] = host
+        self._config = resolve_config(**settings)
+        self._log = logger or log
+        if log_level is not None:
+            self._log.setLevel(log_level.upper())
+        self._backend = make_backend(self._config)
+        self._runner = LoopThread()
+        self.audit = AuditLog(self._config)
+        c = self._config
+        if c.backend == "smtp" and c.security != "none" and not c.tls_verify:
+            self._log.warning(
+                "TLS certificate verification is OFF for %s (FLUXMAIL_TLS_VERIFY=false): "
+                "anyone on the network path can read and change this mail",
+                c.host,
+            )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> FluxMail:
+        """The twelve-factor constructor: everything from the environment and ``.env``."""
+        return cls(**overrides)
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> FluxMail:
+        """``smtp://user:pass@host:587`` (STARTTLS), ``smtps://...:465`` (implicit TLS), ..."""
+        return cls(url=url, **overrides)
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        """The resolved configuration with the source of every value; secrets redacted."""
+        return self._config.describe()
+
+    def __repr__(self) -> str:
+        c = self._config
+        if c.backend != "smtp":
+            return f"<FluxMail backend={c.backend}>"
+        user = c.describe()["username"]["value"]  # redacted when it is a token (Postmark)
+        return f"<FluxMail host={c.host!r} port={c.port} security={c.security} username={user!r}>"
+
+    def create(
+        self,
+        subject: str,
+        recipients: Any,
+        body: str,
+        sender: Any = None,
+        cc: Any = None,
+        bcc: Any = None,
+        reply_to: Any = None,
+        attachments: Sequence[Any] | None = None,
+        html_body: bool = False,
+        plain_body: str | None = None,
+        in_reply_to: str | None = None,
+        references: Sequence[str] | str | None = None,
+        priority: str | None = None,
+        unsubscribe_url: str | None = None,
+        inline_images: Mapping[str, str | PathLike[str] | bytes | Any] | None = None,
+        inline_css: bool = False,
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Draft:
+        """Validate and build a message; returns a new immutable Draft. Raises MessageError."""
+        from fluxmail.message import build_message
+
+        resolved = sender if sender is not None else resolve_sender(self._config, None)
+        message = build_message(
+            subject=subject, recipients=recipients, body=body, sender=resolved, cc=cc, bcc=bcc,
+            reply_to=reply_to, attachments=attachments, html_body=html_body,
+            plain_body=plain_body, in_reply_to=in_reply_to, references=references,
+            priority=priority, unsubscribe_url=unsubscribe_url, inline_images=inline_images,
+            inline_css=inline_css, headers=headers, idempotency_key=idempotency_key,
+            metadata=metadata,
+        )  # fmt: skip
+        return Draft(self, message)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _send_sync(self, draft: Draft, dry_run: bool) -> SendResult:
+        if self._runner.in_loop():
+            raise FluxMailException(
+                "send() was called from fluxmail's own event loop; use await send_async()",
+                code="invalid_call",
+            )
+        return self._runner.run(self._send_async(draft, dry_run))
+
+    async def _send_async(self, draft: Draft, dry_run: bool) -> SendResult:
+        result, error = await self._deliver_one(draft, dry_run)
+        raise_for(result, error)
+        return result
+
+    async def _deliver_one(
+        self, draft: Draft, dry_run: bool, pool: ConnectionPool | None = None
+    ) -> tuple[SendResult, DeliveryError | None]:
+        """Claim an audit record, deliver, record the outcome. Never raises for delivery faults."""
+        message, data = draft.message, draft.as_bytes()
+        dry = dry_run or self._config.dry_run
+        env, names = envelope(message)
+        audit_id = None
+        if self.audit.enabled:
+            from fluxmail.auditing import outbound_record
+
+            record = outbound_record(self._config, message, data, "dry_run" if dry else "sending")
+            claim = self.audit.store().claim(record)
+            if claim.replay is not None:
+                return claim.replay, None
+            audit_id = claim.audit_id
+        if dry:
+            return SendResult("dry_run", message.message_id, audit_id=audit_id), None
+        try:
+            result, error = await self._backend.deliver(env, data, message, pool)
+        except BaseException as exc:
+            # Cancelled or crashed mid-send: what reached the server is unknown; never resend.
+            self._finish(audit_id, _unknown(message, names, exc))
+            raise
+        result = replace(result, recipients=_rekey(result, names), audit_id=audit_id)
+        self._finish(audit_id, result)
+        return result, error
+
+    def _finish(self, audit_id: str | None, result: SendResult) -> None:
+        if audit_id is None:
+            return
+        try:
+            self.audit.store().finish(audit_id, result)
+        except FluxMailException as exc:
+            # The message went out; raising now would invite a resend. The record stays
+            # 'sending' and becomes 'unknown' when the store is next opened.
+            self._log.error("could not record the outcome of %s: %s", audit_id, exc)
+
+    # -- connection reuse --------------------------------------------------------------------
+
+    def __enter__(self) -> FluxMail:
+        self._hold(1)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._hold(-1) == 0 and self._runner.started:
+            self._runner.run(self._backend.aclose())
+
+    async def __aenter__(self) -> FluxMail:
+        self._hold(1)
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._hold(-1) == 0:
+            await self._backend.aclose()
+
+    def _hold(self, delta: int) -> int:
+        hold = getattr(self._backend, "hold", None)
+        return int(hold(delta)) if hold is not None else 0
+
+    def close(self) -> None:
+        """Close pooled connections, the background loop and the audit store."""
+        if self._runner.started:
+            self._runner.run(self._backend.aclose())
+        self._runner.stop()
+        self.audit.close()
+
+    # -- bulk --------------------------------------------------------------------------------
+
+    def send_many(self, messages: MessageSource, **options: Any) -> BulkRun:
+        """Send many messages over pooled, pipelined connections; see fluxmail.bulk."""
+        from fluxmail.bulk import send_many
+
+        return send_many(self, messages, **options)
+
+    def send_many_async(self, messages: MessageSource, **options: Any) -> BulkRun:
+        """The async face of send_many: ``async for result in mailer.send_many_async(...)``."""
+        from fluxmail.bulk import send_many_async
+
+        return send_many_async(self, messages, **options)
+
+
+def envelope(message: Message) -> tuple[Envelope, dict[str, str]]:
+    """The SMTP envelope (IDNA domains unless SMTPUTF8 is needed) and envelope -> given address."""
+    from fluxmail.delivery import Envelope
+
+    utf8 = message.needs_smtputf8
+    names = {a.envelope(smtputf8=utf8): a.addr for a in message.envelope_recipients}
+    return Envelope(message.sender.envelope(smtputf8=utf8), tuple(names), utf8), names
+
+
+def _rekey(result: SendResult, names: Mapping[str, str]) -> dict[str, RecipientStatus]:
+    return {
+        names.get(a, a): replace(r, address=names.get(a, a)) for a, r in result.recipients.items()
+    }
+
+
+def _unknown(message: Message, names: Mapping[str, str], exc: BaseException) -> SendResult:
+    text = f"interrupted: {type(exc).__name__}"
+    return SendResult(
+        "unknown",
+        message.message_id,
+        recipients={a: RecipientStatus(a, "unknown", text=text) for a in names.values()},
+    )
+
+
+def raise_for(result: SendResult, error: DeliveryError | None) -> None:
+    """send() returns sent/partial/queued/dry_run results and replays; otherwise it raises."""
+    if result.ok or result.replayed:
+        return
+    if result.status == "unknown":
+        if isinstance(error, OutcomeUnknown):
+            raise error.with_result(result)
+        raise OutcomeUnknown("the outcome of the send is unknown", result=result)
+    statuses = {r.status for r in result.recipients.values()}
+    if statuses == {"rejected"} and (error is None or isinstance(error, Refused)):
+        first = next(iter(result.recipients.values()))
+        raise Refused(
+            f"every recipient was refused (first: {first.code} {first.text})",
+            code="all_recipients_refused" if error is None else error.code,
+            smtp_code=first.code, smtp_text=first.text, enhanced_status=first.enhanced_status,
+            transient=False, result=result,
+        )  # fmt: skip
+    if error is not None:
+        raise error.with_result(result)
+    raise DeliveryError("every recipient was deferred; nothing was delivered", result=result)

@@ -1,0 +1,50 @@
+"""SMTP sessions reused across transactions on one event loop (``with mailer:`` and bulk)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from fluxmail.smtp import SMTPParams, SMTPSession
+
+
+class ConnectionPool:
+    """Hands out connected sessions, at most ``max_size`` at once; one transaction per session."""
+
+    def __init__(
+        self, params: Callable[[], SMTPParams], *, keep_open: Callable[[], bool], max_size: int = 8
+    ) -> None:
+        self._params = params
+        self.keep_open = keep_open
+        self._idle: list[SMTPSession] = []
+        self._slots = asyncio.Semaphore(max_size)
+
+    async def acquire(self, *, fresh: bool = False) -> tuple[SMTPSession, bool]:
+        """A connected session, and whether it was reused (it may have gone stale while idle)."""
+        await self._slots.acquire()
+        try:
+            while self._idle and not fresh:
+                session = self._idle.pop()
+                if session.is_connected:
+                    return session, True
+                await session.close()
+            session = SMTPSession(self._params())
+            await session.connect()
+            return session, False
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def release(self, session: SMTPSession, *, healthy: bool) -> None:
+        try:
+            if healthy and self.keep_open() and session.is_connected:
+                self._idle.append(session)
+            else:
+                await session.close()
+        finally:
+            self._slots.release()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for session in idle:
+            await session.close()
