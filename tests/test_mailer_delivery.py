@@ -130,7 +130,7 @@ def test_deferred_after_retries_is_partial(smtp_server: Any, send: Send) -> None
 def test_too_many_recipients_moves_the_rest_to_new_transactions(
     smtp_server: Any, send: Send
 ) -> None:
-    """452 after 2 recipients (RFC 5321 4.5.3.1.10): 5 recipients in 3 transactions, no retry budget."""
+    """452 after 2 recipients (RFC 5321 4.5.3.1.10): 5 recipients go in 3 transactions."""
     server = smtp_server(faults=Faults(max_recipients=2))
     rcpts = [f"r{i}@example.com" for i in range(5)]
     result = send(mailer_for(server, max_retries=0).create("Hi", rcpts, "x"))
@@ -154,7 +154,7 @@ def test_loss_after_final_dot_is_unknown_and_never_resent(
 
 
 def test_loss_before_final_dot_is_retried(smtp_server: Any, send: Send) -> None:
-    """Dropped at the DATA command: the server discarded it, so a retry is safe and delivers once."""
+    """Dropped at the DATA command: nothing was accepted, so a retry is safe; one delivery."""
     server = smtp_server(faults=Faults(data=drop(times=1)))
     result = send(mailer_for(server, max_retries=1).create("Hi", "a@example.com", "x"))
     assert result.status == "sent" and len(result.attempts) == 2 and server.deliveries == 1
