@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -100,10 +101,10 @@ def test_check_refused_greeting_and_no_server(
     tls_env(monkeypatch, server, tls="false")
     ran = cli(capsys, monkeypatch, "check")
     assert ran.code == EXIT_CODES["permanent"], ran.both
-    port = server.port
-    server.stop()
-    monkeypatch.setenv("FLUXMAIL_PORT", str(port))
-    ran = cli(capsys, monkeypatch, "check")
+    with socket.socket() as reserved:  # bound, never listening: connection refused
+        reserved.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("FLUXMAIL_PORT", str(reserved.getsockname()[1]))
+        ran = cli(capsys, monkeypatch, "check")
     assert ran.code == EXIT_CODES["temporary"], ran.both
     assert "FLUXMAIL_HOST" in ran.err
 
