@@ -44,7 +44,7 @@ def test_send_attachment_html_headers(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    """--attach, --html-file with --text, --header and --cc all reach the server."""
+    """--attach, --html-file with --text, --header, --cc, --sender, --reply-to reach the server."""
     report = tmp_path / "report.csv"
     report.write_text("a,b\n1,2\n")
     page = tmp_path / "page.html"
@@ -53,12 +53,14 @@ def test_send_attachment_html_headers(
         capsys, monkeypatch, "send", "--to", "bob@example.com", "--cc", "carol@example.com",
         "--subject", "Report", "--text", "Hi", "--html-file", str(page),
         "--attach", str(report), "--header", "X-Campaign: spring",
+        "--sender", "Sales <sales@example.com>", "--reply-to", "help@example.com",
     )  # fmt: skip
     assert ran.code == 0, ran.err
     [msg] = plain.messages
     assert sorted(msg.rcpt_tos) == ["bob@example.com", "carol@example.com"]
     assert b"X-Campaign: spring" in msg.data
     assert b'filename="report.csv"' in msg.data and b"text/html" in msg.data
+    assert msg.mail_from == "sales@example.com" and b"Reply-To: help@example.com" in msg.data
 
 
 def test_send_json_hides_bcc_unless_asked(

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help="Read the audit trail: what was sent, to whom, and what the server said.",
+    epilog="Examples:  fluxmail audit list --since 2h  |  fluxmail audit show ID --eml",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
