@@ -265,7 +265,8 @@ def _text_part(subtype: str, text: str) -> _Part:
 
 def _filename_params(filename: str) -> list[str]:
     """``filename=`` quoted when plain and short, else RFC 2231 (charset, continuations)."""
-    if len(filename) <= 60 and _SAFE_FILENAME.fullmatch(filename):
+    # Parsers decode encoded-word look-alikes even inside quotes: those go RFC 2231 too.
+    if len(filename) <= 60 and _SAFE_FILENAME.fullmatch(filename) and "=?" not in filename:
         return [f'filename="{filename}"']
     from urllib.parse import quote
 
