@@ -162,7 +162,10 @@ def _check_addr(addr: str, field: str) -> None:
     # RFC 5321 §4.5.3.1.1 / §4.5.3.1.3: 64 octets of local part, 254 for the path.
     if len(local.encode("utf-8")) > 64 or len(addr.encode("utf-8")) > 254:
         raise _invalid(addr, field, "too long")
-    _idna(domain, field=field)
+    # RFC 1035 §2.3.4: 63 octets per label, 253 for the name (checked on the IDNA form).
+    wire = _idna(domain, field=field)
+    if len(wire) > 253 or any(len(label) > 63 for label in wire.split(".")):
+        raise _invalid(addr, field, "domain too long")
 
 
 def _is_bare_address(value: str) -> bool:
