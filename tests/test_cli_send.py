@@ -187,3 +187,15 @@ def test_console_backend_via_env(
     ran = cli(capsys, monkeypatch, *BASE)
     assert ran.code == 0, ran.err
     assert "Subject: Hello" in ran.out and "sent" in ran.out
+
+
+def test_console_backend_json_stays_one_object(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --json the console backend's printout goes to stderr; stdout is one JSON object."""
+    monkeypatch.setenv("FLUXMAIL_TYPE", "console")
+    monkeypatch.setenv("FLUXMAIL_SENDER", "demo@example.com")
+    ran = cli(capsys, monkeypatch, *BASE, "--json")
+    assert ran.code == 0, ran.err
+    assert json.loads(ran.out)["status"] == "sent"
+    assert "Subject: Hello" in ran.err

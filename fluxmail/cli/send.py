@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -165,8 +167,11 @@ def _send(
     message = draft.message
     shown = {a.addr.lower() for a in (*message.to, *message.cc)}
     hidden = set() if show_bcc else {a.addr.lower() for a in message.bcc} - shown
+    # With --json stdout holds exactly one object: the console backend prints to stderr then.
+    quiet = contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext()
     try:
-        result = draft.send(dry_run=dry_run)
+        with quiet:
+            result = draft.send(dry_run=dry_run)
     except DeliveryError as exc:
         _failed(exc, hidden, json_output)
     _done(visible(result, hidden), json_output)
