@@ -55,7 +55,11 @@ class AuditLog:
 
     @property
     def enabled(self) -> bool:
-        return self._config.audit
+        c = self._config
+        # The memory backend serves users' unit tests: no .fluxmail/ folder unless asked for.
+        if c.backend == "memory" and c.sources.get("audit") == "default":
+            return False
+        return c.audit
 
     def store(self) -> AuditStore:
         with self._lock:

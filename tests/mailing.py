@@ -25,6 +25,8 @@ def mailer_for(server: SMTPTestServer, **options: Any) -> FluxMail:
     }
     if server.tls != "none":
         settings["ca_file"] = server.ca_path
+    if "audit_dir" in options:
+        settings["audit"] = True
     settings.update(options)
     return FluxMail(**settings)
 
