@@ -166,3 +166,4 @@ def test_parse_since_dates() -> None:
     assert parse_since("2025-01-31") == datetime(2025, 1, 31, tzinfo=timezone.utc)
     aware = parse_since("2025-01-31T10:00:00+02:00")
     assert aware == datetime(2025, 1, 31, 8, tzinfo=timezone.utc)
+    assert parse_since("2025-01-31T08:00:00Z") == aware

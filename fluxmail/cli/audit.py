@@ -52,7 +52,9 @@ def parse_since(value: str) -> datetime:
         age = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
         return datetime.now(timezone.utc) - age
     try:
-        moment = datetime.fromisoformat(value.strip())
+        text = value.strip()
+        # Python 3.10's fromisoformat does not read a trailing "Z".
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
     except ValueError:
         raise usage_error(
             f"--since {value!r}: use an age such as 30m, 2h, 7d or a date such as 2025-01-31"
