@@ -31,7 +31,7 @@ docs: install
 	$(BIN)/mkdocs build --strict -q
 
 demo: install
-	$(BIN)/python -m fluxmail config
+	sh scripts/demo.sh $(BIN)/fluxmail
 
 bench-deps:
 	command -v smtp-sink >/dev/null 2>&1 || /usr/sbin/smtp-sink -h >/dev/null 2>&1 || \
