@@ -101,36 +101,25 @@ def check_content_id(content_id: str) -> str:
 
 def _read_regular_file(path: str | os.PathLike[str]) -> bytes:
     """Read a regular file; refuse directories, devices, FIFOs and sockets without opening them."""
+    shown = repr(os.fspath(path))
+    not_regular = MessageError(
+        f"attachment {shown} is not a regular file", code="invalid_attachment"
+    )
     try:
-        info = os.stat(path)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise not_regular
+        # O_NONBLOCK + fstat close the race where the path becomes a FIFO after stat().
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise not_regular
+            return handle.read()
     except FileNotFoundError as exc:
-        raise MessageError(
-            f"attachment not found: {os.fspath(path)!r}", code="attachment_not_found"
-        ) from exc
+        raise MessageError(f"attachment not found: {shown}", code="attachment_not_found") from exc
     except OSError as exc:
         raise MessageError(
-            f"attachment {os.fspath(path)!r} cannot be read: {exc.strerror}",
-            code="invalid_attachment",
+            f"attachment {shown} cannot be read: {exc.strerror}", code="invalid_attachment"
         ) from exc
-    if not stat.S_ISREG(info.st_mode):
-        raise MessageError(
-            f"attachment {os.fspath(path)!r} is not a regular file", code="invalid_attachment"
-        )
-    # O_NONBLOCK + fstat closes the race where the path is swapped for a FIFO after stat().
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise MessageError(
-            f"attachment {os.fspath(path)!r} cannot be read: {exc.strerror}",
-            code="invalid_attachment",
-        ) from exc
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise MessageError(
-                f"attachment {os.fspath(path)!r} is not a regular file", code="invalid_attachment"
-            )
-        return handle.read()
 
 
 @dataclass(frozen=True)

@@ -300,7 +300,7 @@ def test_optional_headers_are_normalized() -> None:
         in_reply_to="parent@example.com",
         references="<a@example.com>  b@example.com",
         priority=" HIGH ",
-        headers=[("X-Campaign", "  spring  "), ("X-Count", 3)],  # type: ignore[list-item]
+        headers=[("X-Campaign", "  spring  "), ("X-Count", 3)],
     )
     assert message.subject == "Hello"
     assert message.in_reply_to == "<parent@example.com>"

@@ -150,7 +150,8 @@ def stdlib_equivalent(message: Message) -> bytes:
         std.set_content(message.text)
         std.add_alternative(message.html, subtype="html")
     if message.inline_images:
-        html_part = std if message.text is None else std.get_payload()[1]
+        html_part = std if message.text is None else list(std.iter_parts())[1]
+        assert isinstance(html_part, EmailMessage)
         for item in message.inline_images:
             _std_file(html_part, item, inline=True)
     for item in message.attachments:
