@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format docs demo bench bench-deps clean
+.PHONY: install test lint format docs demo bench bench-quick bench-deps clean
 
 install: $(STAMP)
 
@@ -34,11 +34,14 @@ demo: install
 	sh scripts/demo.sh $(BIN)/fluxmail
 
 bench-deps:
-	command -v smtp-sink >/dev/null 2>&1 || /usr/sbin/smtp-sink -h >/dev/null 2>&1 || \
-	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -yq postfix)
+	@[ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ] || { \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -yq postfix; }
 
 bench: install bench-deps
-	$(BIN)/python bench/cold_start.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+bench-quick: install bench-deps
+	$(BIN)/python bench/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) site build dist .pytest_cache .mypy_cache .ruff_cache

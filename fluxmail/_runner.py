@@ -7,11 +7,13 @@ connections open between calls: a connection belongs to the loop that opened it.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Coroutine
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
+    from concurrent.futures import Future
 
 T = TypeVar("T")
 
@@ -34,6 +36,8 @@ class LoopThread:
             return self._loop
 
     def _start(self) -> None:
+        import asyncio  # not at import time: `import fluxmail` stays light
+
         ready = threading.Event()
         loop = asyncio.new_event_loop()
 
@@ -51,6 +55,8 @@ class LoopThread:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait for it from the calling thread."""
+        import asyncio
+
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import threading
@@ -14,6 +13,8 @@ from typing import TYPE_CHECKING, Protocol
 from fluxmail.results import RecipientStatus, SendResult
 
 if TYPE_CHECKING:
+    import asyncio
+
     from fluxmail.config import Config
     from fluxmail.delivery import Envelope
     from fluxmail.errors import DeliveryError
@@ -84,6 +85,8 @@ class SMTPBackend:
         return self._held > 0
 
     def pool(self) -> ConnectionPool:
+        import asyncio
+
         from fluxmail.pool import ConnectionPool
 
         loop = asyncio.get_running_loop()
@@ -110,6 +113,8 @@ class SMTPBackend:
         return ConnectionPool(self.params, keep_open=lambda: True, max_size=1)
 
     async def aclose(self) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         with self._lock:
             pool = self._pools.pop(loop, None)
