@@ -1,0 +1,125 @@
+"""Every stable error code used in fluxmail/ is documented in docs/errors.md, with its class.
+
+Codes are collected from the source, not from a list kept by hand:
+
+- ``code="..."`` keyword arguments and ``code = "..."`` class attributes anywhere in fluxmail/;
+- the table-driven codes of ``fluxmail/smtp_errors.py`` (string constants shaped like a code,
+  minus stage and function names) and of ``fluxmail/settings.py`` (``invalid_*`` constants);
+- the codes built as ``f"{stage}_refused"`` / ``f"{stage}_failed"`` in smtp_errors.py, expanded
+  for the stages that reach them (``TEMPLATED``; the test fails if a template disappears).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+import fluxmail.errors as errors
+from fluxmail.smtp_errors import STAGES
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "fluxmail"
+PAGE = ROOT / "docs" / "errors.md"
+SHAPE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
+# reply_error(): 5xx to the greeting or EHLO -> f"{stage}_refused"; RSET/NOOP -> f"{stage}_failed".
+TEMPLATED = {"_refused": ("greeting", "ehlo"), "_failed": ("rset", "noop")}
+
+
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def _strings(node: ast.AST) -> set[str]:
+    return {
+        n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    }
+
+
+def keyword_and_class_codes() -> set[str]:
+    """``code="x"`` in calls and ``code = "x"`` in class bodies, across the package."""
+    found: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(_tree(path)):
+            if isinstance(node, ast.keyword) and node.arg == "code":
+                found |= _strings(node.value)  # also `code="a" if ... else ...`
+            elif isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    targets: list[ast.expr] = (
+                        [item.target] if isinstance(item, ast.AnnAssign) else []
+                    )
+                    targets += item.targets if isinstance(item, ast.Assign) else []
+                    if any(isinstance(t, ast.Name) and t.id == "code" for t in targets):
+                        found |= _strings(item)
+    return found
+
+
+def table_codes() -> set[str]:
+    """Codes chosen from tables in smtp_errors.py and settings.py."""
+    smtp = _tree(PACKAGE / "smtp_errors.py")
+    functions = {n.name for n in ast.walk(smtp) if isinstance(n, ast.FunctionDef)}
+    ignored = set(STAGES) | functions
+    found = {s for s in _strings(smtp) if "_" in s and SHAPE.match(s) and s not in ignored}
+    settings = _tree(PACKAGE / "settings.py")
+    found |= {s for s in _strings(settings) if s.startswith("invalid_") and SHAPE.match(s)}
+    return found
+
+
+def templated_codes() -> set[str]:
+    source = (PACKAGE / "smtp_errors.py").read_text(encoding="utf-8")
+    codes: set[str] = set()
+    for suffix, stages in TEMPLATED.items():
+        assert f'f"{{stage}}{suffix}"' in source, f"the {suffix} template moved; update TEMPLATED"
+        codes |= {stage + suffix for stage in stages}
+    return codes
+
+
+def all_codes() -> set[str]:
+    return keyword_and_class_codes() | table_codes() | templated_codes()
+
+
+def documented() -> str:
+    return PAGE.read_text(encoding="utf-8")
+
+
+def test_collection_finds_the_known_codes() -> None:
+    """The collector sees codes of every kind (guards against it silently finding nothing)."""
+    codes = all_codes()
+    for code in ("invalid_config", "header_injection", "sender_refused", "invalid_boolean"):
+        assert code in codes
+    assert "greeting_refused" in codes and "end_of_data" not in codes
+    assert len(codes) > 60
+
+
+@pytest.mark.parametrize("code", sorted(all_codes()))
+def test_code_is_documented(code: str) -> None:
+    """Each code used in the source appears in docs/errors.md as `code` in a table row."""
+    rows = [line for line in documented().splitlines() if line.startswith(f"| `{code}` |")]
+    assert rows, f"error code {code!r} is used in fluxmail/ but not documented in docs/errors.md"
+
+
+def test_every_documented_code_exists() -> None:
+    """docs/errors.md documents no code that the source no longer uses."""
+    codes = all_codes()
+    section = documented().split("## Configuration codes", 1)[1]
+    listed = set(re.findall(r"^\| `([a-z0-9_]+)` \|", section, flags=re.MULTILINE))
+    assert listed - codes == set()
+
+
+@pytest.mark.parametrize("name", [n for n in errors.__all__ if n != "EXIT_CODES"])
+def test_class_row_matches_code_and_exit(name: str) -> None:
+    """The class table gives each class's real default code and CLI exit code."""
+    cls = getattr(errors, name)
+    row = next(line for line in documented().splitlines() if line.startswith(f"| `{name}` |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2] == f"`{cls.code}`" and cells[3] == str(cls.exit_code), row
+
+
+def test_delivery_rows_give_the_class_exit_code() -> None:
+    """In the delivery table, each row's exit code is the one its class owns."""
+    section = documented().split("## Delivery codes", 1)[1].split("## Other codes", 1)[0]
+    for row in re.findall(r"^\| `[a-z0-9_]+` \|.*$", section, flags=re.MULTILINE):
+        cells = [cell.strip().strip("`") for cell in row.strip("|").split("|")]
+        assert str(getattr(errors, cells[1]).exit_code) == cells[2], row
