@@ -72,6 +72,11 @@ PAGES: dict[str, Page] = {
         ),
         check="assert raw.startswith(b'From: ') and record.id == audit_id",
     ),
+    "docs/delivery.md": Page(
+        env={**SMTP_ENV, "FLUXMAIL_RETRY_DELAY": "0.01"},
+        server="faults",
+        check="assert len(server.messages) == 7, [m.rcpt_tos for m in server.messages]",
+    ),
     "docs/quickstart.md": Page(
         env=SMTP_ENV,
         server="dev",
