@@ -60,7 +60,7 @@ def check_filename(filename: str) -> None:
 def check_mimetype(mimetype: str, *, filename: str) -> None:
     """``type/subtype`` tokens only; multipart/* and message/* cannot be base64 (RFC 2046 §5)."""
     main, slash, sub = mimetype.partition("/") if isinstance(mimetype, str) else ("", "", "")
-    if not slash or not _TOKEN.fullmatch(main) or not _TOKEN.fullmatch(sub):
+    if not slash or not _TOKEN.fullmatch(main) or not _TOKEN.fullmatch(sub) or len(mimetype) > 200:
         raise MessageError(
             f"attachment {filename!r}: {mimetype!r} is not a MIME type", code="invalid_attachment"
         )

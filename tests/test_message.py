@@ -64,6 +64,7 @@ BAD_INPUT = [
     ("invalid_attachment", {"attachments": [("../etc/passwd", b"x")]}),
     ("invalid_attachment", {"attachments": [("a.txt", b"x", "not a type")]}),
     ("invalid_attachment", {"attachments": [("a.eml", b"x", "message/rfc822")]}),
+    ("invalid_attachment", {"attachments": [("a.bin", b"x", "application/" + "x" * 300)]}),
     ("invalid_attachment", {"attachments": [42]}),
     ("invalid_attachment", {"inline_images": {"logo": b"\x89PNG\r\n\x1a\n"}}),
     ("invalid_attachment", {"inline_images": {"bad cid": b"x"}, "html_body": True}),
