@@ -16,6 +16,7 @@ Domains go on the wire through the standard library's ``idna`` codec (IDNA 2003:
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -67,8 +68,6 @@ def check_header_text(value: str, *, field: str) -> None:
 
 def encode_words(text: str) -> str:
     """RFC 2047 'B' encoded words for ``text``, split on character boundaries, space-joined."""
-    import base64
-
     words: list[str] = []
     chunk: list[bytes] = []
     size = 0

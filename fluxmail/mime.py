@@ -90,9 +90,8 @@ def _fold(name: str, value: str) -> str:
         else:
             current += token
     lines.append(current)
-    for part in lines:
-        if len(part) > _HARD_LIMIT or (len(part) * 4 > _HARD_LIMIT and _octets(part) > _HARD_LIMIT):
-            raise _line_too_long(name)
+    if any(_octets(part) > _HARD_LIMIT for part in lines):
+        raise _line_too_long(name)
     return CRLF.join(lines) + CRLF
 
 
