@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
-from fluxmail.addresses import Address, check_header_text, encode_words
+from fluxmail.addresses import Address, check_header_text, encode_words, idna_domain
 from fluxmail.errors import MessageError
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ def normalize_headers(
 def make_message_id(domain: str) -> str:
     """A unique ``<id@domain>`` with the sender's IDNA domain (never the host's name)."""
     try:
-        host = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+        host = idna_domain(domain)
     except UnicodeError:
         host = ""
     if not host or host.lower() == "localhost" or host.lower().endswith(".localhost"):
