@@ -60,6 +60,14 @@ SMTP_ENV = {"FLUXMAIL_SENDER": "Shop <shop@example.com>"}
 
 AUDIT_ENV = {**DEFAULT_ENV, "FLUXMAIL_AUDIT": "on", "FLUXMAIL_AUDIT_DIR": "audit"}
 
+PROVIDER_ENV = {"FLUXMAIL_PROVIDER": "sendgrid", "FLUXMAIL_SENDER": "Shop <shop@example.com>"}
+# A Docker/Kubernetes secret file, mounted where the page says (here: in the page's tmp cwd).
+SECRET_FILE = (
+    "import os, pathlib\n"
+    "pathlib.Path('smtp_password').write_text('SG.docs-test\\n')\n"
+    "os.environ['FLUXMAIL_PASSWORD_FILE'] = os.path.abspath('smtp_password')\n"
+)
+
 PAGES: dict[str, Page] = {
     "docs/audit.md": Page(
         env=AUDIT_ENV,
@@ -77,6 +85,9 @@ PAGES: dict[str, Page] = {
         server="faults",
         check="assert len(server.messages) == 7, [m.rcpt_tos for m in server.messages]",
     ),
+    "docs/recipes/docker.md": Page(env=PROVIDER_ENV, prelude=SECRET_FILE),
+    "docs/recipes/kubernetes.md": Page(env=PROVIDER_ENV, prelude=SECRET_FILE),
+    "docs/recipes/lambda.md": Page(env=AUDIT_ENV),
     # 0.3.3 had no FLUXMAIL_SENDER: the username must be what resolves the sender there.
     "docs/migrating.md": Page(env={"FLUXMAIL_TYPE": "memory"}),
     "docs/quickstart.md": Page(
