@@ -68,6 +68,20 @@ SECRET_FILE = (
     "os.environ['FLUXMAIL_PASSWORD_FILE'] = os.path.abspath('smtp_password')\n"
 )
 
+# The testing recipe defines pytest-style test functions: call each one, as pytest would.
+RUN_TEST_FUNCTIONS = """
+import inspect, pathlib
+from fluxmail.testing import outbox
+tests = [f for n, f in list(globals().items()) if n.startswith("test_") and callable(f)]
+for test in tests:
+    outbox.clear()
+    folder = pathlib.Path(test.__name__)
+    folder.mkdir()
+    wanted = inspect.signature(test).parameters
+    test(**({"tmp_path": folder} if "tmp_path" in wanted else {}))
+assert len(tests) == 4, tests
+"""
+
 PAGES: dict[str, Page] = {
     "docs/audit.md": Page(
         env=AUDIT_ENV,
@@ -88,6 +102,7 @@ PAGES: dict[str, Page] = {
     "docs/recipes/docker.md": Page(env=PROVIDER_ENV, prelude=SECRET_FILE),
     "docs/recipes/kubernetes.md": Page(env=PROVIDER_ENV, prelude=SECRET_FILE),
     "docs/recipes/lambda.md": Page(env=AUDIT_ENV),
+    "docs/recipes/testing.md": Page(env={}, check=RUN_TEST_FUNCTIONS),
     # 0.3.3 had no FLUXMAIL_SENDER: the username must be what resolves the sender there.
     "docs/migrating.md": Page(env={"FLUXMAIL_TYPE": "memory"}),
     "docs/quickstart.md": Page(
