@@ -1,0 +1,239 @@
+"""Per-message cost of the SQLite audit store's claim_many + finish_many, by batch size.
+
+    python bench/audit_store.py [--messages 1024] [--contended 128] [--batches 1,8,64]
+                                [--rounds 5] [--keys] [--switch-interval S] [--quick]
+
+A micro-benchmark of the store alone (no SMTP), shaped like bulk sending with group commits: a
+dedicated worker thread calls ``claim_many(batch)`` then ``finish_many(batch results)`` for ~2.2 KB
+messages (text body, one recipient), as the bulk sender's audit thread does. Per message it reports:
+
+- ``wall``: the worker's wall time, main thread idle (what one claim + finish costs alone; at batch
+  size 1 this is the latency audit adds to a single send);
+- ``user`` / ``sys``: the worker thread's CPU time (``RUSAGE_THREAD``). ``sys`` is the kernel's
+  share (mkdir/open/write, run without the GIL); ``user`` bounds the GIL-held time from above (it
+  also counts SQLite's own C code, which runs without the GIL);
+- ``GIL-held``: the time the worker holds the GIL, the part that competes with the event loop.
+  Measured while the main thread runs a pure-Python counting loop: the time that thread spends
+  blocked (neither on a CPU nor waiting in the run queue, from /proc/thread-self/schedstat) is
+  the time the worker holds the GIL, plus the hand-overs. This run uses a 0.1 ms switch interval
+  (``--gil-interval``) so that the worker is not starved (below);
+- ``busy wall``: the worker's wall time per message while the main thread is busy, at the default
+  switch interval. Each time the worker releases the GIL (a syscall, an SQLite step) a busy thread
+  takes it, and the worker waits up to ``sys.getswitchinterval()`` (5 ms) to get it back: this is
+  the audit thread's throughput when the event loop never idles.
+
+Figures are medians over rounds; every round uses a fresh audit folder under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from _common import BODY, build_stdlib, print_table, save_results, scratch_dir
+
+from fluxmail.audit import AuditStore, OutboundRecord, open_store
+from fluxmail.results import Attempt, RecipientStatus, SendResult, ServerReply
+
+CHUNK = 2000  # counting-loop iterations between checks (~30 us)
+
+
+def make_records(count: int, *, keys: bool, tag: str) -> list[OutboundRecord]:
+    """Outbound records as the mailer builds them for a bulk run (one To, text body, no files)."""
+    records = []
+    for i in range(count):
+        msg = build_stdlib(i)
+        records.append(
+            OutboundRecord(
+                message_id=str(msg["Message-ID"]),
+                idempotency_key=f"{tag}-{i}" if keys else None,
+                content_hash=f"{i:064x}",
+                backend="smtp",
+                provider=None,
+                host="127.0.0.1",
+                sender=str(msg["From"]),
+                to=(str(msg["To"]),),
+                cc=(),
+                bcc=(),
+                subject=str(msg["Subject"]),
+                metadata={},
+                eml=msg.as_bytes(),
+                text=BODY,
+                html=None,
+                attachments=(),
+            )
+        )
+    return records
+
+
+def make_result(record: OutboundRecord) -> SendResult:
+    """What the SMTP client reports for an accepted message: one recipient, one attempt."""
+    address = record.to[0]
+    return SendResult(
+        status="sent",
+        message_id=record.message_id,
+        recipients={address: RecipientStatus(address, "sent", 250, "2.0.0", "2.0.0 Ok")},
+        attempts=(Attempt(number=1, started_at=time.time(), elapsed=0.002),),
+        final_reply=ServerReply(250, "2.0.0 Ok: queued as 4XYZ", "2.0.0"),
+        elapsed=0.002,
+    )
+
+
+def run_batches(
+    store: AuditStore, records: Sequence[OutboundRecord], results: Sequence[SendResult], batch: int
+) -> None:
+    """The audit thread's work: claim a batch (committed), then record its outcomes."""
+    for start in range(0, len(records), batch):
+        claims = store.claim_many(records[start : start + batch])
+        outcomes = results[start : start + batch]
+        store.finish_many([(c.audit_id, res) for c, res in zip(claims, outcomes, strict=True)])
+
+
+def count(stop: Callable[[], bool], until: float) -> int:
+    """Pure-Python work that holds the GIL: chunks done before ``stop()`` or ``until``."""
+    chunks = 0
+    perf = time.perf_counter
+    while True:
+        for _ in range(CHUNK):
+            pass
+        chunks += 1
+        if stop() or perf() >= until:
+            return chunks
+
+
+def thread_usage() -> tuple[float, float]:
+    """The calling thread's (user, system) CPU seconds (Linux); (thread_time, 0) elsewhere."""
+    if hasattr(resource, "RUSAGE_THREAD"):
+        usage = resource.getrusage(resource.RUSAGE_THREAD)
+        return usage.ru_utime, usage.ru_stime
+    return time.thread_time(), 0.0
+
+
+def in_thread(work: Callable[[], None]) -> tuple[threading.Thread, dict[str, float]]:
+    """Start ``work`` in a worker thread that records its own wall and CPU time."""
+    out: dict[str, float] = {}
+
+    def target() -> None:
+        wall, usage = time.perf_counter(), thread_usage()
+        work()
+        out["wall"] = time.perf_counter() - wall
+        after = thread_usage()
+        out["user"], out["sys"] = after[0] - usage[0], after[1] - usage[1]
+
+    thread = threading.Thread(target=target, name="audit-worker")
+    thread.start()
+    return thread, out
+
+
+def solo(folder: Path, records: Sequence[OutboundRecord], batch: int) -> dict[str, float]:
+    """Worker alone (the main thread waits in join(), not holding the GIL)."""
+    store = open_store(directory=folder, explicit=True)
+    results = [make_result(r) for r in records]
+    thread, out = in_thread(lambda: run_batches(store, records, results, batch))
+    thread.join()
+    store.close()
+    return {k: v / len(records) for k, v in out.items()}
+
+
+def sched() -> tuple[float, float]:
+    """The calling thread's seconds on a CPU and waiting for one (Linux schedstat)."""
+    with open("/proc/thread-self/schedstat", encoding="ascii") as stat:
+        on_cpu, run_wait = stat.read().split()[:2]
+    return int(on_cpu) / 1e9, int(run_wait) / 1e9
+
+
+def contended(
+    folder: Path, records: Sequence[OutboundRecord], batch: int, interval: float
+) -> dict[str, float]:
+    """Worker while the main thread counts; the main thread's blocked time is the GIL-held time.
+
+    The counting thread is always runnable; it is off the CPU either because the scheduler ran
+    something else (schedstat's run-queue wait: other processes, not our cost) or because it
+    waits for the GIL. So blocked = elapsed - on-CPU - run-queue wait, immune to machine noise.
+    """
+    store = open_store(directory=folder, explicit=True)
+    results = [make_result(r) for r in records]
+    default = sys.getswitchinterval()
+    sys.setswitchinterval(interval)
+    try:
+        thread, out = in_thread(lambda: run_batches(store, records, results, batch))
+        started, before = time.perf_counter(), sched()
+        count(lambda: not thread.is_alive(), float("inf"))
+        elapsed, after = time.perf_counter() - started, sched()
+        thread.join()
+    finally:
+        sys.setswitchinterval(default)
+        store.close()
+    blocked = elapsed - (after[0] - before[0]) - (after[1] - before[1])
+    return {"blocked": blocked, "wall": out["wall"]}
+
+
+def measure(args: argparse.Namespace, batches: list[int]) -> dict[int, dict[str, list[float]]]:
+    """Rounds x batch sizes, interleaved; per-message seconds for each figure."""
+    figures: dict[int, dict[str, list[float]]] = {b: {} for b in batches}
+    with scratch_dir("audit-store-") as scratch:
+        for rnd in range(args.rounds + 1):  # round 0 warms up (imports, page cache)
+            for batch in batches[rnd % len(batches) :] + batches[: rnd % len(batches)]:
+                tag = f"r{rnd}b{batch}"
+                base = scratch / tag
+                found = solo(base / "solo", make_records(args.messages, keys=args.keys, tag=tag),
+                             batch)  # fmt: skip
+                records = make_records(args.messages, keys=args.keys, tag=tag)
+                busy = contended(base / "gil", records, batch, args.gil_interval)
+                found["gil"] = busy["blocked"] / len(records)
+                records = make_records(args.contended, keys=args.keys, tag=tag)
+                busy = contended(base / "busy", records, batch, sys.getswitchinterval())
+                found["busy_wall"] = busy["wall"] / len(records)
+                if rnd:
+                    for name, value in found.items():
+                        figures[batch].setdefault(name, []).append(value)
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1024, help="messages per solo run")
+    parser.add_argument("--contended", type=int, default=64, help="messages per busy-wall run")
+    parser.add_argument(
+        "--gil-interval", type=float, default=1e-4, help="switch interval of the GIL-held run"
+    )
+    parser.add_argument("--batches", default="1,8,64", help="batch sizes, comma-separated")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--keys", action="store_true", help="every message has an idempotency key")
+    parser.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, fewer messages")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.messages, args.contended = 2, 256, 32
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
+    batches = [int(b) for b in args.batches.split(",")]
+    print(
+        f"Audit store (SQLite): {args.messages} messages per run ({args.contended} for busy "
+        f"wall), {args.rounds} rounds, keys={'yes' if args.keys else 'no'}, switch interval "
+        f"{sys.getswitchinterval() * 1000:g} ms ({args.gil_interval * 1000:g} ms for GIL-held)",
+        flush=True,
+    )
+    figures = measure(args, batches)
+    us = {b: {k: statistics.median(v) * 1e6 for k, v in f.items()} for b, f in figures.items()}
+    names = ("wall", "user", "sys", "gil", "busy_wall")
+    rows = [[str(b), *(f"{f[n]:.0f}" for n in names)] for b, f in us.items()]
+    print()
+    print_table(["batch", "wall", "user", "sys", "GIL-held", "busy wall"], rows)
+    print("(us per message; claim_many + finish_many in a worker thread)")
+    waits = {b: round(f["busy_wall"] / (sys.getswitchinterval() * 1e6), 1) for b, f in us.items()}
+    print(f"busy wall / switch interval (GIL waits per message): {waits}")
+    payload = {"args": vars(args), "us_per_message": us}
+    save_results("audit_store", payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
