@@ -185,6 +185,7 @@ def page_server(request: pytest.FixtureRequest, ca: TestCA, tmp_path: Path) -> I
             server.stop()
 
 
+@pytest.mark.timeout(30)  # a page's examples take well under a second; a hang is a bug
 @pytest.mark.parametrize("page_server", RUN_PAGES, indirect=True, ids=str)
 def test_page_examples_run(
     page_server: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
