@@ -324,3 +324,63 @@ def test_ids_sort_by_creation_time() -> None:
     assert all(len(i) == 26 for i in ids)
     assert ids == sorted(ids)
     assert len(set(ids)) == 1000
+
+
+def test_ids_carry_the_millisecond_clock_in_crockford_base32() -> None:
+    """An id's first 10 characters are its creation time in ms, Crockford base32 (ULID layout)."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    now = time.time() + 3600.0  # later than any id made so far, so not a same-ms increment
+    prefix = new_id(now)[:10]
+    ms = 0
+    for char in prefix:
+        ms = ms * 32 + alphabet.index(char)
+    assert ms == int(now * 1000)
+
+
+def test_a_dedicated_worker_thread_claims_and_finishes(store: AuditStore) -> None:
+    """A store opened in one thread serves claim_many/finish_many from another (bulk's worker)."""
+    done: list[list[str]] = []
+
+    def worker() -> None:
+        claims = store.claim_many([make_record(f"w-{n}") for n in range(8)] + [make_record()])
+        store.finish_many([(c.audit_id, sent_result()) for c in claims])
+        done.append([c.audit_id for c in claims])
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(timeout=60)
+    assert len(done) == 1 and len(set(done[0])) == 9
+    assert [store.get(i).status for i in done[0]] == ["sent"] * 9
+    assert store.claim(make_record("w-3")).replay is not None
+
+
+def test_finish_many_mixes_first_attempts_and_retries(store: AuditStore) -> None:
+    """One finish_many renumbers a retried record's attempts after its earlier ones."""
+    retried = store.claim(make_record("mix-1")).audit_id
+    store.finish(retried, failed_result())
+    assert store.claim(make_record("mix-1")).audit_id == retried
+    fresh = store.claim_many([make_record("mix-2"), make_record(None)])
+    items = [(fresh[0].audit_id, sent_result()), (retried, sent_result())]
+    store.finish_many([*items, (fresh[1].audit_id, failed_result())])
+    assert [a["number"] for a in store.get(retried).attempts] == [1, 2]
+    assert [a["number"] for a in store.get(fresh[0].audit_id).attempts] == [1]
+    assert store.get(fresh[1].audit_id).status == "failed"
+
+
+def test_finish_many_with_an_unknown_id_records_nothing(store: AuditStore) -> None:
+    """finish_many is one transaction: an unknown id raises not_found and no outcome is kept."""
+    audit_id = store.claim(make_record()).audit_id
+    with pytest.raises(AuditError) as info:
+        store.finish_many([(audit_id, sent_result()), ("nope", sent_result())])
+    assert info.value.code == "not_found"
+    assert store.get(audit_id).status == "sending"
+
+
+def test_a_failed_key_twice_in_one_batch_is_retried_once(store: AuditStore) -> None:
+    """After 'failed', a batch holding the key twice retries it once; the second replays."""
+    first = store.claim(make_record("twice")).audit_id
+    store.finish(first, failed_result())
+    claims = store.claim_many([make_record("twice"), make_record("twice")])
+    assert [c.audit_id for c in claims] == [first, first]
+    assert claims[0].replay is None
+    assert claims[1].replay is not None and claims[1].replay.status == "unknown"

@@ -30,6 +30,7 @@ from fluxmail.errors import AuditError
 
 __all__ = [
     "DEFAULT_DIRNAME",
+    "day_dir",
     "remove_snapshot",
     "resolve_directory",
     "safe_filename",
@@ -109,10 +110,14 @@ def _uid() -> str:
     return str(os.getuid()) if hasattr(os, "getuid") else "user"
 
 
+def day_dir(created: float) -> str:
+    """The day folder of messages created at ``created``, relative to the audit folder."""
+    return time.strftime("messages/%Y-%m-%d", time.gmtime(created))
+
+
 def snapshot_dir(audit_id: str, created: float) -> str:
     """The folder of one message, relative to the audit folder (``messages/<day>/<id>``)."""
-    day = time.strftime("%Y-%m-%d", time.gmtime(created))
-    return f"messages/{day}/{audit_id}"
+    return f"{day_dir(created)}/{audit_id}"
 
 
 def safe_filename(name: str, taken: set[str]) -> str:
@@ -132,14 +137,16 @@ def write_file(path: str | Path, data: bytes) -> None:
     """Write a private (0o600) file without buffering layers or fsync."""
     fd = os.open(path, _FLAGS, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        written = os.write(fd, data)
+        if written < len(data):  # rare (a signal, a full disk): write the rest
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 
 
-def write_snapshot(root: Path, rel: str, record: OutboundRecord) -> list[dict[str, Any]]:
+def write_snapshot(root: str | Path, rel: str, record: OutboundRecord) -> list[dict[str, Any]]:
     """Write message.eml, the bodies and the attachment copies; returns the manifest."""
     # Plain string paths: pathlib's joins cost more than the syscalls at bulk rates.
     folder = os.path.join(root, rel)
@@ -158,6 +165,8 @@ def write_snapshot(root: Path, rel: str, record: OutboundRecord) -> list[dict[st
         write_file(os.path.join(folder, "body.txt"), record.text.encode("utf-8"))
     if record.html is not None:
         write_file(os.path.join(folder, "body.html"), record.html.encode("utf-8"))
+    if not record.attachments:
+        return []
     return write_attachments(Path(folder), record.attachments)
 
 

@@ -26,6 +26,8 @@ from fluxmail.audit.store import (
     OutboundRecord,
     cutoff_epoch,
     dumps,
+    dumps_plain,
+    dumps_strings,
     existing_claim,
     finish_values,
     loads,
@@ -100,6 +102,7 @@ _FINISH = (
     "UPDATE messages SET status=?, recipients=?, attempts=?, final_reply=?, duration=?, "
     "sent_at=?, updated_at=? WHERE id=?"
 )
+_FINISH_FIRST = _FINISH + " AND base_attempts=0"
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
@@ -112,6 +115,7 @@ class SQLiteStore:
     def __init__(self, folder: Path, *, stale_after: float = 900.0) -> None:
         self.folder = Path(folder)
         self.location = str(self.folder)
+        self._root = os.fspath(self.folder)  # snapshot paths are built as strings
         self._db = self.folder / snapshots.DB_NAME
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
@@ -194,38 +198,81 @@ class SQLiteStore:
         created: list[str] = []
         try:
             with self._transaction() as conn:
-                return [self._claim_one(conn, r, created) for r in records]
+                return self._claim_batch(conn, records, created)
         except BaseException:
             for rel in created:
                 snapshots.remove_snapshot(self.folder, rel)
             raise
 
-    def _claim_one(
-        self, conn: sqlite3.Connection, record: OutboundRecord, created: list[str]
-    ) -> Claim:
+    def _claim_batch(
+        self, conn: sqlite3.Connection, records: Sequence[OutboundRecord], created: list[str]
+    ) -> list[Claim]:
+        """Claims in order, as claim() one by one would give; new rows go in one executemany.
+
+        Per batch, not per message: one timestamp and day folder, one SELECT of the keys. A key
+        claimed earlier in the same batch is looked up again after the pending rows are in.
+        """
         now = time.time()
-        if record.idempotency_key is not None:
-            cursor = conn.cursor()
-            cursor.row_factory = _dict_row
-            row = cursor.execute(
-                f"{_SELECT} WHERE idempotency_key=?", (record.idempotency_key,)
-            ).fetchone()
-            if row is not None:
-                return self._claim_existing(conn, row, record, now)
-        audit_id = new_id(now)
-        rel = snapshots.snapshot_dir(audit_id, now)
-        created.append(rel)
-        manifest = snapshots.write_snapshot(self.folder, rel, record)
-        conn.execute(
-            _INSERT,
-            (
-                audit_id, now, now, record.status, record.backend, record.provider, record.host,
-                record.sender, dumps(record.to), dumps(record.cc), dumps(record.bcc),
-                record.subject, record.message_id, record.idempotency_key, record.content_hash,
-                dumps(dict(record.metadata)), rel, dumps(manifest),
-            ),
+        day = snapshots.day_dir(now)
+        found = self._rows_by_key(conn, [r.idempotency_key for r in records])
+        touched: set[str] = set()  # keys claimed in this batch: their stored row changed
+        rows: list[tuple[Any, ...]] = []
+        claims: list[Claim] = []
+        for record in records:
+            key = record.idempotency_key
+            if key is not None:
+                if key in touched:
+                    rows = self._insert(conn, rows)
+                    found.update(self._rows_by_key(conn, [key]))
+                touched.add(key)
+                row = found.pop(key, None)
+                if row is not None:
+                    claims.append(self._claim_existing(conn, row, record, now))
+                    continue
+            audit_id = new_id(now)
+            rel = f"{day}/{audit_id}"
+            created.append(rel)
+            rows.append(self._new_row(audit_id, rel, record, now))
+            claims.append(Claim(audit_id))
+        self._insert(conn, rows)
+        return claims
+
+    def _new_row(
+        self, audit_id: str, rel: str, record: OutboundRecord, now: float
+    ) -> tuple[Any, ...]:
+        """Write the snapshot folder; the INSERT parameters of its record."""
+        manifest = snapshots.write_snapshot(self._root, rel, record)
+        return (
+            audit_id, now, now, record.status, record.backend, record.provider, record.host,
+            record.sender, dumps_strings(record.to), dumps_strings(record.cc),
+            dumps_strings(record.bcc), record.subject, record.message_id, record.idempotency_key,
+            record.content_hash, dumps(dict(record.metadata)) if record.metadata else "{}", rel,
+            dumps_plain(manifest) if manifest else "[]",
         )  # fmt: skip
-        return Claim(audit_id)
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """INSERT the pending rows; returns a new empty list for the next ones."""
+        if rows:
+            conn.executemany(_INSERT, rows)
+        return []
+
+    @staticmethod
+    def _rows_by_key(
+        conn: sqlite3.Connection, keys: Sequence[str | None]
+    ) -> dict[str, dict[str, Any]]:
+        """The stored rows of these idempotency keys (one query per 500 keys)."""
+        wanted = list(dict.fromkeys(k for k in keys if k is not None))
+        found: dict[str, dict[str, Any]] = {}
+        cursor = conn.cursor()
+        cursor.row_factory = _dict_row
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"{_SELECT} WHERE idempotency_key IN ({marks})"
+            found.update((row["idempotency_key"], row) for row in cursor.execute(sql, chunk))
+        cursor.close()
+        return found
 
     def _claim_existing(
         self, conn: sqlite3.Connection, row: dict[str, Any], record: OutboundRecord, now: float
@@ -234,7 +281,7 @@ class SQLiteStore:
         if found is not None:
             return found
         # Nothing was accepted before: a new attempt on the same record, with the bytes it sends.
-        manifest = snapshots.write_snapshot(self.folder, row["folder"], record)
+        manifest = snapshots.write_snapshot(self._root, row["folder"], record)
         conn.execute(_RETRY, (record.status, now, record.message_id, dumps(manifest), row["id"]))
         return Claim(row["id"])
 
@@ -244,20 +291,25 @@ class SQLiteStore:
         self.finish_many([(audit_id, result)])
 
     def finish_many(self, items: Sequence[tuple[str, SendResult]]) -> None:
-        """Record outcomes in one transaction; attempts extend those of earlier claims."""
+        """Record outcomes in one transaction; attempts extend those of earlier claims.
+
+        One executemany for the common case (a record's first attempt); only when some record
+        had earlier attempts (or does not exist) is each one looked at.
+        """
         with self._transaction() as conn:
+            now = time.time()
+            values = [finish_values(result, [], now, audit_id) for audit_id, result in items]
+            if conn.executemany(_FINISH_FIRST, values).rowcount == len(values):
+                return
             for audit_id, result in items:
-                now = time.time()
-                values = finish_values(result, [], now, audit_id)
-                if conn.execute(_FINISH + " AND base_attempts=0", values).rowcount:
-                    continue
                 row = conn.execute(
                     "SELECT attempts, base_attempts FROM messages WHERE id=?", (audit_id,)
                 ).fetchone()
                 if row is None:
                     raise not_found(audit_id)
-                prior = list(loads(row[0]))[: row[1]]
-                conn.execute(_FINISH, finish_values(result, prior, now, audit_id))
+                if row[1]:  # a retried record: keep the attempts of the earlier claims
+                    prior = list(loads(row[0]))[: row[1]]
+                    conn.execute(_FINISH, finish_values(result, prior, now, audit_id))
 
     # --- reading ----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,8 @@ __all__ = [
     "AuditStore",
     "Claim",
     "OutboundRecord",
+    "dumps_plain",
+    "dumps_strings",
     "existing_claim",
     "finish_values",
     "new_id",
@@ -212,6 +215,11 @@ def open_store(
 # --- shared helpers (both backends) -------------------------------------------------------------
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two base32 characters per 10 bits: 13 table lookups encode an id (a per-character loop costs
+# several times more, and ids are made once per message in bulk).
+_PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
+_RAND_MASK = (1 << 80) - 1
 _id_lock = threading.Lock()
 _id_last = [0, 0]  # last (milliseconds, randomness) handed out, for monotonic ids
 
@@ -226,12 +234,9 @@ def new_id(now: float | None = None) -> str:
         else:
             rand = int.from_bytes(os.urandom(10), "big")
         _id_last[0], _id_last[1] = ms, rand
-    value = (ms << 80) | (rand & ((1 << 80) - 1))
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    value = (ms << 80) | (rand & _RAND_MASK)
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -241,6 +246,40 @@ def dumps(value: Any) -> str:
     """Compact JSON for TEXT/jsonb columns (one shared encoder: json.dumps with options
     builds a new one per call, which shows in bulk)."""
     return _encode(value)
+
+
+def _plain_encoder() -> Any:
+    """The C encoder, made once (JSONEncoder.encode builds one per call), or None without it."""
+    import json.encoder
+
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython has it
+        return None
+    # (markers, default, encoder, indent, key sep, item sep, sort_keys, skipkeys, allow_nan)
+    default = json.JSONEncoder().default
+    return make(None, default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+
+
+_plain = _plain_encoder()
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
+
+
+def dumps_plain(value: Any) -> str:
+    """dumps() for fluxmail's own acyclic values (results, manifests): the same text, without
+    the circular-reference bookkeeping and the per-call encoder set-up."""
+    if _plain is None:  # pragma: no cover
+        return _encode(value)
+    return "".join(_plain(value, 0))
+
+
+def dumps_strings(values: Sequence[str]) -> str:
+    """dumps() of a list of addresses: joined directly unless a character needs escaping."""
+    if not values:
+        return "[]"
+    joined = '","'.join(values)
+    if _NEEDS_ESCAPE.search(joined) is None:
+        return f'["{joined}"]'
+    return dumps(list(values))
 
 
 def loads(value: Any) -> Any:
@@ -271,18 +310,21 @@ def finish_values(
 ) -> tuple[Any, ...]:
     """Parameters of finish()'s UPDATE (status, recipients, attempts, final_reply, duration,
     sent_at, updated_at, id); attempts extend those of earlier claims, renumbered."""
-    # The result dataclasses are flat, so __dict__ copies match asdict() at a fraction of the
-    # cost (asdict deep-copies recursively; this runs once per message in bulk).
+    # The result dataclasses are flat, so their __dict__ encodes as asdict() would, without
+    # asdict's recursive deep copies (this runs once per message in bulk).
     attempts = list(prior)
-    for offset, attempt in enumerate(result.attempts, start=len(prior) + 1):
-        attempts.append({**attempt.__dict__, "number": offset})
-    recipients = {a: dict(r.__dict__) for a, r in result.recipients.items()}
+    number = len(prior)
+    for attempt in result.attempts:
+        number += 1
+        fields = attempt.__dict__.copy()
+        fields["number"] = number
+        attempts.append(fields)
     reply = result.final_reply
     return (
         result.status,
-        dumps(recipients),
-        dumps(attempts),
-        dumps(dict(reply.__dict__)) if reply is not None else None,
+        dumps_plain({a: r.__dict__ for a, r in result.recipients.items()}),
+        dumps_plain(attempts),
+        dumps_plain(reply.__dict__) if reply is not None else None,
         result.elapsed,
         now if result.status in ACCEPTED_STATUSES else None,
         now,
