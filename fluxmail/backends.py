@@ -20,14 +20,19 @@ if TYPE_CHECKING:
     from fluxmail.errors import DeliveryError
     from fluxmail.message import Message
     from fluxmail.pool import ConnectionPool
-    from fluxmail.smtp import SMTPParams
+    from fluxmail.smtp import SMTPParams, Staged
 
 
 class Backend(Protocol):
     name: str
 
     async def deliver(
-        self, env: Envelope, data: bytes, message: Message, pool: ConnectionPool | None = None
+        self,
+        env: Envelope,
+        data: bytes,
+        message: Message,
+        pool: ConnectionPool | None = None,
+        then: Staged | None = None,
     ) -> tuple[SendResult, DeliveryError | None]: ...
 
     async def aclose(self) -> None: ...
@@ -98,13 +103,18 @@ class SMTPBackend:
             return pool
 
     async def deliver(
-        self, env: Envelope, data: bytes, message: Message, pool: ConnectionPool | None = None
+        self,
+        env: Envelope,
+        data: bytes,
+        message: Message,
+        pool: ConnectionPool | None = None,
+        then: Staged | None = None,
     ) -> tuple[SendResult, DeliveryError | None]:
         from fluxmail.delivery import RetryPolicy, deliver
 
         c = self._config
         policy = RetryPolicy(c.max_retries, c.retry_delay, c.retry_deadline)
-        return await deliver(pool or self.pool(), env, data, message.message_id, policy)
+        return await deliver(pool or self.pool(), env, data, message.message_id, policy, then)
 
     def private_pool(self) -> ConnectionPool:
         """A pool of one kept-open connection, for one bulk worker."""
@@ -128,7 +138,12 @@ class ConsoleBackend:
     name = "console"
 
     async def deliver(
-        self, env: Envelope, data: bytes, message: Message, pool: ConnectionPool | None = None
+        self,
+        env: Envelope,
+        data: bytes,
+        message: Message,
+        pool: ConnectionPool | None = None,
+        then: Staged | None = None,
     ) -> tuple[SendResult, DeliveryError | None]:
         started = time.monotonic()
         text = data.decode("utf-8", "replace").replace("\r\n", "\n")
@@ -149,7 +164,12 @@ class FileBackend:
         self.folder = folder
 
     async def deliver(
-        self, env: Envelope, data: bytes, message: Message, pool: ConnectionPool | None = None
+        self,
+        env: Envelope,
+        data: bytes,
+        message: Message,
+        pool: ConnectionPool | None = None,
+        then: Staged | None = None,
     ) -> tuple[SendResult, DeliveryError | None]:
         started = time.monotonic()
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -169,7 +189,12 @@ class MemoryBackend:
     name = "memory"
 
     async def deliver(
-        self, env: Envelope, data: bytes, message: Message, pool: ConnectionPool | None = None
+        self,
+        env: Envelope,
+        data: bytes,
+        message: Message,
+        pool: ConnectionPool | None = None,
+        then: Staged | None = None,
     ) -> tuple[SendResult, DeliveryError | None]:
         from fluxmail.testing import SentMessage, outbox
 

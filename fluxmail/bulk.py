@@ -18,7 +18,6 @@ from fluxmail.errors import ConfigurationError, FluxMailException
 
 if TYPE_CHECKING:
     from fluxmail.mailer import FluxMail
-    from fluxmail.pool import ConnectionPool
     from fluxmail.progress import ProgressDisplay
     from fluxmail.results import SendResult
 
@@ -78,6 +77,10 @@ class RateLimiter:
         self._interval = 1.0 / per_second if per_second else 0.0
         self._next = 0.0
 
+    @property
+    def active(self) -> bool:
+        return bool(self._interval)
+
     async def wait(self) -> None:
         if not self._interval:
             return
@@ -86,16 +89,6 @@ class RateLimiter:
         self._next = start + self._interval
         if start > now:
             await asyncio.sleep(start - now)
-
-
-def _outcome(index: int, result: SendResult, error: Any) -> BulkOutcome:
-    from fluxmail.mailer import raise_for
-
-    try:
-        raise_for(result, error)
-    except FluxMailException as exc:
-        return BulkOutcome(index, result, exc)
-    return BulkOutcome(index, result)
 
 
 class BulkRun:
@@ -129,6 +122,7 @@ class BulkRun:
         self._out: asyncio.Queue[Any] | None = None
         self._task: asyncio.Future[None] | None = None
         self._display: ProgressDisplay | None = None
+        self._streaming = True  # wait() only needs the summary
 
     # -- the async engine --------------------------------------------------------------------
 
@@ -142,74 +136,37 @@ class BulkRun:
         self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
+        from fluxmail.bulk_engine import Pipeline
+
         assert self._out is not None
         started = time.monotonic()
-        work: asyncio.Queue[Any] = asyncio.Queue(maxsize=self._concurrency * 2)
-        workers = [asyncio.ensure_future(self._worker(work)) for _ in range(self._concurrency)]
+        pipeline = Pipeline(
+            self._mailer, self._source, self._emit,
+            concurrency=self._concurrency, limiter=self._limiter,
+            per_connection=self._per_conn, dry_run=self._dry_run,
+        )  # fmt: skip
         try:
-            await self._feed(work)
-            await asyncio.gather(*workers)
-        except BaseException:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            raise
+            await pipeline.run()
         finally:
             self.summary.elapsed = time.monotonic() - started
             if self._display is not None:
                 self._display.close()
             await self._out.put(_DONE)
 
-    async def _feed(self, work: asyncio.Queue[Any]) -> None:
-        index = 0
-        if isinstance(self._source, AsyncIterable):
-            async for item in self._source:
-                await work.put((index, item))
-                index += 1
-        else:
-            for item in self._source:
-                await work.put((index, item))
-                index += 1
-        for _ in range(self._concurrency):
-            await work.put(None)
-
-    async def _worker(self, work: asyncio.Queue[Any]) -> None:
+    async def _emit(self, outcome: BulkOutcome) -> None:
         assert self._out is not None
-        pool = self._private_pool()
-        sent_on_conn = 0
-        try:
-            while (job := await work.get()) is not None:
-                await self._limiter.wait()
-                index, item = job
-                outcome = await self._one(index, item, pool)
-                self.summary.add(outcome)
-                if self._display is not None:
-                    self._display.advance(outcome.ok)
-                await self._out.put(outcome)
-                sent_on_conn += 1
-                if pool is not None and self._per_conn and sent_on_conn >= self._per_conn:
-                    await pool.close()
-                    sent_on_conn = 0
-        finally:
-            if pool is not None:
-                await pool.close()
+        self.summary.add(outcome)
+        if self._display is not None:
+            self._display.advance(outcome.ok)
+        if self._streaming:
+            await self._out.put(outcome)
 
-    def _private_pool(self) -> ConnectionPool | None:
-        make = getattr(self._mailer._backend, "private_pool", None)
-        return make() if make is not None else None
-
-    async def _one(self, index: int, item: Item, pool: ConnectionPool | None) -> BulkOutcome:
-        try:
-            draft = item if isinstance(item, Draft) else self._mailer.create(**item)
-            result, error = await self._mailer._deliver_one(draft, self._dry_run, pool)
-        except FluxMailException as exc:
-            return BulkOutcome(index, None, exc)
-        return _outcome(index, result, error)
-
-    async def _next_batch(self) -> list[Any]:
+    async def _next_batch(self, linger: float = 0.0) -> list[Any]:
         await self._start()
         assert self._out is not None
         batch = [await self._out.get()]
+        if linger and self._out.qsize() < 64:
+            await asyncio.sleep(linger)  # a cross-thread hop per outcome would cost more
         while batch[-1] is not _DONE and not self._out.empty():
             batch.append(self._out.get_nowait())
         return batch
@@ -236,7 +193,7 @@ class BulkRun:
         runner = self._mailer._runner
         try:
             while True:
-                batch = runner.run(self._next_batch())
+                batch = runner.run(self._next_batch(linger=0.002))
                 yield from self._finished(batch)
                 if batch[-1] is _DONE:
                     return
@@ -247,6 +204,9 @@ class BulkRun:
 
     def wait(self) -> BulkSummary:
         """Run to the end (discarding streamed outcomes) and return the summary."""
+        if self._out is None:
+            self._streaming = False
+            return self._mailer._runner.run(self.wait_async())
         for _ in self:
             pass
         return self.summary

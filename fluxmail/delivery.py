@@ -23,7 +23,7 @@ from fluxmail.results import (
     SendResult,
     ServerReply,
 )
-from fluxmail.smtp import TransactionResult
+from fluxmail.smtp import Staged, TransactionResult
 
 MAX_BACKOFF = 300.0
 TOO_MANY_RECIPIENTS = (452, 552)  # RFC 5321 4.5.3.1.10: move the rest to a new transaction
@@ -115,7 +115,11 @@ def _status(addr: str, status: RecipientOutcome, reply: ServerReply) -> Recipien
 
 
 async def _transaction(
-    pool: ConnectionPool, env: Envelope, recipients: Sequence[str], data: bytes
+    pool: ConnectionPool,
+    env: Envelope,
+    recipients: Sequence[str],
+    data: bytes,
+    then: Staged | None = None,
 ) -> TransactionResult:
     session, reused = await pool.acquire()
     healthy = False
@@ -128,7 +132,9 @@ async def _transaction(
                 transient=False,
             )
         try:
-            result = await session.send(env.sender, recipients, data, smtputf8=env.smtputf8)
+            result = await session.send(
+                env.sender, recipients, data, smtputf8=env.smtputf8, then=then
+            )
         except ConnectionFailed:
             if not reused:
                 raise
@@ -143,9 +149,17 @@ async def _transaction(
 
 
 async def deliver(
-    pool: ConnectionPool, env: Envelope, data: bytes, message_id: str, policy: RetryPolicy
+    pool: ConnectionPool,
+    env: Envelope,
+    data: bytes,
+    message_id: str,
+    policy: RetryPolicy,
+    then: Staged | None = None,
 ) -> tuple[SendResult, DeliveryError | None]:
-    """Deliver ``data`` to every envelope recipient; returns the result and the last error."""
+    """Deliver ``data`` to every envelope recipient; returns the result and the last error.
+
+    ``then`` (bulk) is the message the same connection sends next, primed on the first attempt.
+    """
     started = time.monotonic()
     progress = _Progress(pending=list(env.recipients))
     retries = 0
@@ -153,7 +167,8 @@ async def deliver(
         number = len(progress.attempts) + 1
         t0, wall = time.monotonic(), time.time()
         try:
-            capped = progress.absorb(await _transaction(pool, env, progress.pending, data))
+            first = then if number == 1 else None
+            capped = progress.absorb(await _transaction(pool, env, progress.pending, data, first))
         except OutcomeUnknown as exc:
             progress.attempts.append(_attempt(number, wall, t0, exc))
             progress.error = exc

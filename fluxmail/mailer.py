@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from enum import Enum
 from os import PathLike
 from types import TracebackType
@@ -16,13 +15,11 @@ from fluxmail.backends import make_backend
 from fluxmail.config import Config, resolve_config, resolve_sender
 from fluxmail.draft import Draft
 from fluxmail.errors import DeliveryError, FluxMailException, OutcomeUnknown, Refused
-from fluxmail.results import RecipientStatus, SendResult
+from fluxmail.outgoing import Outgoing
+from fluxmail.results import SendResult
 
 if TYPE_CHECKING:
     from fluxmail.bulk import BulkRun, MessageSource
-    from fluxmail.delivery import Envelope
-    from fluxmail.message import Message
-    from fluxmail.pool import ConnectionPool
 
 log = logging.getLogger("fluxmail")
 
@@ -148,31 +145,23 @@ class FluxMail:
         return result
 
     async def _deliver_one(
-        self, draft: Draft, dry_run: bool, pool: ConnectionPool | None = None
+        self, draft: Draft, dry_run: bool
     ) -> tuple[SendResult, DeliveryError | None]:
         """Claim an audit record, deliver, record the outcome. Never raises for delivery faults."""
-        message, data = draft.message, draft.as_bytes()
-        dry = dry_run or self._config.dry_run
-        env, names = envelope(message)
-        audit_id = None
+        out = Outgoing.prepare(draft, dry=dry_run or self._config.dry_run)
         if self.audit.enabled:
-            from fluxmail.auditing import outbound_record
-
-            record = outbound_record(self._config, message, data, "dry_run" if dry else "sending")
-            claim = self.audit.store().claim(record)
+            claim = self.audit.store().claim(out.record(self._config))
             if claim.replay is not None:
                 return claim.replay, None
-            audit_id = claim.audit_id
-        if dry:
-            return SendResult("dry_run", message.message_id, audit_id=audit_id), None
+            out.audit_id = claim.audit_id
+        if out.dry:
+            return out.dry_result(), None
         try:
-            result, error = await self._backend.deliver(env, data, message, pool)
+            result, error = await out.transmit(self._backend)
         except BaseException as exc:
-            # Cancelled or crashed mid-send: what reached the server is unknown; never resend.
-            self._finish(audit_id, _unknown(message, names, exc))
+            self._finish(out.audit_id, out.interrupted(exc))
             raise
-        result = replace(result, recipients=_rekey(result, names), audit_id=audit_id)
-        self._finish(audit_id, result)
+        self._finish(out.audit_id, result)
         return result, error
 
     def _finish(self, audit_id: str | None, result: SendResult) -> None:
@@ -237,30 +226,6 @@ class FluxMail:
         from fluxmail.bulk import send_many_async
 
         return send_many_async(self, messages, **options)
-
-
-def envelope(message: Message) -> tuple[Envelope, dict[str, str]]:
-    """The SMTP envelope (IDNA domains unless SMTPUTF8 is needed) and envelope -> given address."""
-    from fluxmail.delivery import Envelope
-
-    utf8 = message.needs_smtputf8
-    names = {a.envelope(smtputf8=utf8): a.addr for a in message.envelope_recipients}
-    return Envelope(message.sender.envelope(smtputf8=utf8), tuple(names), utf8), names
-
-
-def _rekey(result: SendResult, names: Mapping[str, str]) -> dict[str, RecipientStatus]:
-    return {
-        names.get(a, a): replace(r, address=names.get(a, a)) for a, r in result.recipients.items()
-    }
-
-
-def _unknown(message: Message, names: Mapping[str, str], exc: BaseException) -> SendResult:
-    text = f"interrupted: {type(exc).__name__}"
-    return SendResult(
-        "unknown",
-        message.message_id,
-        recipients={a: RecipientStatus(a, "unknown", text=text) for a in names.values()},
-    )
 
 
 def raise_for(result: SendResult, error: DeliveryError | None) -> None:

@@ -38,6 +38,7 @@ from fluxmail.smtp_errors import (
 from fluxmail.smtp_model import (
     Security,
     SMTPParams,
+    Staged,
     TLSInfo,
     TransactionResult,
     default_local_hostname,
@@ -53,7 +54,11 @@ from fluxmail.smtp_protocol import (
     transparent,
 )
 
-__all__ = ["SMTPParams", "SMTPSession", "Security", "TLSInfo", "TransactionResult"]
+__all__ = ["SMTPParams", "SMTPSession", "Security", "Staged", "TLSInfo", "TransactionResult"]
+
+
+# Bodies up to this size go out in one write together with the final "." (bulk hot path).
+ONE_WRITE = 64 * 1024
 
 
 class SMTPSession:
@@ -73,6 +78,9 @@ class SMTPSession:
         self._authenticated = False
         self._context: ssl.SSLContext | None = None
         self._lock: asyncio.Lock | None = None
+        # MAIL/RCPT/DATA of the next message, written after the last final "." (RFC 2920);
+        # the next send() with exactly these commands reads their replies instead of writing.
+        self._primed = b""
 
     def __repr__(self) -> str:
         state = "connected" if self.is_connected else "closed"
@@ -239,9 +247,19 @@ class SMTPSession:
     # -- transactions -----------------------------------------------------------------------
 
     async def send(
-        self, sender: str, recipients: Sequence[str], data: bytes, *, smtputf8: bool = False
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        data: bytes,
+        *,
+        smtputf8: bool = False,
+        then: Staged | None = None,
     ) -> TransactionResult:
-        """One mail transaction; RCPT replies are data, other failures raise DeliveryError."""
+        """One mail transaction; RCPT replies are data, other failures raise DeliveryError.
+
+        ``then`` names the message this session will send next: with PIPELINING its commands
+        go out right behind this message's final "." (one write, one round trip saved).
+        """
         rcpts = tuple(dict.fromkeys(recipients))  # one RCPT per address
         payload = message_payload(data)
         encoding = "utf-8" if smtputf8 else "ascii"
@@ -253,16 +271,54 @@ class SMTPSession:
             self._live("mail")
             mail += mail_options(self._extensions, payload, smtputf8, self._where) + b"\r\n"
             if "pipelining" in self._extensions:
-                return await self._send_pipelined(mail, commands, rcpts, payload)
+                preamble = mail + b"".join(commands) + b"DATA\r\n"
+                return await self._send_pipelined(preamble, rcpts, payload, then)
+            if self._primed:
+                self._drop_primed()
             return await self._send_stepwise(mail, commands, rcpts, payload)
 
+    def _stage(self, then: Staged | None) -> bytes:
+        """The pipelined commands for the next message, or b"" when it cannot be primed."""
+        if then is None or "pipelining" not in self._extensions:
+            return b""
+        try:
+            rcpts = tuple(dict.fromkeys(then.recipients))
+            payload = message_payload(then.data)
+            encoding = "utf-8" if then.smtputf8 else "ascii"
+            mail = b"MAIL FROM:" + envelope_path(then.sender, encoding)
+            mail += mail_options(self._extensions, payload, then.smtputf8, self._where)
+            rcpt = b"".join(b"RCPT TO:" + envelope_path(r, encoding) + b"\r\n" for r in rcpts)
+        except (MessageError, DeliveryError):
+            return b""  # it will fail on its own turn, with its own error
+        return mail + b"\r\n" + rcpt + b"DATA\r\n" if rcpts else b""
+
+    def _drop_primed(self) -> None:
+        """Commands written ahead for another message: drop the connection so they die unsent.
+
+        The server got MAIL/RCPT/DATA but never a final ".", so it delivers nothing (RFC 5321
+        4.1.1.4); the caller sees a transient ConnectionFailed and reconnects.
+        """
+        self._primed = b""
+        self._abort()
+        raise ConnectionFailed(
+            f"The connection to {self._where} carried commands for another message; reconnecting",
+            code="pipeline_mismatch",
+            transient=True,
+            stage="mail",
+        )
+
     async def _send_pipelined(
-        self, mail: bytes, commands: list[bytes], rcpts: tuple[str, ...], payload: bytes
+        self, preamble: bytes, rcpts: tuple[str, ...], payload: bytes, then: Staged | None
     ) -> TransactionResult:
         """RFC 2920: MAIL, every RCPT and DATA in one write, then the replies in order."""
         proto = self._live("mail")
-        with self._wire("mail", self._params.command_timeout):
-            proto.write(mail + b"".join(commands) + b"DATA\r\n")
+        if self._primed == preamble:
+            self._primed = b""  # already on the wire behind the previous message
+        elif self._primed:
+            self._drop_primed()
+        else:
+            with self._wire("mail", self._params.command_timeout):
+                proto.write(preamble)
         mail_reply = await self._read("mail")
         replies = {}
         for rcpt in rcpts:
@@ -282,7 +338,7 @@ class SMTPSession:
         if data_reply.code != 354:
             await self._reset_quietly()
             raise with_replies(reply_error("data", data_reply, self._where), replies)
-        return await self._transfer(payload, replies)
+        return await self._transfer(payload, replies, self._stage(then))
 
     async def _send_stepwise(
         self, mail: bytes, commands: list[bytes], rcpts: tuple[str, ...], payload: bytes
@@ -306,20 +362,28 @@ class SMTPSession:
             raise with_replies(reply_error("data", data_reply, self._where), replies)
         return await self._transfer(payload, replies)
 
-    async def _transfer(self, payload: bytes, replies: dict[str, ServerReply]) -> TransactionResult:
+    async def _transfer(
+        self, payload: bytes, replies: dict[str, ServerReply], primed: bytes = b""
+    ) -> TransactionResult:
         """Send the message; once the final "." is written a loss means the outcome is unknown."""
         p = self._params
         proto = self._live("data")
+        wire = transparent(payload)
         with self._wire("data", p.command_timeout):
-            proto.write(transparent(payload))
-            await asyncio.wait_for(proto.drain(), p.command_timeout)
-            await asyncio.sleep(0)  # let a pending reset or EOF surface before the commitment
+            if len(wire) > ONE_WRITE:
+                # A large body: make sure it all left before committing to the final ".".
+                proto.write(wire)
+                await asyncio.wait_for(proto.drain(), p.command_timeout)
+                await asyncio.sleep(0)  # let a pending reset or EOF surface first
+                wire = b""
             if proto.lost or not proto.is_connected:
                 raise SMTPServerDisconnected("Connection lost")
-            proto.write(b".\r\n")
+            proto.write(wire + b".\r\n" + primed)  # small bodies: one syscall with the "."
+            self._primed = primed
         reply = await self._read("end_of_data", p.data_timeout, after_dot=True)
         if not 200 <= reply.code < 300:
-            await self._reset_quietly()
+            if not self._primed:  # the transaction is over anyway; RSET only when it is safe
+                await self._reset_quietly()
             raise with_replies(reply_error("end_of_data", reply, self._where), replies)
         return TransactionResult(replies, reply)
 
@@ -342,6 +406,9 @@ class SMTPSession:
         proto = self._protocol
         if proto is None:
             return
+        if self._primed:
+            self._primed = b""
+            self._abort()  # never QUIT into a primed DATA: it would become message text
         try:
             if self.is_connected:
                 with contextlib.suppress(Exception):
@@ -372,10 +439,11 @@ class SMTPSession:
         if proto is not None and isinstance(proto.transport, asyncio.Transport):
             proto.transport.abort()
         self._authenticated = False
+        self._primed = b""
 
     def _live(self, stage: str) -> PipelinedProtocol:
         proto = self._protocol
-        if proto is not None and not proto.lost:
+        if proto is not None and not proto.lost and not self._primed:  # primed replies are ours
             for early in proto.take_unsolicited():
                 if early.code == 421:  # the server announced it is closing (RFC 5321 3.8)
                     self._abort()

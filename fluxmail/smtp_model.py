@@ -12,7 +12,7 @@ import math
 import re
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -85,6 +85,16 @@ class TLSInfo:
     peer_subject: str | None
     peer_issuer: str | None
     not_after: datetime | None
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A message a session will send next (its envelope and bytes), for cross-message pipelining."""
+
+    sender: str
+    recipients: Sequence[str]
+    data: bytes
+    smtputf8: bool = False
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,6 @@ __all__ = [
 ]
 
 _MAX_PENDING = 64 * 1024  # unparsed reply bytes; bounds memory against a babbling server
-_BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")  # bare CR/LF: SMTP smuggling (CVE-2023-51764)
-_LINE_START_DOT = re.compile(rb"(?m)^\.")
-_EIGHT_BIT = re.compile(rb"[\x80-\xff]")
 _BAD_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 
 
@@ -127,7 +124,10 @@ class PipelinedProtocol(SMTPProtocol):
 
 def message_payload(data: bytes) -> bytes:
     """The message as sent: CRLF only (no smuggling), ending in CRLF before the final "."."""
-    if _BARE_EOL.search(data):
+    # Bare CR/LF enable SMTP smuggling (CVE-2023-51764). Counting in C is ~20x faster than a
+    # regex on the bulk hot path: every CR and every LF must belong to a CRLF pair.
+    pairs = data.count(b"\r\n")
+    if data.count(b"\r") != pairs or data.count(b"\n") != pairs:
         raise MessageError(
             "The message contains a bare CR or LF; only CRLF line endings may be sent",
             code="bare_line_ending",
@@ -151,12 +151,14 @@ def envelope_path(address: str, encoding: str) -> bytes:
 
 def transparent(payload: bytes) -> bytes:
     """RFC 5321 4.5.2: double a "." that starts a line, so the server removes it again."""
-    return _LINE_START_DOT.sub(b"..", payload)
+    if payload.startswith(b"."):
+        payload = b"." + payload
+    return payload.replace(b"\n.", b"\n..") if b"\n." in payload else payload
 
 
 def has_8bit(payload: bytes) -> bool:
     """True when the message needs BODY=8BITMIME (RFC 6152)."""
-    return _EIGHT_BIT.search(payload) is not None
+    return not payload.isascii()
 
 
 def mail_options(extensions: dict[str, str], payload: bytes, smtputf8: bool, where: str) -> bytes:

@@ -1,0 +1,237 @@
+"""The bulk pipeline: feed -> prepare + group-committed audit claims -> N senders -> finishes.
+
+- Preparing (build and render) runs on the event loop; audit claims for a batch run in one
+  dedicated thread (``claim_many``: one commit for the batch, always before any of its
+  messages' transactions start), so SQLite and the snapshot files overlap with SMTP traffic.
+- Each sender owns one kept-open connection. With PIPELINING, the next message's MAIL/RCPT/DATA
+  ride behind the current message's final "." (RFC 2920), saving a round trip per message.
+- Finishes are batched in the same thread; a crash before one commits leaves the record
+  'sending', which the store reports as 'unknown' later: never resent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from fluxmail.draft import Draft
+from fluxmail.errors import FluxMailException
+from fluxmail.outgoing import Outgoing
+
+if TYPE_CHECKING:
+    from fluxmail.audit.store import AuditStore
+    from fluxmail.bulk import BulkOutcome, RateLimiter
+    from fluxmail.mailer import FluxMail
+    from fluxmail.pool import ConnectionPool
+    from fluxmail.results import SendResult
+
+CLAIM_BATCH = 64
+_NOTHING = object()
+Emit = Callable[["BulkOutcome"], Awaitable[None]]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        mailer: FluxMail,
+        source: Any,
+        emit: Emit,
+        *,
+        concurrency: int,
+        limiter: RateLimiter,
+        per_connection: int | None,
+        dry_run: bool,
+    ) -> None:
+        self._mailer = mailer
+        self._source = source
+        self._emit = emit
+        self._concurrency = concurrency
+        self._limiter = limiter
+        self._per_conn = per_connection
+        self._dry = dry_run or mailer.config.dry_run
+        self._store: AuditStore | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._claimed: dict[str, Outgoing] = {}  # claimed, not yet handed to a sender
+        self._finishes: list[tuple[str, SendResult]] = []
+        self._finishing: asyncio.Future[None] | None = None
+
+    async def run(self) -> None:
+        work: asyncio.Queue[Any] = asyncio.Queue(maxsize=CLAIM_BATCH)
+        ready: asyncio.Queue[Any] = asyncio.Queue(maxsize=self._concurrency * 4)
+        if self._mailer.audit.enabled:
+            self._store = self._mailer.audit.store()
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="fluxmail-audit")
+        tasks = [
+            asyncio.ensure_future(self._feed(work)),
+            asyncio.ensure_future(self._prepare(work, ready)),
+            *(asyncio.ensure_future(self._send(ready)) for _ in range(self._concurrency)),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._close()
+
+    async def _close(self) -> None:
+        """Resolve every claimed-but-unsent record and commit every pending finish."""
+        for out in self._claimed.values():
+            assert out.audit_id is not None
+            self._finishes.append((out.audit_id, out.unsent("the bulk run stopped first")))
+        self._claimed.clear()
+        while self._finishing is not None or self._finishes:
+            await self._flush()
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+
+    # -- stages ------------------------------------------------------------------------------
+
+    async def _feed(self, work: asyncio.Queue[Any]) -> None:
+        index = 0
+        if isinstance(self._source, AsyncIterable):
+            async for item in self._source:
+                await work.put((index, item))
+                index += 1
+        else:
+            for item in self._source:
+                await work.put((index, item))
+                index += 1
+        await work.put(None)
+
+    async def _prepare(self, work: asyncio.Queue[Any], ready: asyncio.Queue[Any]) -> None:
+        done = False
+        while not done:
+            batch = [await work.get()]
+            while len(batch) < CLAIM_BATCH and not work.empty():
+                batch.append(work.get_nowait())
+            done = batch[-1] is None
+            prepared = [p for p in [await self._build(job) for job in batch if job] if p]
+            for index, out in await self._claim(prepared):
+                if out.dry:
+                    await self._emit(_outcome(index, out.dry_result(), None))
+                else:
+                    await ready.put((index, out))
+        for _ in range(self._concurrency):
+            await ready.put(None)
+
+    async def _build(self, job: tuple[int, Any]) -> tuple[int, Outgoing] | None:
+        index, item = job
+        try:
+            draft = item if isinstance(item, Draft) else self._mailer.create(**item)
+            return index, Outgoing.prepare(draft, dry=self._dry)
+        except FluxMailException as exc:
+            await self._emit(_failed(index, exc))
+            return None
+
+    async def _claim(self, batch: list[tuple[int, Outgoing]]) -> list[tuple[int, Outgoing]]:
+        """Claim audit records for a batch (one commit); replays and errors are emitted here."""
+        if self._store is None or not batch:
+            return batch
+        records = [out.record(self._mailer.config) for _, out in batch]
+        store = self._store
+        try:
+            claims = await self._in_thread(store.claim_many, records)
+        except FluxMailException:
+            claims = None  # one bad record (e.g. a key conflict) spoils the batch: go one by one
+        kept = []
+        for n, (index, out) in enumerate(batch):
+            try:
+                claim = (
+                    claims[n]
+                    if claims is not None
+                    else await self._in_thread(store.claim, records[n])
+                )
+            except FluxMailException as exc:
+                await self._emit(_failed(index, exc))
+                continue
+            if claim.replay is not None:
+                await self._emit(_outcome(index, claim.replay, None))
+                continue
+            out.audit_id = claim.audit_id
+            if not out.dry:
+                self._claimed[claim.audit_id] = out
+            kept.append((index, out))
+        return kept
+
+    async def _send(self, ready: asyncio.Queue[Any]) -> None:
+        make = getattr(self._mailer._backend, "private_pool", None)
+        pool: ConnectionPool | None = make() if make is not None else None
+        on_conn = 0
+        job = await ready.get()
+        try:
+            while job is not None:
+                # Peek at the next message (it may be the end marker, None) to prime it.
+                nxt: Any = ready.get_nowait() if not ready.empty() else _NOTHING
+                await self._limiter.wait()
+                last = self._per_conn is not None and on_conn + 1 >= self._per_conn
+                then = None
+                if nxt is not _NOTHING and nxt is not None and not last:
+                    then = None if self._limiter.active else nxt[1].staged()
+                await self._send_one(job[0], job[1], pool, then)
+                on_conn += 1
+                if pool is not None and last:
+                    await pool.close()
+                    on_conn = 0
+                job = nxt if nxt is not _NOTHING else await ready.get()
+        finally:
+            if pool is not None:
+                await pool.close()
+
+    async def _send_one(self, index: int, out: Outgoing, pool: Any, then: Any) -> None:
+        if out.audit_id is not None:
+            self._claimed.pop(out.audit_id, None)
+        try:
+            result, error = await out.transmit(self._mailer._backend, pool, then)
+        except BaseException as exc:
+            self._finish(out, out.interrupted(exc))
+            raise
+        self._finish(out, result)
+        await self._emit(_outcome(index, result, error))
+
+    # -- finishes ----------------------------------------------------------------------------
+
+    def _finish(self, out: Outgoing, result: SendResult) -> None:
+        if out.audit_id is None:
+            return
+        self._finishes.append((out.audit_id, result))
+        if self._finishing is None:
+            self._finishing = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        if self._finishing is not None and self._finishing is not asyncio.current_task():
+            await asyncio.shield(self._finishing)
+            return
+        try:
+            while self._finishes and self._store is not None:
+                batch, self._finishes = self._finishes, []
+                try:
+                    await self._in_thread(self._store.finish_many, batch)
+                except FluxMailException as exc:
+                    # Sent already; the records stay 'sending' and read as 'unknown' later.
+                    self._mailer._log.error("could not record %d outcomes: %s", len(batch), exc)
+        finally:
+            self._finishing = None
+
+    async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, func, *args)
+
+
+def _outcome(index: int, result: SendResult, error: Any) -> BulkOutcome:
+    from fluxmail.bulk import BulkOutcome
+    from fluxmail.mailer import raise_for
+
+    try:
+        raise_for(result, error)
+    except FluxMailException as exc:
+        return BulkOutcome(index, result, exc)
+    return BulkOutcome(index, result)
+
+
+def _failed(index: int, exc: FluxMailException) -> BulkOutcome:
+    from fluxmail.bulk import BulkOutcome
+
+    return BulkOutcome(index, None, exc)
