@@ -101,6 +101,7 @@ class BulkRun:
         *,
         concurrency: int = 4,
         rate_limit: float | None = None,
+        rate_limit_per_connection: float | None = None,
         max_messages_per_connection: int | None = None,
         progress: bool | None = None,
         dry_run: bool = False,
@@ -115,6 +116,8 @@ class BulkRun:
         self._concurrency = concurrency
         limit = rate_limit if rate_limit is not None else mailer.config.rate_limit
         self._limiter = RateLimiter(limit)
+        RateLimiter(rate_limit_per_connection)  # validate now, before anything is sent
+        self._per_conn_rate = rate_limit_per_connection
         self._per_conn = max_messages_per_connection
         self._progress_wanted = progress
         self._dry_run = dry_run
@@ -143,6 +146,7 @@ class BulkRun:
         pipeline = Pipeline(
             self._mailer, self._source, self._emit,
             concurrency=self._concurrency, limiter=self._limiter,
+            connection_rate=self._per_conn_rate,
             per_connection=self._per_conn, dry_run=self._dry_run,
         )  # fmt: skip
         try:

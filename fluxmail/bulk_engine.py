@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from fluxmail.draft import Draft
-from fluxmail.errors import FluxMailException
+from fluxmail.errors import FluxMailException, MessageError
 from fluxmail.outgoing import Outgoing
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class Pipeline:
         *,
         concurrency: int,
         limiter: RateLimiter,
+        connection_rate: float | None,
         per_connection: int | None,
         dry_run: bool,
     ) -> None:
@@ -49,6 +50,7 @@ class Pipeline:
         self._emit = emit
         self._concurrency = concurrency
         self._limiter = limiter
+        self._connection_rate = connection_rate
         self._per_conn = per_connection
         self._dry = dry_run or mailer.config.dry_run
         self._store: AuditStore | None = None
@@ -157,6 +159,9 @@ class Pipeline:
         return kept
 
     async def _send(self, ready: asyncio.Queue[Any]) -> None:
+        from fluxmail.bulk import RateLimiter
+
+        own = RateLimiter(self._connection_rate)  # this connection's own pace, if any
         make = getattr(self._mailer._backend, "private_pool", None)
         pool: ConnectionPool | None = make() if make is not None else None
         on_conn = 0
@@ -166,10 +171,12 @@ class Pipeline:
                 # Peek at the next message (it may be the end marker, None) to prime it.
                 nxt: Any = ready.get_nowait() if not ready.empty() else _NOTHING
                 await self._limiter.wait()
+                await own.wait()
                 last = self._per_conn is not None and on_conn + 1 >= self._per_conn
                 then = None
                 if nxt is not _NOTHING and nxt is not None and not last:
-                    then = None if self._limiter.active else nxt[1].staged()
+                    polite = self._limiter.active or own.active
+                    then = None if polite else nxt[1].staged()
                 await self._send_one(job[0], job[1], pool, then)
                 on_conn += 1
                 if pool is not None and last:
@@ -185,6 +192,10 @@ class Pipeline:
             self._claimed.pop(out.audit_id, None)
         try:
             result, error = await out.transmit(self._mailer._backend, pool, then)
+        except MessageError as exc:  # found before MAIL FROM: nothing was sent
+            self._finish(out, out.unsent(str(exc)))
+            await self._emit(_failed(index, exc))
+            return
         except BaseException as exc:
             self._finish(out, out.interrupted(exc))
             raise

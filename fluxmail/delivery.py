@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fluxmail.errors import ConnectionFailed, DeliveryError, OutcomeUnknown
+from fluxmail.errors import ConnectionFailed, DeliveryError, MessageError, OutcomeUnknown
 from fluxmail.pool import ConnectionPool
 from fluxmail.results import (
     Attempt,
@@ -125,11 +125,10 @@ async def _transaction(
     healthy = False
     try:
         if env.smtputf8 and not session.supports_smtputf8:
-            raise DeliveryError(
+            raise MessageError(
                 "an address has a non-ASCII local part, which needs SMTPUTF8 (RFC 6531), "
                 "and this server does not offer it",
                 code="smtputf8_required",
-                transient=False,
             )
         try:
             result = await session.send(

@@ -14,7 +14,13 @@ from fluxmail.auditing import AuditLog
 from fluxmail.backends import make_backend
 from fluxmail.config import Config, resolve_config, resolve_sender
 from fluxmail.draft import Draft
-from fluxmail.errors import DeliveryError, FluxMailException, OutcomeUnknown, Refused
+from fluxmail.errors import (
+    DeliveryError,
+    FluxMailException,
+    MessageError,
+    OutcomeUnknown,
+    Refused,
+)
 from fluxmail.outgoing import Outgoing
 from fluxmail.results import SendResult
 
@@ -114,8 +120,13 @@ class FluxMail:
         headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
     ) -> Draft:
-        """Validate and build a message; returns a new immutable Draft. Raises MessageError."""
+        """Validate and build a message; returns a new immutable Draft. Raises MessageError.
+
+        ``message_id`` is for a deliberate resend of an ``unknown`` outcome: reusing the
+        original Message-ID lets receivers discard the duplicate (RFC 5322 3.6.4).
+        """
         from fluxmail.message import build_message
 
         resolved = sender if sender is not None else resolve_sender(self._config, None)
@@ -125,7 +136,7 @@ class FluxMail:
             plain_body=plain_body, in_reply_to=in_reply_to, references=references,
             priority=priority, unsubscribe_url=unsubscribe_url, inline_images=inline_images,
             inline_css=inline_css, headers=headers, idempotency_key=idempotency_key,
-            metadata=metadata,
+            metadata=metadata, message_id=message_id,
         )  # fmt: skip
         return Draft(self, message)
 
@@ -158,6 +169,10 @@ class FluxMail:
             return out.dry_result(), None
         try:
             result, error = await out.transmit(self._backend)
+        except MessageError as exc:
+            # Found while talking to the server (e.g. no SMTPUTF8), always before MAIL FROM.
+            self._finish(out.audit_id, out.unsent(str(exc)))
+            raise
         except BaseException as exc:
             self._finish(out.audit_id, out.interrupted(exc))
             raise

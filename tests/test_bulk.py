@@ -168,3 +168,45 @@ def test_bad_options_are_rejected_before_sending(smtp_server: Any) -> None:
     with pytest.raises(ConfigurationError):
         mailer.send_many(_messages(1), rate_limit=0)
     assert server.connections == 0
+
+
+def test_rate_limit_per_connection(smtp_server: Any) -> None:
+    """rate_limit_per_connection=40/s, 2 connections, 10 messages: 4 gaps each (>= 0.09 s)."""
+    server = smtp_server()
+    run = mailer_for(server).send_many(
+        _messages(10), concurrency=2, rate_limit_per_connection=40, progress=False
+    )
+    summary = run.wait()
+    assert summary.sent == 10 and summary.elapsed >= 0.09
+    with pytest.raises(ConfigurationError):
+        mailer_for(server).send_many(_messages(1), rate_limit_per_connection=-1)
+
+
+def test_pipelined_runs_prime_the_next_message(smtp_server: Any) -> None:
+    """With PIPELINING one connection carries 20 messages, each delivered once, in order."""
+    server = smtp_server(pipelining=True)
+    mailer_for(server).send_many(_messages(20), concurrency=1, progress=False).wait()
+    assert server.connections == 1
+    assert [m.rcpt_tos[0] for m in server.messages] == [f"u{i}@example.com" for i in range(20)]
+
+
+def test_refusal_at_end_of_data_with_a_primed_next_message(smtp_server: Any) -> None:
+    """A 554 to one message's final "." does not disturb the next message already primed."""
+    server = smtp_server(faults=Faults(end_of_data=reply("554 5.7.1 Rejected", times=1)))
+    run = mailer_for(server).send_many(_messages(6), concurrency=1, progress=False)
+    statuses = [o.status for o in sorted(run, key=lambda o: o.index)]
+    assert statuses == ["failed"] + ["sent"] * 5 and server.deliveries == 5
+
+
+def test_retry_while_the_next_message_is_primed(smtp_server: Any) -> None:
+    """A deferred recipient retried while the next message is primed: the primed commands are
+    dropped unsent, the retry and the next message each go out once."""
+    server = smtp_server(
+        faults=Faults(rcpt_to={"late@example.com": reply("450 4.2.1 Busy", times=1)})
+    )
+    items = list(_messages(4))
+    items[0] = {"subject": "n0", "recipients": ["u0@example.com", "late@example.com"], "body": "b"}
+    run = mailer_for(server, max_retries=1).send_many(items, concurrency=1, progress=False)
+    assert sorted(o.status for o in run) == ["sent"] * 4
+    delivered = sorted(r for m in server.messages for r in m.rcpt_tos)
+    assert delivered == sorted(["late@example.com"] + [f"u{i}@example.com" for i in range(4)])

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fluxmail import AuditError, OutcomeUnknown, Refused
+from fluxmail import AuditError, MessageError, OutcomeUnknown, Refused
 from fluxmail.audit import open_store
 from tests.mailing import Send, mailer_for
 from tests.servers import Faults, reply, stall
@@ -176,3 +176,13 @@ def test_sender_killed_after_final_dot_is_unknown_never_resent(
     result = again.send()
     assert result.replayed and result.status == "unknown"
     assert len(server.received) == 1
+
+
+def test_message_error_found_at_the_server_records_failed(smtp_server: Any, tmp_path: Path) -> None:
+    """No SMTPUTF8 for a UTF-8 local part: the record says failed (nothing sent), not unknown."""
+    server = smtp_server(smtputf8=False)
+    mailer = mailer_for(server, audit_dir=tmp_path / "audit")
+    with pytest.raises(MessageError):
+        mailer.create("Hi", "josé@example.com", "x", idempotency_key="utf8").send()
+    [record] = mailer.audit.list()
+    assert record.status == "failed" and server.deliveries == 0

@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from fluxmail import AuthenticationFailed, DeliveryError, OutcomeUnknown, Refused, TLSFailure
+from fluxmail import (
+    AuthenticationFailed,
+    DeliveryError,
+    MessageError,
+    OutcomeUnknown,
+    Refused,
+    TLSFailure,
+)
 from tests.mailing import SENDER, Send, mailer_for
 from tests.servers import Faults, drop, reply, stall
 
@@ -203,9 +210,10 @@ def test_idna_domains_go_out_as_punycode(smtp_server: Any, send: Send) -> None:
 def test_non_ascii_local_part_needs_smtputf8(smtp_server: Any, send: Send) -> None:
     """A non-ASCII local part to a server without SMTPUTF8 is a clear error; nothing sent."""
     server = smtp_server(smtputf8=False)
-    with pytest.raises(DeliveryError) as info:
+    with pytest.raises(MessageError) as info:
         send(mailer_for(server).create("Hi", "josé@example.com", "x"))
-    assert "smtputf8" in info.value.code and server.deliveries == 0
+    assert info.value.code == "smtputf8_required" and server.deliveries == 0
+    assert "MAIL" not in server.commands
 
 
 def test_dry_run_makes_no_network_traffic(smtp_server: Any, send: Send) -> None:
@@ -213,3 +221,14 @@ def test_dry_run_makes_no_network_traffic(smtp_server: Any, send: Send) -> None:
     server = smtp_server()
     result = send(mailer_for(server).create("Hi", "a@example.com", "x"), dry_run=True)
     assert result.status == "dry_run" and server.connections == 0
+
+
+def test_a_deliberate_resend_keeps_its_message_id(smtp_server: Any, send: Send) -> None:
+    """create(message_id=...) reuses the original Message-ID, so receivers can drop a duplicate."""
+    server = smtp_server()
+    mailer = mailer_for(server)
+    first = mailer.create("Hi", "a@example.com", "x")
+    again = mailer.create("Hi", "a@example.com", "x", message_id=first.message_id)
+    send(again)
+    assert again.message_id == first.message_id
+    assert f"Message-ID: {first.message_id}".encode() in server.messages[0].data
