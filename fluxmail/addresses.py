@@ -196,8 +196,19 @@ def _split(value: str, field: str) -> tuple[str, str]:
     return " ".join(head.split()), addr
 
 
+# A bare ASCII dot-atom address: nothing a parser could read two ways, so the cross-check
+# below is skipped (bulk sends parse thousands of distinct addresses).
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+)
+
+
 @lru_cache(maxsize=1024)
 def _parse_string(value: str, field: str) -> Address:
+    if _PLAIN_ADDRESS.fullmatch(value):
+        _check_addr(value, field)
+        return Address(addr=value)
     check_header_text(value, field=field)
     name, addr = _split(value, field)
     _check_addr(addr, field)

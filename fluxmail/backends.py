@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from fluxmail.config import Config
-    from fluxmail.delivery import Envelope
+    from fluxmail.delivery import Envelope, RetryPolicy
     from fluxmail.errors import DeliveryError
     from fluxmail.message import Message
     from fluxmail.pool import ConnectionPool
@@ -55,6 +55,7 @@ class SMTPBackend:
     def __init__(self, config: Config, *, max_connections: int = 8) -> None:
         self._config = config
         self._max = max_connections
+        self._policy: RetryPolicy | None = None  # built on first use: keeps aiosmtplib unloaded
         self._held = 0
         self._lock = threading.Lock()
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionPool] = (
@@ -112,9 +113,10 @@ class SMTPBackend:
     ) -> tuple[SendResult, DeliveryError | None]:
         from fluxmail.delivery import RetryPolicy, deliver
 
-        c = self._config
-        policy = RetryPolicy(c.max_retries, c.retry_delay, c.retry_deadline)
-        return await deliver(pool or self.pool(), env, data, message.message_id, policy, then)
+        if self._policy is None:
+            c = self._config
+            self._policy = RetryPolicy(c.max_retries, c.retry_delay, c.retry_deadline)
+        return await deliver(pool or self.pool(), env, data, message.message_id, self._policy, then)
 
     def private_pool(self) -> ConnectionPool:
         """A pool of one kept-open connection, for one bulk worker."""

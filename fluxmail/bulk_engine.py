@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Awaitable, Callable
+import itertools
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -65,8 +66,9 @@ class Pipeline:
         if self._mailer.audit.enabled:
             self._store = self._mailer.audit.store()
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="fluxmail-audit")
+        feeding = isinstance(self._source, AsyncIterable)
         tasks = [
-            asyncio.ensure_future(self._feed(work)),
+            *([asyncio.ensure_future(self._feed(work))] if feeding else []),
             asyncio.ensure_future(self._prepare(work, ready)),
             *(asyncio.ensure_future(self._send(ready)) for _ in range(self._concurrency)),
         ]
@@ -92,25 +94,33 @@ class Pipeline:
     # -- stages ------------------------------------------------------------------------------
 
     async def _feed(self, work: asyncio.Queue[Any]) -> None:
+        """Async sources only: pull items as they come (a sync source is read in _batches)."""
         index = 0
-        if isinstance(self._source, AsyncIterable):
-            async for item in self._source:
-                await work.put((index, item))
-                index += 1
-        else:
-            for item in self._source:
-                await work.put((index, item))
-                index += 1
+        async for item in self._source:
+            await work.put((index, item))
+            index += 1
         await work.put(None)
 
+    async def _batches(self, work: asyncio.Queue[Any]) -> AsyncIterator[list[Any]]:
+        """Up to CLAIM_BATCH jobs at a time: whatever an async source has ready, or a slice of
+        a sync iterable (read here directly: no extra task hop per message)."""
+        if isinstance(self._source, AsyncIterable):
+            while True:
+                batch = [await work.get()]
+                while len(batch) < CLAIM_BATCH and not work.empty():
+                    batch.append(work.get_nowait())
+                if batch[-1] is None:
+                    yield batch[:-1]
+                    return
+                yield batch
+        items, index = iter(self._source), 0
+        while batch := list(zip(itertools.count(index), itertools.islice(items, CLAIM_BATCH))):
+            index += len(batch)
+            yield batch
+
     async def _prepare(self, work: asyncio.Queue[Any], ready: asyncio.Queue[Any]) -> None:
-        done = False
-        while not done:
-            batch = [await work.get()]
-            while len(batch) < CLAIM_BATCH and not work.empty():
-                batch.append(work.get_nowait())
-            done = batch[-1] is None
-            prepared = [p for p in [await self._build(job) for job in batch if job] if p]
+        async for batch in self._batches(work):
+            prepared = [p for p in [await self._build(job) for job in batch] if p]
             for index, out in await self._claim(prepared):
                 if out.dry:
                     await self._emit(_outcome(index, out.dry_result(), None))

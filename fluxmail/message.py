@@ -210,7 +210,7 @@ class Message:
                 result.append(address)
         return tuple(result)
 
-    @property
+    @cached_property
     def needs_smtputf8(self) -> bool:
         people = (self.sender, *self.to, *self.cc, *self.bcc, *self.reply_to)
         return any(address.needs_smtputf8 for address in people)

@@ -78,11 +78,15 @@ class Outgoing:
         """Hand the bytes to the backend; results keyed by the addresses as given."""
         result, error = await backend.deliver(self.env, self.data, self.draft.message, pool, then)
         names = self.names
-        recipients = {
-            names.get(a, a): replace(r, address=names.get(a, a))
-            for a, r in result.recipients.items()
-        }
-        return replace(result, recipients=recipients, audit_id=self.audit_id), error
+        if any(k != v for k, v in names.items()):  # IDNA: report the addresses as given
+            recipients = {
+                names.get(a, a): replace(r, address=names.get(a, a))
+                for a, r in result.recipients.items()
+            }
+            result = replace(result, recipients=recipients)
+        if self.audit_id is not None:
+            result = replace(result, audit_id=self.audit_id)
+        return result, error
 
 
 def envelope(draft: Draft) -> tuple[Envelope, dict[str, str]]:

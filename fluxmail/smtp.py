@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 
 from aiosmtplib.auth import auth_login_encode, auth_plain_encode
@@ -77,7 +77,7 @@ class SMTPSession:
         self._timings: dict[str, float] = {}
         self._authenticated = False
         self._context: ssl.SSLContext | None = None
-        self._lock: asyncio.Lock | None = None
+        self._lock = asyncio.Lock()  # binds to a loop on first use (Python >= 3.10)
         # MAIL/RCPT/DATA of the next message, written after the last final "." (RFC 2920);
         # the next send() with exactly these commands reads their replies instead of writing.
         self._primed = b""
@@ -267,7 +267,7 @@ class SMTPSession:
         commands = [b"RCPT TO:" + envelope_path(r, encoding) + b"\r\n" for r in rcpts]
         if not rcpts:
             raise MessageError("A message needs at least one recipient", code="no_recipients")
-        async with self._serialized():
+        async with self._lock:
             self._live("mail")
             mail += mail_options(self._extensions, payload, smtputf8, self._where) + b"\r\n"
             if "pipelining" in self._extensions:
@@ -389,14 +389,14 @@ class SMTPSession:
 
     async def reset(self) -> None:
         """RSET: abandon any transaction in progress (RFC 5321 4.1.1.5)."""
-        async with self._serialized():
+        async with self._lock:
             reply = await self._command("rset", b"RSET")
             if reply.code != 250:
                 raise reply_error("rset", reply, self._where)
 
     async def noop(self) -> None:
         """NOOP: proves the connection is still alive."""
-        async with self._serialized():
+        async with self._lock:
             reply = await self._command("noop", b"NOOP")
             if reply.code != 250:
                 raise reply_error("noop", reply, self._where)
@@ -425,13 +425,6 @@ class SMTPSession:
             self._authenticated = False
 
     # -- plumbing ---------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def _serialized(self) -> AsyncIterator[None]:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            yield
 
     def _abort(self) -> None:
         """Drop the connection at once (after a timeout the reply stream is out of step)."""
@@ -480,11 +473,15 @@ class SMTPSession:
     ) -> ServerReply:
         proto = self._protocol
         seconds = timeout or self._params.command_timeout
-        with self._wire(stage, seconds, after_dot=after_dot):
+        try:  # _wire() inlined: this runs for every reply of a bulk run
             if proto is None:
                 raise SMTPServerDisconnected("Connection lost")
             response = await proto.read_response(timeout=seconds)
-        reply = parse_reply(response.code, redact(response.message, secrets))
+        except (asyncio.TimeoutError, OSError, SMTPResponseException) as exc:
+            self._abort()
+            raise wire_error(exc, stage, self._where, seconds, after_dot=after_dot) from exc
+        text = redact(response.message, secrets) if secrets else response.message
+        reply = parse_reply(response.code, text)
         if reply.code == 421 and stage != "auth":
             self._abort()
             raise reply_error(stage, reply, self._where)

@@ -8,6 +8,7 @@ the reply text (with any echoed credentials removed) and ``details["stage"]``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import ssl
 from collections.abc import Iterable, Mapping
@@ -67,6 +68,7 @@ _WHAT = {
 }
 
 
+@functools.lru_cache(maxsize=512)  # replies repeat on a bulk run; ServerReply is immutable
 def parse_reply(code: int, text: str) -> ServerReply:
     """A ServerReply with the enhanced status code parsed out of the text (RFC 3463)."""
     match = _ENHANCED.match(text)
