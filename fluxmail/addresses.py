@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import parseaddr
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Union
 
 from fluxmail.errors import MessageError
@@ -111,15 +111,16 @@ class Address:
     addr: str
     name: str = ""
 
-    @property
+    # Cached: a bulk run asks each address these several times per message.
+    @cached_property
     def local(self) -> str:
         return self.addr.rpartition("@")[0]
 
-    @property
+    @cached_property
     def domain(self) -> str:
         return self.addr.rpartition("@")[2]
 
-    @property
+    @cached_property
     def needs_smtputf8(self) -> bool:
         """A non-ASCII local part cannot be downgraded: it needs SMTPUTF8 (RFC 6531)."""
         return not self.local.isascii()

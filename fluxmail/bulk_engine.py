@@ -243,6 +243,9 @@ class Pipeline:
 
 def _outcome(index: int, result: SendResult, error: Any) -> BulkOutcome:
     from fluxmail.bulk import BulkOutcome
+
+    if result.ok or result.replayed:
+        return BulkOutcome(index, result)
     from fluxmail.mailer import raise_for
 
     try:

@@ -163,7 +163,8 @@ class Attachment:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    # Whole seconds: the Date header has no finer resolution (RFC 5322 3.3).
+    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import os
 import re
 import time
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
@@ -218,6 +220,11 @@ def normalize_headers(
     return tuple(result)
 
 
+@functools.lru_cache(maxsize=8)  # a bulk run renders thousands of messages in the same second
+def _date_header(date: datetime) -> str:
+    return format_datetime(date)
+
+
 def make_message_id(domain: str) -> str:
     """A unique ``<id@domain>`` with the sender's IDNA domain (never the host's name)."""
     try:
@@ -342,7 +349,7 @@ def _top_headers(message: Message) -> list[str]:
     if message.reply_to:
         lines.append(_addresses("Reply-To", message.reply_to))
     lines.append(_unstructured("Subject", message.subject))
-    lines.append(f"Date: {format_datetime(message.date)}{CRLF}")
+    lines.append(f"Date: {_date_header(message.date)}{CRLF}")
     lines.append(_fold("Message-ID", message.message_id))
     if message.in_reply_to:
         lines.append(_fold("In-Reply-To", message.in_reply_to))
