@@ -13,31 +13,36 @@ messages (text body, one recipient), as the bulk sender's audit thread does. Per
   share (mkdir/open/write, run without the GIL); ``user`` bounds the GIL-held time from above (it
   also counts SQLite's own C code, which runs without the GIL);
 - ``GIL-held``: the time the worker holds the GIL, the part that competes with the event loop.
-  Measured while the main thread runs a pure-Python counting loop: the time that thread spends
-  blocked (neither on a CPU nor waiting in the run queue, from /proc/thread-self/schedstat) is
-  the time the worker holds the GIL, plus the hand-overs. This run uses a 0.1 ms switch interval
-  (``--gil-interval``) so that the worker is not starved (below);
+  Estimated while the main thread runs a pure-Python counting loop: it loses the time the worker
+  holds the GIL, plus the hand-overs, against its rate alone measured just before and after. This
+  run uses a 0.1 ms switch interval (``--gil-interval``) so that the worker is not starved
+  (below). Noisy on a busy machine (other processes slow the loop too): take several rounds;
 - ``busy wall``: the worker's wall time per message while the main thread is busy, at the default
   switch interval. Each time the worker releases the GIL (a syscall, an SQLite step) a busy thread
   takes it, and the worker waits up to ``sys.getswitchinterval()`` (5 ms) to get it back: this is
   the audit thread's throughput when the event loop never idles.
 
-Figures are medians over rounds; every round uses a fresh audit folder under bench/results/.
+Figures are medians over rounds; every round uses a fresh audit folder under bench/results/ (or
+``--dir``). On a shared VM the disk's latency swings by 10x between runs: compare ``user`` and
+``GIL-held`` (run with ``--dir /dev/shm`` for those), and ``wall`` only within one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import BODY, build_stdlib, print_table, save_results, scratch_dir
+from _common import BODY, RESULTS_DIR, build_stdlib, print_table, save_results
 
 from fluxmail.audit import AuditStore, OutboundRecord, open_store
 from fluxmail.results import Attempt, RecipientStatus, SendResult, ServerReply
@@ -142,43 +147,53 @@ def solo(folder: Path, records: Sequence[OutboundRecord], batch: int) -> dict[st
     return {k: v / len(records) for k, v in out.items()}
 
 
-def sched() -> tuple[float, float]:
-    """The calling thread's seconds on a CPU and waiting for one (Linux schedstat)."""
-    with open("/proc/thread-self/schedstat", encoding="ascii") as stat:
-        on_cpu, run_wait = stat.read().split()[:2]
-    return int(on_cpu) / 1e9, int(run_wait) / 1e9
+def rate(seconds: float = 0.15) -> float:
+    """Counting chunks per second with the GIL to itself."""
+    started = time.perf_counter()
+    return count(lambda: False, started + seconds) / (time.perf_counter() - started)
 
 
 def contended(
     folder: Path, records: Sequence[OutboundRecord], batch: int, interval: float
 ) -> dict[str, float]:
-    """Worker while the main thread counts; the main thread's blocked time is the GIL-held time.
+    """Worker while the main thread counts; the counting lost is the worker's GIL-held time.
 
-    The counting thread is always runnable; it is off the CPU either because the scheduler ran
-    something else (schedstat's run-queue wait: other processes, not our cost) or because it
-    waits for the GIL. So blocked = elapsed - on-CPU - run-queue wait, immune to machine noise.
+    The loop's rate alone is measured just before and just after (their mean), so a machine
+    that slows down between runs shifts the baseline with it.
     """
     store = open_store(directory=folder, explicit=True)
     results = [make_result(r) for r in records]
     default = sys.getswitchinterval()
     sys.setswitchinterval(interval)
     try:
+        before = rate()
         thread, out = in_thread(lambda: run_batches(store, records, results, batch))
-        started, before = time.perf_counter(), sched()
-        count(lambda: not thread.is_alive(), float("inf"))
-        elapsed, after = time.perf_counter() - started, sched()
+        started = time.perf_counter()
+        chunks = count(lambda: not thread.is_alive(), float("inf"))
+        elapsed = time.perf_counter() - started
         thread.join()
+        alone = (before + rate()) / 2
     finally:
         sys.setswitchinterval(default)
         store.close()
-    blocked = elapsed - (after[0] - before[0]) - (after[1] - before[1])
-    return {"blocked": blocked, "wall": out["wall"]}
+    return {"lost": elapsed - chunks / alone, "wall": out["wall"]}
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str, parent: Path) -> Iterator[Path]:
+    """A fresh folder under ``parent``, removed afterwards."""
+    parent.mkdir(exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def measure(args: argparse.Namespace, batches: list[int]) -> dict[int, dict[str, list[float]]]:
     """Rounds x batch sizes, interleaved; per-message seconds for each figure."""
     figures: dict[int, dict[str, list[float]]] = {b: {} for b in batches}
-    with scratch_dir("audit-store-") as scratch:
+    with scratch_dir("audit-store-", args.dir) as scratch:
         for rnd in range(args.rounds + 1):  # round 0 warms up (imports, page cache)
             for batch in batches[rnd % len(batches) :] + batches[: rnd % len(batches)]:
                 tag = f"r{rnd}b{batch}"
@@ -187,7 +202,7 @@ def measure(args: argparse.Namespace, batches: list[int]) -> dict[int, dict[str,
                              batch)  # fmt: skip
                 records = make_records(args.messages, keys=args.keys, tag=tag)
                 busy = contended(base / "gil", records, batch, args.gil_interval)
-                found["gil"] = busy["blocked"] / len(records)
+                found["gil"] = busy["lost"] / len(records)
                 records = make_records(args.contended, keys=args.keys, tag=tag)
                 busy = contended(base / "busy", records, batch, sys.getswitchinterval())
                 found["busy_wall"] = busy["wall"] / len(records)
@@ -208,6 +223,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--keys", action="store_true", help="every message has an idempotency key")
     parser.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=RESULTS_DIR,
+        help="where the audit folders go (default bench/results/, the repository's disk; "
+        "/dev/shm takes the disk's noise out of the CPU and GIL figures)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, fewer messages")
     args = parser.parse_args(argv)
     if args.quick:
