@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
@@ -179,6 +180,8 @@ class PostgresStore:
         except self._pg.Error as exc:
             raise self._error(exc) from exc
         self._conn, self._pid = conn, os.getpid()
+        # A mailer dropped without close() must not leak its connection (or warn about it).
+        weakref.finalize(self, _close_if_owner, conn, self._pid)
         if not self._ready:
             try:
                 self._migrate(conn)
@@ -419,6 +422,12 @@ class PostgresStore:
             if self._pid == os.getpid():
                 self._drop()
             self._conn = None
+
+
+def _close_if_owner(conn: Any, pid: int) -> None:
+    if os.getpid() == pid:  # never from a forked child: it would end the parent's session
+        with suppress(Exception):
+            conn.close()
 
 
 def _manifest(record: OutboundRecord) -> list[dict[str, Any]]:
