@@ -134,10 +134,10 @@ class SMTPBackend:
             await pool.close()
 
 
-class ConsoleBackend:
-    """Prints each message to standard output; for development."""
+class _LocalBackend:
+    """A backend that hands the message over locally: every recipient counts as sent."""
 
-    name = "console"
+    name = "local"
 
     async def deliver(
         self,
@@ -148,16 +148,28 @@ class ConsoleBackend:
         then: Staged | None = None,
     ) -> tuple[SendResult, DeliveryError | None]:
         started = time.monotonic()
-        text = data.decode("utf-8", "replace").replace("\r\n", "\n")
-        sys.stdout.write(f"{text}\n{'-' * 72}\n")
-        sys.stdout.flush()
+        self.hand_over(env, data, message)
         return _all_sent(env, message, started), None
+
+    def hand_over(self, env: Envelope, data: bytes, message: Message) -> None:
+        raise NotImplementedError
 
     async def aclose(self) -> None:
         return None
 
 
-class FileBackend:
+class ConsoleBackend(_LocalBackend):
+    """Prints each message to standard output; for development."""
+
+    name = "console"
+
+    def hand_over(self, env: Envelope, data: bytes, message: Message) -> None:
+        text = data.decode("utf-8", "replace").replace("\r\n", "\n")
+        sys.stdout.write(f"{text}\n{'-' * 72}\n")
+        sys.stdout.flush()
+
+
+class FileBackend(_LocalBackend):
     """Writes each message as an .eml file into a folder (written whole, then renamed)."""
 
     name = "file"
@@ -165,47 +177,23 @@ class FileBackend:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    async def deliver(
-        self,
-        env: Envelope,
-        data: bytes,
-        message: Message,
-        pool: ConnectionPool | None = None,
-        then: Staged | None = None,
-    ) -> tuple[SendResult, DeliveryError | None]:
-        started = time.monotonic()
+    def hand_over(self, env: Envelope, data: bytes, message: Message) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(6).hex()}"
         tmp = self.folder / f".{stem}.tmp"
         tmp.write_bytes(data)
         os.replace(tmp, self.folder / f"{stem}.eml")
-        return _all_sent(env, message, started), None
-
-    async def aclose(self) -> None:
-        return None
 
 
-class MemoryBackend:
+class MemoryBackend(_LocalBackend):
     """Keeps messages in ``fluxmail.testing.outbox`` for assertions in the user's tests."""
 
     name = "memory"
 
-    async def deliver(
-        self,
-        env: Envelope,
-        data: bytes,
-        message: Message,
-        pool: ConnectionPool | None = None,
-        then: Staged | None = None,
-    ) -> tuple[SendResult, DeliveryError | None]:
+    def hand_over(self, env: Envelope, data: bytes, message: Message) -> None:
         from fluxmail.testing import SentMessage, outbox
 
-        started = time.monotonic()
         outbox.append(SentMessage(message, data, env.sender, env.recipients))
-        return _all_sent(env, message, started), None
-
-    async def aclose(self) -> None:
-        return None
 
 
 def make_backend(config: Config) -> Backend:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from fluxmail.errors import ConfigurationError, TLSFailure
 from fluxmail.results import ServerReply
+from fluxmail.urls import is_loopback
 
 if TYPE_CHECKING:
     import asyncio
@@ -147,13 +148,7 @@ def ehlo_name(name: str) -> str | None:
 
 def is_loopback_host(host: str) -> bool:
     """``localhost`` or a loopback address literal: traffic that never leaves the machine."""
-    name = host.strip("[]").rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host)
 
 
 def _dn(rdns: object) -> str | None:
