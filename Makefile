@@ -28,7 +28,7 @@ format: install
 
 docs: install
 	$(BIN)/python -m fluxmail.docgen
-	$(BIN)/mkdocs build --strict -q
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
 demo: install
 	sh scripts/demo.sh $(BIN)/fluxmail
