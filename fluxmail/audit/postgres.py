@@ -266,10 +266,13 @@ class PostgresStore:
     def claim(self, record: OutboundRecord) -> Claim:
         return self.claim_many([record])[0]
 
-    def claim_many(self, records: Sequence[OutboundRecord]) -> list[Claim]:
+    def claim_many(
+        self, records: Sequence[OutboundRecord], *, defer_snapshots: bool = False
+    ) -> list[Claim]:
         """Claim every record in one transaction; any error claims none.
 
         Keys are taken in sorted order so two batches sharing keys cannot deadlock.
+        ``defer_snapshots`` changes nothing here: the snapshot is always in the database.
         """
         order = sorted(range(len(records)), key=lambda i: records[i].idempotency_key or "")
         claims: list[Claim | None] = [None] * len(records)
@@ -416,6 +419,10 @@ class PostgresStore:
             (now, now - older_than),
         )
         return int(cursor.rowcount)
+
+    def materialize_pending(self) -> int:
+        """Nothing is ever pending: snapshots are written with the claim."""
+        return 0
 
     def close(self) -> None:
         with self._lock:

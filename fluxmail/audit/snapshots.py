@@ -22,6 +22,7 @@ import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "safe_filename",
     "snapshot_dir",
     "write_file",
+    "write_folder",
     "write_snapshot",
 ]
 
@@ -148,6 +150,22 @@ def write_file(path: str | Path, data: bytes) -> None:
 
 def write_snapshot(root: str | Path, rel: str, record: OutboundRecord) -> list[dict[str, Any]]:
     """Write message.eml, the bodies and the attachment copies; returns the manifest."""
+    folder = write_folder(root, rel, record.eml, record.text, record.html)
+    if not record.attachments:
+        return []
+    return write_attachments(Path(folder), record.attachments)
+
+
+def write_folder(
+    root: str | Path,
+    rel: str,
+    eml: bytes,
+    text: str | None,
+    html: str | None,
+    files: Sequence[tuple[str, bytes]] = (),
+) -> str:
+    """Create the message folder and write message.eml, the bodies and ``files`` (already safe
+    names under attachments/); returns the folder. Shared by claims and deferred snapshots."""
     # Plain strings joined with "/" (valid on Windows too): pathlib's and even os.path.join's
     # work shows at bulk rates, and none of these parts can be absolute or empty.
     folder = f"{os.fspath(root)}/{rel}"
@@ -161,14 +179,17 @@ def write_snapshot(root: str | Path, rel: str, record: OutboundRecord) -> list[d
         for part in (os.path.join(root, "messages"), os.path.dirname(folder), folder):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(part, 0o700)
-    write_file(f"{folder}/message.eml", record.eml)
-    if record.text is not None:
-        write_file(f"{folder}/body.txt", record.text.encode("utf-8"))
-    if record.html is not None:
-        write_file(f"{folder}/body.html", record.html.encode("utf-8"))
-    if not record.attachments:
-        return []
-    return write_attachments(Path(folder), record.attachments)
+    write_file(f"{folder}/message.eml", eml)
+    if text is not None:
+        write_file(f"{folder}/body.txt", text.encode("utf-8"))
+    if html is not None:
+        write_file(f"{folder}/body.html", html.encode("utf-8"))
+    if files:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(f"{folder}/attachments", 0o700)
+        for stored, content in files:
+            write_file(f"{folder}/attachments/{stored}", content)
+    return folder
 
 
 def write_attachments(

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from fluxmail.audit import snapshots
+from fluxmail.audit.deferred import INSERT_PENDING, Materializer, pending_row
+from fluxmail.audit.sqlite_schema import LATEST_VERSION, MIGRATIONS, migrate
 from fluxmail.audit.store import (
     AuditRecord,
     Claim,
@@ -41,47 +43,6 @@ from fluxmail.results import SendResult
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "SQLiteStore"]
 
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another process's transaction
-
-# Forward migrations, applied in order inside one BEGIN IMMEDIATE transaction. Append, never edit.
-MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
-    (
-        1,
-        (
-            """CREATE TABLE messages (
-                id TEXT PRIMARY KEY,
-                created_at REAL NOT NULL,
-                updated_at REAL NOT NULL,
-                sent_at REAL,
-                status TEXT NOT NULL,
-                backend TEXT NOT NULL,
-                provider TEXT,
-                host TEXT,
-                sender TEXT NOT NULL,
-                to_addrs TEXT NOT NULL,
-                cc_addrs TEXT NOT NULL,
-                bcc_addrs TEXT NOT NULL,
-                subject TEXT NOT NULL,
-                message_id TEXT NOT NULL,
-                idempotency_key TEXT,
-                content_hash TEXT NOT NULL,
-                recipients TEXT NOT NULL DEFAULT '{}',
-                attempts TEXT NOT NULL DEFAULT '[]',
-                base_attempts INTEGER NOT NULL DEFAULT 0,
-                final_reply TEXT,
-                duration REAL,
-                metadata TEXT NOT NULL DEFAULT '{}',
-                folder TEXT NOT NULL
-            )""",
-            "CREATE UNIQUE INDEX messages_key ON messages(idempotency_key) "
-            "WHERE idempotency_key IS NOT NULL",
-            "CREATE INDEX messages_status ON messages(status, updated_at)",
-            "CREATE INDEX messages_created ON messages(created_at)",
-        ),
-    ),
-    # 2: the attachment manifest (stored name, mimetype, size, sha256) next to the copies.
-    (2, ("ALTER TABLE messages ADD COLUMN attachments TEXT NOT NULL DEFAULT '[]'",)),
-]
-LATEST_VERSION = MIGRATIONS[-1][0]
 
 _COLUMNS = (
     "id, created_at, updated_at, sent_at, status, backend, provider, host, sender, to_addrs, "
@@ -120,9 +81,12 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._snapshots = Materializer(self._root, self._reading, self._transaction)
         with self._lock:
             self._connection()
         self.recover_stale(older_than=stale_after)
+        # A run killed before its deferred snapshots were written: write them now.
+        self.materialize_pending()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.location!r})"
@@ -138,7 +102,7 @@ class SQLiteStore:
                 )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-                _migrate(conn)
+                migrate(conn)
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
             self._conn, self._pid = conn, os.getpid()
@@ -193,19 +157,39 @@ class SQLiteStore:
     def claim(self, record: OutboundRecord) -> Claim:
         return self.claim_many([record])[0]
 
-    def claim_many(self, records: Sequence[OutboundRecord]) -> list[Claim]:
-        """Claim every record in one transaction (one commit); any error claims none."""
+    def claim_many(
+        self, records: Sequence[OutboundRecord], *, defer_snapshots: bool = False
+    ) -> list[Claim]:
+        """Claim every record in one transaction (one commit); any error claims none.
+
+        ``defer_snapshots`` (bulk runs): the snapshots are committed in the database with the
+        records and written to their folders by a background thread (fluxmail.audit.deferred).
+        """
         created: list[str] = []
+        pending: list[tuple[Any, ...]] | None = [] if defer_snapshots else None
         try:
             with self._transaction() as conn:
-                return self._claim_batch(conn, records, created)
+                claims = self._claim_batch(conn, records, created, pending)
+                if pending:
+                    conn.executemany(INSERT_PENDING, pending)
         except BaseException:
             for rel in created:
                 snapshots.remove_snapshot(self.folder, rel)
             raise
+        if pending:
+            self._snapshots.wake()
+        return claims
+
+    def materialize_pending(self) -> int:
+        """Write every deferred snapshot to its folder now (in this thread); how many."""
+        return self._snapshots.drain()
 
     def _claim_batch(
-        self, conn: sqlite3.Connection, records: Sequence[OutboundRecord], created: list[str]
+        self,
+        conn: sqlite3.Connection,
+        records: Sequence[OutboundRecord],
+        created: list[str],
+        pending: list[tuple[Any, ...]] | None,
     ) -> list[Claim]:
         """Claims in order, as claim() one by one would give; new rows go in one executemany.
 
@@ -227,21 +211,27 @@ class SQLiteStore:
                 touched.add(key)
                 row = found.pop(key, None)
                 if row is not None:
-                    claims.append(self._claim_existing(conn, row, record, now))
+                    claims.append(self._claim_existing(conn, row, record, now, pending))
                     continue
             audit_id = new_id(now)
             rel = f"{day}/{audit_id}"
-            created.append(rel)
-            rows.append(self._new_row(audit_id, rel, record, now))
+            if pending is None:
+                created.append(rel)
+            else:
+                pending.append(pending_row(audit_id, record))
+            rows.append(self._new_row(audit_id, rel, record, now, pending is None))
             claims.append(Claim(audit_id))
         self._insert(conn, rows)
         return claims
 
     def _new_row(
-        self, audit_id: str, rel: str, record: OutboundRecord, now: float
+        self, audit_id: str, rel: str, record: OutboundRecord, now: float, write: bool
     ) -> tuple[Any, ...]:
-        """Write the snapshot folder; the INSERT parameters of its record."""
-        manifest = snapshots.write_snapshot(self._root, rel, record)
+        """Write the snapshot folder (unless deferred); the INSERT parameters of its record."""
+        if write:
+            manifest = snapshots.write_snapshot(self._root, rel, record)
+        else:
+            manifest = snapshots.write_attachments(None, record.attachments)
         return (
             audit_id, now, now, record.status, record.backend, record.provider, record.host,
             record.sender, dumps_strings(record.to), dumps_strings(record.cc),
@@ -275,13 +265,24 @@ class SQLiteStore:
         return found
 
     def _claim_existing(
-        self, conn: sqlite3.Connection, row: dict[str, Any], record: OutboundRecord, now: float
+        self,
+        conn: sqlite3.Connection,
+        row: dict[str, Any],
+        record: OutboundRecord,
+        now: float,
+        pending: list[tuple[Any, ...]] | None,
     ) -> Claim:
         found = existing_claim(row, record, self.folder / row["folder"])
         if found is not None:
             return found
-        # Nothing was accepted before: a new attempt on the same record, with the bytes it sends.
-        manifest = snapshots.write_snapshot(self._root, row["folder"], record)
+        # Nothing was accepted before: a new attempt on the same record, with the bytes it sends
+        # (a deferred snapshot replaces any still pending; a written one supersedes it).
+        if pending is not None:
+            pending.append(pending_row(row["id"], record))
+            manifest = snapshots.write_attachments(None, record.attachments)
+        else:
+            conn.execute("DELETE FROM pending_snapshots WHERE id=?", (row["id"],))
+            manifest = snapshots.write_snapshot(self._root, row["folder"], record)
         conn.execute(_RETRY, (record.status, now, record.message_id, dumps(manifest), row["id"]))
         return Claim(row["id"])
 
@@ -334,6 +335,7 @@ class SQLiteStore:
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         with self._reading() as cursor:
             rows = cursor.execute(sql, (*args, max(0, int(limit)))).fetchall()
+        self._ensure_folders([row["id"] for row in rows])
         return [self._record(row, include_bcc) for row in rows]
 
     def get(self, audit_id: str, *, include_bcc: bool = False) -> AuditRecord:
@@ -341,10 +343,17 @@ class SQLiteStore:
             row = cursor.execute(f"{_SELECT} WHERE id=?", (audit_id,)).fetchone()
         if row is None:
             raise not_found(audit_id)
+        self._ensure_folders([audit_id])
         return self._record(row, include_bcc)
 
     def get_eml(self, audit_id: str) -> bytes:
-        """The exact bytes sent (as stored in message.eml)."""
+        """The exact bytes sent (message.eml, or the database while the snapshot is pending)."""
+        with self._reading() as cursor:
+            row = cursor.execute(
+                "SELECT eml FROM pending_snapshots WHERE id=?", (audit_id,)
+            ).fetchone()
+        if row is not None:
+            return bytes(row["eml"])
         record = self.get(audit_id)
         assert record.folder is not None
         try:
@@ -354,6 +363,17 @@ class SQLiteStore:
                 f"the snapshot of audit record {audit_id!r} is missing from {record.folder}",
                 code="not_found",
             ) from exc
+
+    def _ensure_folders(self, ids: Sequence[str]) -> None:
+        """Reading returns folders: write those of these records that are still pending."""
+        if not ids:
+            return
+        with self._reading() as cursor:
+            marks = ",".join("?" * len(ids))
+            sql = f"SELECT id FROM pending_snapshots WHERE id IN ({marks})"
+            pending = [row["id"] for row in cursor.execute(sql, list(ids))]
+        if pending:
+            self._snapshots.drain(pending)
 
     def _record(self, row: dict[str, Any], include_bcc: bool) -> AuditRecord:
         return record_from_row(row, include_bcc=include_bcc, folder=self.folder / row["folder"])
@@ -369,6 +389,10 @@ class SQLiteStore:
         where = "WHERE created_at<? AND status!='sending'"
         with self._transaction() as conn:
             rels = [r[0] for r in conn.execute(f"SELECT folder FROM messages {where}", (cutoff,))]
+            conn.execute(
+                f"DELETE FROM pending_snapshots WHERE id IN (SELECT id FROM messages {where})",
+                (cutoff,),
+            )
             conn.execute(f"DELETE FROM messages {where}", (cutoff,))
         for rel in rels:
             snapshots.remove_snapshot(self.folder, rel)
@@ -386,33 +410,13 @@ class SQLiteStore:
             return cursor.rowcount
 
     def close(self) -> None:
+        """Write any deferred snapshots (kept in the database if that fails), then close."""
+        try:
+            self.materialize_pending()
+        except AuditError as exc:
+            snapshots.logger.error("audit snapshots are waiting in the database: %s", exc)
+        self._snapshots.stop()
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring the schema to LATEST_VERSION; the writer lock makes concurrent openers safe."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version "
-            "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-        )
-        current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
-        if current > LATEST_VERSION:
-            raise AuditError(
-                f"the audit database has schema version {current}, newer than this fluxmail "
-                f"understands ({LATEST_VERSION}); upgrade fluxmail",
-                code="audit_incompatible",
-            )
-        for version, steps in MIGRATIONS:
-            if version > current:
-                for sql in steps:
-                    conn.execute(sql)
-                conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, time.time()))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise

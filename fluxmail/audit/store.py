@@ -1,7 +1,9 @@
 """The audit store interface: what the mailer hands in, what reading returns, and how to open one.
 
 The mailer calls :meth:`AuditStore.claim` before contacting the server (the record is committed
-when it returns) and :meth:`AuditStore.finish` once the outcome is known. Two backends implement
+when it returns) and :meth:`AuditStore.finish` once the outcome is known. Bulk runs claim with
+``defer_snapshots=True`` (the snapshot is committed in the database, its folder written later)
+and call :meth:`AuditStore.materialize_pending` at the end. Two backends implement
 the same protocol: SQLite plus a snapshot folder (one machine) and PostgreSQL (fleets).
 Neither ``sqlite3`` nor ``psycopg`` is imported here: ``import fluxmail`` stays light.
 """
@@ -168,7 +170,10 @@ class AuditStore(Protocol):
     location: str
 
     def claim(self, record: OutboundRecord) -> Claim: ...
-    def claim_many(self, records: Sequence[OutboundRecord]) -> list[Claim]: ...
+    def claim_many(
+        self, records: Sequence[OutboundRecord], *, defer_snapshots: bool = False
+    ) -> list[Claim]: ...
+    def materialize_pending(self) -> int: ...
     def finish(self, audit_id: str, result: SendResult) -> None: ...
     def finish_many(self, items: Sequence[tuple[str, SendResult]]) -> None: ...
     def list(

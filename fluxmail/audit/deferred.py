@@ -1,0 +1,175 @@
+"""Deferred snapshots (bulk runs): the snapshot rides in the claim's commit, the folder follows.
+
+``claim_many(records, defer_snapshots=True)`` commits each record together with its snapshot
+(message bytes, bodies, attachment contents) in ``pending_snapshots``, in the same transaction,
+and writes no files. A :class:`Materializer` then writes the usual folders (same layout, modes
+and manifest) and deletes the pending rows: in a background thread while the run goes on, and
+in the caller's thread when a run ends (``materialize_pending``) or a store is opened.
+
+Why: a bulk run's event loop is CPU-bound and holds the GIL, so a worker thread that must make
+a mkdir and several writes per message before each claim commits is starved (every syscall
+gives the GIL up and then waits for it). Here nothing waits for the files: the database holds
+the snapshot from the commit on, so a process killed before the folders exist loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from fluxmail.audit.snapshots import write_folder
+from fluxmail.audit.store import OutboundRecord
+from fluxmail.errors import AuditError
+
+__all__ = ["BATCH", "INSERT_PENDING", "PENDING_SCHEMA", "Materializer", "pending_row"]
+
+# Schema migration 3 (SQLite). ``seq`` (AUTOINCREMENT: never reused) names one version of a
+# record's snapshot, so a pass deletes only what it wrote, never a newer retry's snapshot.
+PENDING_SCHEMA = (
+    """CREATE TABLE pending_snapshots (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        eml BLOB NOT NULL,
+        body_text TEXT,
+        body_html TEXT,
+        files BLOB
+    )""",
+)
+INSERT_PENDING = (
+    "INSERT OR REPLACE INTO pending_snapshots (id, eml, body_text, body_html, files) "
+    "VALUES (?,?,?,?,?)"
+)
+_SELECT = (
+    "SELECT p.seq, m.folder, m.attachments, p.eml, p.body_text, p.body_html, p.files "
+    "FROM pending_snapshots p LEFT JOIN messages m ON m.id = p.id"
+)
+BATCH = 64  # snapshots per pass: one read and one delete transaction each
+
+Reading = Callable[[], AbstractContextManager[Any]]  # a cursor with rows as dicts
+Writing = Callable[[], AbstractContextManager[Any]]  # a connection inside BEGIN IMMEDIATE
+logger = logging.getLogger("fluxmail")
+
+
+def pending_row(audit_id: str, record: OutboundRecord) -> tuple[Any, ...]:
+    """INSERT_PENDING's parameters: attachment contents concatenated in manifest order (the
+    manifest's sizes split them again)."""
+    files = b"".join(content for _, _, content in record.attachments) or None
+    return (audit_id, record.eml, record.text, record.html, files)
+
+
+def _files(manifest_json: str, blob: bytes | None) -> Iterator[tuple[str, bytes]]:
+    """(stored name, content) of each attachment, cut from the concatenated blob."""
+    if not blob:
+        return
+    view, offset = memoryview(blob), 0
+    for entry in json.loads(manifest_json):
+        size = int(entry["size"])
+        yield entry["stored_as"], bytes(view[offset : offset + size])
+        offset += size
+
+
+class Materializer:
+    """Writes pending snapshots into their folders; one pass at a time per process."""
+
+    def __init__(self, root: str, reading: Reading, writing: Writing) -> None:
+        self._root = root
+        self._reading = reading
+        self._writing = writing
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._failing = False  # an error was logged; log again only after a success
+
+    def wake(self) -> None:
+        """New pending snapshots: let the background writer (started on first use) run."""
+        self._this_process()
+        if self._thread is None or not self._thread.is_alive():
+            self._closed = False
+            self._thread = threading.Thread(
+                target=self._run, name="fluxmail-snapshots", daemon=True
+            )
+            self._thread.start()
+        self._wake.set()
+
+    def drain(self, ids: Sequence[str] | None = None) -> int:
+        """Write every pending snapshot (or those of ``ids``) now, in this thread; how many."""
+        self._this_process()
+        total = 0
+        while True:
+            with self._lock:  # waits for the background writer's current pass, if any
+                done = self._pass(ids)
+            total += done
+            if done == 0 or ids is not None:
+                return total
+
+    def stop(self) -> None:
+        """Stop the background writer (after its current pass); pending rows stay pending."""
+        thread, self._thread = self._thread, None
+        self._closed = True
+        self._wake.set()
+        mine = thread is not None and self._pid == os.getpid()
+        if mine and thread is not threading.current_thread():
+            assert thread is not None
+            thread.join(timeout=30)
+
+    def _this_process(self) -> None:
+        """After a fork the parent's thread and lock state do not apply: start afresh."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._lock = threading.Lock()
+            self._wake = threading.Event()
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                return
+            try:
+                while not self._closed:
+                    with self._lock:
+                        if self._pass(None) == 0:
+                            break
+                self._failing = False
+            except AuditError as exc:  # kept pending: retried on the next wake, drain or open
+                if not self._failing:
+                    logger.error("audit snapshots are waiting in the database: %s", exc)
+                self._failing = True
+
+    def _pass(self, ids: Sequence[str] | None) -> int:
+        """Read up to BATCH pending snapshots, write their folders, delete what was written."""
+        args: list[Any]
+        if ids is None:
+            sql, args = f"{_SELECT} ORDER BY p.seq LIMIT ?", [BATCH]
+        else:
+            sql, args = f"{_SELECT} WHERE p.id IN ({','.join('?' * len(ids))})", list(ids)
+        with self._reading() as cursor:
+            rows = cursor.execute(sql, args).fetchall()
+        if not rows:
+            return 0
+        for row in rows:
+            if row["folder"] is None:  # the record was pruned meanwhile: drop its snapshot
+                continue
+            files = _files(row["attachments"], row["files"])
+            try:
+                write_folder(
+                    self._root, row["folder"], row["eml"], row["body_text"], row["body_html"],
+                    list(files),
+                )  # fmt: skip
+            except OSError as exc:
+                raise AuditError(
+                    f"a snapshot folder in {self._root} cannot be written ({exc.strerror or exc})",
+                    code="audit_unwritable",
+                ) from exc
+        with self._writing() as conn:
+            done = [(row["seq"],) for row in rows]
+            conn.executemany("DELETE FROM pending_snapshots WHERE seq=?", done)
+        return len(rows)

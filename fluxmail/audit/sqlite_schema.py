@@ -1,0 +1,80 @@
+"""The SQLite audit store's schema: forward migrations, applied when a connection opens."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from fluxmail.audit.deferred import PENDING_SCHEMA
+from fluxmail.errors import AuditError
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "migrate"]
+
+# Forward migrations, applied in order inside one BEGIN IMMEDIATE transaction. Append, never edit.
+MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
+    (
+        1,
+        (
+            """CREATE TABLE messages (
+                id TEXT PRIMARY KEY,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                sent_at REAL,
+                status TEXT NOT NULL,
+                backend TEXT NOT NULL,
+                provider TEXT,
+                host TEXT,
+                sender TEXT NOT NULL,
+                to_addrs TEXT NOT NULL,
+                cc_addrs TEXT NOT NULL,
+                bcc_addrs TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                message_id TEXT NOT NULL,
+                idempotency_key TEXT,
+                content_hash TEXT NOT NULL,
+                recipients TEXT NOT NULL DEFAULT '{}',
+                attempts TEXT NOT NULL DEFAULT '[]',
+                base_attempts INTEGER NOT NULL DEFAULT 0,
+                final_reply TEXT,
+                duration REAL,
+                metadata TEXT NOT NULL DEFAULT '{}',
+                folder TEXT NOT NULL
+            )""",
+            "CREATE UNIQUE INDEX messages_key ON messages(idempotency_key) "
+            "WHERE idempotency_key IS NOT NULL",
+            "CREATE INDEX messages_status ON messages(status, updated_at)",
+            "CREATE INDEX messages_created ON messages(created_at)",
+        ),
+    ),
+    # 2: the attachment manifest (stored name, mimetype, size, sha256) next to the copies.
+    (2, ("ALTER TABLE messages ADD COLUMN attachments TEXT NOT NULL DEFAULT '[]'",)),
+    # 3: snapshots of bulk claims, committed with the record, written to folders afterwards.
+    (3, PENDING_SCHEMA),
+]
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema to LATEST_VERSION; the writer lock makes concurrent openers safe."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+        if current > LATEST_VERSION:
+            raise AuditError(
+                f"the audit database has schema version {current}, newer than this fluxmail "
+                f"understands ({LATEST_VERSION}); upgrade fluxmail",
+                code="audit_incompatible",
+            )
+        for version, steps in MIGRATIONS:
+            if version > current:
+                for sql in steps:
+                    conn.execute(sql)
+                conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, time.time()))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
