@@ -1,12 +1,17 @@
 """The bulk pipeline: feed -> prepare + group-committed audit claims -> N senders -> finishes.
 
-- Preparing (build and render) runs on the event loop; audit claims for a batch run in one
-  dedicated thread (``claim_many``: one commit for the batch, always before any of its
-  messages' transactions start), so SQLite and the snapshot files overlap with SMTP traffic.
+- Preparing (build and render) and the audit claims run on the event loop: one ``claim_many``
+  per batch (one commit, always before any of its messages' transactions start) with
+  ``defer_snapshots=True``, so the snapshot is committed in the database and the store's
+  background thread writes the folders while the run goes on. No claim waits for a thread:
+  the loop is CPU-bound and holds the GIL, and a worker thread doing the claims (and a mkdir
+  and several writes per message) got it back only between the loop's own syscalls.
 - Each sender owns one kept-open connection. With PIPELINING, the next message's MAIL/RCPT/DATA
   ride behind the current message's final "." (RFC 2920), saving a round trip per message.
-- Finishes are batched in the same thread; a crash before one commits leaves the record
-  'sending', which the store reports as 'unknown' later: never resent.
+- Finishes are batched on the loop too (every FINISH_BATCH outcomes, or FINISH_DELAY seconds
+  after the first one waiting); a crash before one commits leaves the record 'sending', which
+  the store reports as 'unknown' later: never resent. The run ends once every snapshot of it
+  is written (``materialize_pending``), also when it is cancelled.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from fluxmail.draft import Draft
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
     from fluxmail.results import SendResult
 
 CLAIM_BATCH = 64
+FINISH_BATCH = 64
+FINISH_DELAY = 0.2  # seconds an outcome may wait for its batch (slow, rate-limited runs)
 _NOTHING = object()
 Emit = Callable[["BulkOutcome"], Awaitable[None]]
 
@@ -55,17 +61,15 @@ class Pipeline:
         self._per_conn = per_connection
         self._dry = dry_run or mailer.config.dry_run
         self._store: AuditStore | None = None
-        self._thread: ThreadPoolExecutor | None = None
         self._claimed: dict[str, Outgoing] = {}  # claimed, not yet handed to a sender
         self._finishes: list[tuple[str, SendResult]] = []
-        self._finishing: asyncio.Future[None] | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         work: asyncio.Queue[Any] = asyncio.Queue(maxsize=CLAIM_BATCH)
         ready: asyncio.Queue[Any] = asyncio.Queue(maxsize=self._concurrency * 4)
         if self._mailer.audit.enabled:
             self._store = self._mailer.audit.store()
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="fluxmail-audit")
         feeding = isinstance(self._source, AsyncIterable)
         tasks = [
             *([asyncio.ensure_future(self._feed(work))] if feeding else []),
@@ -81,15 +85,22 @@ class Pipeline:
             await self._close()
 
     async def _close(self) -> None:
-        """Resolve every claimed-but-unsent record and commit every pending finish."""
+        """Resolve every claimed-but-unsent record, commit every pending finish, and wait for
+        the deferred snapshots to be written (in a thread: the loop may serve other tasks)."""
         for out in self._claimed.values():
             assert out.audit_id is not None
             self._finishes.append((out.audit_id, out.unsent("the bulk run stopped first")))
         self._claimed.clear()
-        while self._finishing is not None or self._finishes:
-            await self._flush()
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
+        self._flush()  # synchronous: nothing left 'sending' even if cancelled again below
+        if self._store is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            # Shielded: a second cancellation stops the wait, not the writing (and what is
+            # not yet written stays in the database, written at the next open).
+            await asyncio.shield(loop.run_in_executor(None, self._store.materialize_pending))
+        except FluxMailException as exc:
+            self._mailer._log.error("audit snapshots are waiting in the database: %s", exc)
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -143,9 +154,9 @@ class Pipeline:
         if self._store is None or not batch:
             return batch
         records = [out.record(self._mailer.config) for _, out in batch]
-        store = self._store
-        try:
-            claims = await self._in_thread(store.claim_many, records)
+        claim_many = self._store.claim_many
+        try:  # on the loop, synchronously: committed before any of these is handed on
+            claims = claim_many(records, defer_snapshots=True)
         except FluxMailException:
             claims = None  # one bad record (e.g. a key conflict) spoils the batch: go one by one
         kept = []
@@ -154,7 +165,7 @@ class Pipeline:
                 claim = (
                     claims[n]
                     if claims is not None
-                    else await self._in_thread(store.claim, records[n])
+                    else claim_many([records[n]], defer_snapshots=True)[0]
                 )
             except FluxMailException as exc:
                 await self._emit(_failed(index, exc))
@@ -218,27 +229,24 @@ class Pipeline:
         if out.audit_id is None:
             return
         self._finishes.append((out.audit_id, result))
-        if self._finishing is None:
-            self._finishing = asyncio.ensure_future(self._flush())
+        if len(self._finishes) >= FINISH_BATCH:
+            self._flush()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(FINISH_DELAY, self._flush)
 
-    async def _flush(self) -> None:
-        if self._finishing is not None and self._finishing is not asyncio.current_task():
-            await asyncio.shield(self._finishing)
+    def _flush(self) -> None:
+        """Commit the waiting outcomes in one transaction, on the loop (no thread hop)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        batch, self._finishes = self._finishes, []
+        if not batch or self._store is None:
             return
         try:
-            while self._finishes and self._store is not None:
-                batch, self._finishes = self._finishes, []
-                try:
-                    await self._in_thread(self._store.finish_many, batch)
-                except FluxMailException as exc:
-                    # Sent already; the records stay 'sending' and read as 'unknown' later.
-                    self._mailer._log.error("could not record %d outcomes: %s", len(batch), exc)
-        finally:
-            self._finishing = None
-
-    async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, func, *args)
+            self._store.finish_many(batch)
+        except FluxMailException as exc:
+            # Sent already; the records stay 'sending' and read as 'unknown' later.
+            self._mailer._log.error("could not record %d outcomes: %s", len(batch), exc)
 
 
 def _outcome(index: int, result: SendResult, error: Any) -> BulkOutcome:
