@@ -121,6 +121,16 @@ def test_get_writes_the_folder_it_returns(tmp_path: Path, no_writer: None) -> No
     store.close()
 
 
+def test_list_writes_the_folders_of_many_pending_records(tmp_path: Path, no_writer: None) -> None:
+    """list() over more pending records than one SQL IN clause takes returns existing folders."""
+    store = open_store(directory=tmp_path / "audit", explicit=True)
+    store.claim_many([make_record(attachments=()) for _ in range(600)], defer_snapshots=True)
+    records = store.list(limit=1000)
+    assert len(records) == 600 and _pending(tmp_path / "audit") == 0
+    assert all(r.folder is not None and (r.folder / "message.eml").exists() for r in records)
+    store.close()
+
+
 def test_a_retry_replaces_the_pending_snapshot(tmp_path: Path, no_writer: None) -> None:
     """A failed keyed record claimed again (deferred) keeps the new bytes, not the old ones."""
     root = tmp_path / "audit"

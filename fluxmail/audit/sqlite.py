@@ -366,14 +366,14 @@ class SQLiteStore:
 
     def _ensure_folders(self, ids: Sequence[str]) -> None:
         """Reading returns folders: write those of these records that are still pending."""
-        if not ids:
-            return
-        with self._reading() as cursor:
-            marks = ",".join("?" * len(ids))
-            sql = f"SELECT id FROM pending_snapshots WHERE id IN ({marks})"
-            pending = [row["id"] for row in cursor.execute(sql, list(ids))]
-        if pending:
-            self._snapshots.drain(pending)
+        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit may be 999
+            chunk = list(ids[start : start + 500])
+            with self._reading() as cursor:
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT id FROM pending_snapshots WHERE id IN ({marks})"
+                pending = [row["id"] for row in cursor.execute(sql, chunk)]
+            if pending:
+                self._snapshots.drain(pending)
 
     def _record(self, row: dict[str, Any], include_bcc: bool) -> AuditRecord:
         return record_from_row(row, include_bcc=include_bcc, folder=self.folder / row["folder"])
