@@ -25,7 +25,8 @@ def outbound_record(config: Config, message: Message, data: bytes, status: str) 
     return OutboundRecord(
         message_id=message.message_id,
         idempotency_key=message.idempotency_key,
-        content_hash=message.content_hash(),
+        # Only a key is ever compared against it; bulk runs without keys skip the hashing.
+        content_hash=message.content_hash() if message.idempotency_key else "",
         backend=config.backend,
         provider=config.provider.name if config.provider is not None else None,
         host=config.host if config.backend == "smtp" else None,

@@ -85,22 +85,17 @@ class Pipeline:
             await self._close()
 
     async def _close(self) -> None:
-        """Resolve every claimed-but-unsent record, commit every pending finish, and wait for
-        the deferred snapshots to be written (in a thread: the loop may serve other tasks)."""
+        """Resolve every claimed-but-unsent record and commit every pending finish.
+
+        Snapshot folders are not waited for: their bytes were committed with each claim, so
+        they are as durable as the records; the store's writer thread keeps writing them, and
+        ``mailer.close()``, any read and the next open finish the job.
+        """
         for out in self._claimed.values():
             assert out.audit_id is not None
             self._finishes.append((out.audit_id, out.unsent("the bulk run stopped first")))
         self._claimed.clear()
-        self._flush()  # synchronous: nothing left 'sending' even if cancelled again below
-        if self._store is None:
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            # Shielded: a second cancellation stops the wait, not the writing (and what is
-            # not yet written stays in the database, written at the next open).
-            await asyncio.shield(loop.run_in_executor(None, self._store.materialize_pending))
-        except FluxMailException as exc:
-            self._mailer._log.error("audit snapshots are waiting in the database: %s", exc)
+        self._flush()  # synchronous: nothing is left 'sending'
 
     # -- stages ------------------------------------------------------------------------------
 

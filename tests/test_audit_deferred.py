@@ -51,12 +51,13 @@ def _messages(n: int) -> Iterator[dict[str, Any]]:
 def test_bulk_run_leaves_every_folder_complete_with_the_bytes_sent(
     smtp_server: Any, tmp_path: Path, no_writer: None
 ) -> None:
-    """When send_many returns, every message folder holds the exact bytes the server received
-    (the background writer kept idle: the run's end writes whatever it left)."""
+    """After send_many and mailer.close(), every message folder holds the exact bytes the
+    server received (the background writer kept idle: close writes whatever it left)."""
     server = smtp_server()
     root = tmp_path / "audit"
     mailer = mailer_for(server, audit_dir=root)
     outcomes = list(mailer.send_many(_messages(150), concurrency=4, progress=False))
+    mailer.close()
     # Looked at on disk before any read API (reading writes pending folders itself).
     assert _pending(root) == 0
     received = {m.rcpt_tos[0]: m.data for m in server.messages}
