@@ -274,8 +274,10 @@ class BulkSender:
         concurrency: int = 4,
     ) -> dict[str, Any]:
         """Send every message; returns ``{"sent", "failed", "total", "errors"}`` like 0.3.3."""
-        run = self._mailer.send_many(messages, concurrency=concurrency, progress=progress)
-        return _tally(iter(run), on_success, on_error)
+        tally = _Tally(on_success, on_error)
+        for outcome in self._mailer.send_many(messages, concurrency=concurrency, progress=progress):
+            tally.add(outcome)
+        return tally.report()
 
     async def send_batch_async(
         self,
@@ -293,21 +295,31 @@ class BulkSender:
             messages, concurrency=concurrency, progress=progress,
             rate_limit=max_per_second or None,
         )  # fmt: skip
-        outcomes = [o async for o in run]
-        return _tally(iter(outcomes), on_success, on_error)
+        tally = _Tally(on_success, on_error)
+        async for outcome in run:  # callbacks as outcomes arrive; nothing accumulates
+            tally.add(outcome)
+        return tally.report()
 
 
-def _tally(outcomes: Iterator[BulkOutcome], on_success: Any, on_error: Any) -> dict[str, Any]:
-    sent = failed = 0
-    errors: list[tuple[int, FluxMailException]] = []
-    for outcome in outcomes:
+class _Tally:
+    """0.3.3's report dict and callbacks, fed one outcome at a time."""
+
+    def __init__(self, on_success: Any, on_error: Any) -> None:
+        self._on_success, self._on_error = on_success, on_error
+        self.sent = self.failed = 0
+        self.errors: list[tuple[int, FluxMailException]] = []
+
+    def add(self, outcome: BulkOutcome) -> None:
         if outcome.error is None:
-            sent += 1
-            if on_success is not None:
-                on_success(outcome.index, outcome.result)
-        else:
-            failed += 1
-            errors.append((outcome.index, outcome.error))
-            if on_error is not None:
-                on_error(outcome.index, outcome.error)
-    return {"sent": sent, "failed": failed, "total": sent + failed, "errors": errors}
+            self.sent += 1
+            if self._on_success is not None:
+                self._on_success(outcome.index, outcome.result)
+            return
+        self.failed += 1
+        self.errors.append((outcome.index, outcome.error))
+        if self._on_error is not None:
+            self._on_error(outcome.index, outcome.error)
+
+    def report(self) -> dict[str, Any]:
+        total = self.sent + self.failed
+        return {"sent": self.sent, "failed": self.failed, "total": total, "errors": self.errors}
