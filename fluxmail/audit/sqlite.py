@@ -102,6 +102,9 @@ class SQLiteStore:
                 )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                # Checkpoints (the only fsyncs in WAL mode) every ~32 MB, not every 4 MB: fewer
+                # stalls in the middle of a bulk run; crash safety is unchanged.
+                conn.execute("PRAGMA wal_autocheckpoint=8000")
                 migrate(conn)
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
