@@ -26,6 +26,7 @@ from fluxmail.audit.store import (
     dumps,
     existing_claim,
     finish_values,
+    list_query,
     loads,
     new_id,
     not_found,
@@ -361,18 +362,9 @@ class PostgresStore:
         include_bcc: bool = False,
     ) -> list[AuditRecord]:
         """Newest first; BCC left out unless ``include_bcc``."""
-        where: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            where.append("status=%s")
-            args.append(status)
-        if since is not None:
-            where.append("created_at>=to_timestamp(%s)")
-            args.append(cutoff_epoch(since))
-        sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_at DESC, id DESC LIMIT %s"
+        sql, args = list_query(_SELECT, status, since, limit, mark="%s", epoch="to_timestamp(%s)")
         with self._reading() as cursor:
-            rows = cursor.execute(sql, (*args, max(0, int(limit)))).fetchall()
+            rows = cursor.execute(sql, args).fetchall()
         return [record_from_row(r, include_bcc=include_bcc, folder=None) for r in rows]
 
     def get(self, audit_id: str, *, include_bcc: bool = False) -> AuditRecord:

@@ -32,6 +32,7 @@ from fluxmail.audit.store import (
     dumps_strings,
     existing_claim,
     finish_values,
+    list_query,
     loads,
     new_id,
     not_found,
@@ -326,18 +327,9 @@ class SQLiteStore:
         include_bcc: bool = False,
     ) -> list[AuditRecord]:
         """Newest first; BCC left out unless ``include_bcc``."""
-        where: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            where.append("status=?")
-            args.append(status)
-        if since is not None:
-            where.append("created_at>=?")
-            args.append(cutoff_epoch(since))
-        sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        sql, args = list_query(_SELECT, status, since, limit, mark="?", epoch="?")
         with self._reading() as cursor:
-            rows = cursor.execute(sql, (*args, max(0, int(limit)))).fetchall()
+            rows = cursor.execute(sql, args).fetchall()
         self._ensure_folders([row["id"] for row in rows])
         return [self._record(row, include_bcc) for row in rows]
 

@@ -418,3 +418,27 @@ def redact_url(url: str) -> str:
         p for p in parts.query.split("&") if p and not p.lower().startswith("password=")
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def list_query(
+    select: str,
+    status: str | None,
+    since: datetime | timedelta | None,
+    limit: int,
+    *,
+    mark: str,
+    epoch: str,
+) -> tuple[str, tuple[Any, ...]]:
+    """``list()``'s SQL for either backend: ``mark`` is the placeholder, ``epoch`` wraps one
+    holding seconds since the epoch (a column compare in SQLite, ``to_timestamp`` in PostgreSQL)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        where.append(f"status={mark}")
+        args.append(status)
+    if since is not None:
+        where.append(f"created_at>={epoch}")
+        args.append(cutoff_epoch(since))
+    sql = select + (" WHERE " + " AND ".join(where) if where else "")
+    sql += f" ORDER BY created_at DESC, id DESC LIMIT {mark}"
+    return sql, (*args, max(0, int(limit)))
