@@ -159,9 +159,14 @@ class FluxMail:
         self, draft: Draft, dry_run: bool
     ) -> tuple[SendResult, DeliveryError | None]:
         """Claim an audit record, deliver, record the outcome. Never raises for delivery faults."""
+        import asyncio
+
         out = Outgoing.prepare(draft, dry=dry_run or self._config.dry_run)
         if self.audit.enabled:
-            claim = self.audit.store().claim(out.record(self._config))
+            # In a worker thread: a PostgreSQL round trip or a SQLite lock held by another
+            # process must not stall the event loop (other sends, the caller's own tasks).
+            store = await asyncio.to_thread(self.audit.store)
+            claim = await asyncio.to_thread(store.claim, out.record(self._config))
             if claim.replay is not None:
                 return claim.replay, None
             out.audit_id = claim.audit_id
@@ -176,7 +181,8 @@ class FluxMail:
         except BaseException as exc:
             self._finish(out.audit_id, out.interrupted(exc))
             raise
-        self._finish(out.audit_id, result)
+        if out.audit_id is not None:
+            await asyncio.to_thread(self._finish, out.audit_id, result)
         return result, error
 
     def _finish(self, audit_id: str | None, result: SendResult) -> None:
