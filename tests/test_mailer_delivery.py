@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -232,3 +233,37 @@ def test_a_deliberate_resend_keeps_its_message_id(smtp_server: Any, send: Send) 
     send(again)
     assert again.message_id == first.message_id
     assert f"Message-ID: {first.message_id}".encode() in server.messages[0].data
+
+
+def test_verification_off_is_explicit_and_warns_every_build(
+    smtp_server: Any, send: Send, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tls_verify=False reaches an untrusted server, and each mailer built logs a warning."""
+    server = smtp_server(tls="starttls", cert="untrusted")
+    with caplog.at_level(logging.WARNING, logger="fluxmail"):
+        mailer_for(server, tls_verify=False)
+        mailer = mailer_for(server, tls_verify=False)
+    warnings = [r for r in caplog.records if "verification is OFF" in r.getMessage()]
+    assert len(warnings) == 2
+    assert send(mailer.create("Hi", "a@example.com", "x")).status == "sent"
+
+
+def test_overall_deadline_stops_retries(smtp_server: Any, send: Send) -> None:
+    """retry_deadline bounds the whole send: no new attempt would end after it."""
+    server = smtp_server(faults=Faults(mail=reply("451 4.3.0 Try later")))
+    mailer = mailer_for(server, max_retries=10, retry_delay=0.2, retry_deadline=0.5)
+    with pytest.raises(DeliveryError) as info:
+        send(mailer.create("Hi", "a@example.com", "x"))
+    assert 1 <= len(info.value.attempts) < 5 and server.deliveries == 0
+
+
+@pytest.mark.parametrize("stage", ["greeting", "mail"])
+def test_a_stall_before_the_dot_times_out_and_is_retried(
+    smtp_server: Any, send: Send, stage: str
+) -> None:
+    """A server silent at the greeting or at MAIL: a timeout (transient), then a clean retry."""
+    server = smtp_server(faults=Faults(**{stage: stall(times=1)}))
+    mailer = mailer_for(server, max_retries=1, connect_timeout=0.5, command_timeout=0.5)
+    result = send(mailer.create("Hi", "a@example.com", "x"))
+    assert result.status == "sent" and server.deliveries == 1
+    assert result.attempts[0].error_code == "timeout" and result.attempts[1].error is None
