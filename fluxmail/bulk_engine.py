@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -76,8 +77,10 @@ class Pipeline:
             asyncio.ensure_future(self._prepare(work, ready)),
             *(asyncio.ensure_future(self._send(ready)) for _ in range(self._concurrency)),
         ]
+        hold = getattr(self._store, "hold_snapshots", None)
         try:
-            await asyncio.gather(*tasks)
+            with hold() if hold is not None else contextlib.nullcontext():
+                await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()

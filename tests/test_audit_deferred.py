@@ -192,3 +192,16 @@ def test_a_version_2_database_is_migrated_to_deferred_snapshots(
     versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")]
     conn.close()
     assert versions == [1, 2, 3] == list(range(1, LATEST_VERSION + 1))
+
+
+def test_the_writer_waits_for_a_bulk_run_then_catches_up(smtp_server: Any, tmp_path: Path) -> None:
+    """The snapshot writer stays idle during send_many; afterwards the folders appear by itself."""
+    server = smtp_server()
+    root = tmp_path / "audit"
+    mailer = mailer_for(server, audit_dir=root)
+    assert mailer.send_many(_messages(40), concurrency=2, progress=False).wait().sent == 40
+    for _ in range(3000):  # bounded wait for the thread; no timing is asserted
+        if _pending(root) == 0:
+            break
+        time.sleep(0.01)
+    assert _pending(root) == 0 and server.deliveries == 40

@@ -99,6 +99,18 @@ class Materializer:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._failing = False  # an error was logged; log again only after a success
+        self._held = 0  # bulk runs in progress: the writer waits so sending keeps the CPU
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """While a bulk run sends, keep the writer idle; it catches up when the run ends."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            if self._held == 0 and self._thread is not None:
+                self._wake.set()
 
     def wake(self) -> None:
         """New pending snapshots: let the background writer (started on first use) run."""
@@ -147,8 +159,10 @@ class Materializer:
             self._wake.clear()
             if self._closed:
                 return
+            if self._held:
+                continue  # woken again when the last run ends
             try:
-                while not self._closed:
+                while not self._closed and not self._held:
                     with self._lock:
                         if self._pass(None) == 0:
                             break

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,10 @@ class SQLiteStore:
         if pending:
             self._snapshots.wake()
         return claims
+
+    def hold_snapshots(self) -> AbstractContextManager[None]:
+        """Keep the background snapshot writer idle for the duration (a bulk run)."""
+        return self._snapshots.held()
 
     def materialize_pending(self) -> int:
         """Write every deferred snapshot to its folder now (in this thread); how many."""
