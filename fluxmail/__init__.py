@@ -24,10 +24,10 @@ from fluxmail.errors import (
     TLSFailure,
 )
 from fluxmail.mailer import EmailObject, FluxMail
-from fluxmail.results import Attempt, RecipientStatus, SendResult, ServerReply
 
 if TYPE_CHECKING:
     from fluxmail.bulk import BulkOutcome, BulkRun, BulkSender, BulkSummary
+    from fluxmail.results import Attempt, RecipientStatus, SendResult, ServerReply
 
 __version__ = "1.0.0.dev0"
 
@@ -58,13 +58,24 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"BulkOutcome", "BulkRun", "BulkSender", "BulkSummary"}
+_LAZY = {
+    "BulkOutcome": "bulk",
+    "BulkRun": "bulk",
+    "BulkSender": "bulk",
+    "BulkSummary": "bulk",
+    "Attempt": "results",
+    "RecipientStatus": "results",
+    "SendResult": "results",
+    "ServerReply": "results",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Bulk sending pulls in asyncio machinery and rich; load it only when asked for.
-    if name in _LAZY:
-        from fluxmail import bulk
+    # Loaded on first use: bulk pulls in asyncio machinery, and a Lambda cold start pays for
+    # every module imported before the handler runs.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fluxmail' has no attribute {name!r}")
+    import importlib
 
-        return getattr(bulk, name)
-    raise AttributeError(f"module 'fluxmail' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"fluxmail.{module}"), name)

@@ -10,8 +10,6 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from fluxmail.results import RecipientStatus, SendResult
-
 if TYPE_CHECKING:
     import asyncio
 
@@ -20,6 +18,7 @@ if TYPE_CHECKING:
     from fluxmail.errors import DeliveryError
     from fluxmail.message import Message
     from fluxmail.pool import ConnectionPool
+    from fluxmail.results import SendResult
     from fluxmail.smtp import SMTPParams, Staged
 
 
@@ -39,6 +38,8 @@ class Backend(Protocol):
 
 
 def _all_sent(env: Envelope, message: Message, started: float) -> SendResult:
+    from fluxmail.results import RecipientStatus, SendResult
+
     return SendResult(
         status="sent",
         message_id=message.message_id,

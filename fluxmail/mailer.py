@@ -21,11 +21,10 @@ from fluxmail.errors import (
     OutcomeUnknown,
     Refused,
 )
-from fluxmail.outgoing import Outgoing
-from fluxmail.results import SendResult
 
 if TYPE_CHECKING:
     from fluxmail.bulk import BulkRun, MessageSource
+    from fluxmail.results import SendResult
 
 log = logging.getLogger("fluxmail")
 
@@ -160,6 +159,8 @@ class FluxMail:
     ) -> tuple[SendResult, DeliveryError | None]:
         """Claim an audit record, deliver, record the outcome. Never raises for delivery faults."""
         import asyncio
+
+        from fluxmail.outgoing import Outgoing
 
         out = Outgoing.prepare(draft, dry=dry_run or self._config.dry_run)
         if self.audit.enabled:
