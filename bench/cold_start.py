@@ -1,6 +1,6 @@
 """Cold start: fresh interpreters, fluxmail's set-up line vs `import pydantic_settings`.
 
-    python bench/cold_start.py [--runs 11] [--quick]
+    python bench/cold_start.py [--runs 21] [--quick]
 
 Issue 2: median ratio <= 1.10, and `import fluxmail` must not import aiosmtplib, asyncio, rich,
 yaml or sqlite3. Each command runs in a temporary folder (no `.env` or `.fluxmail/` of the
@@ -183,7 +183,7 @@ def ratio_check(cmds: list[Command]) -> Check:
 
 def main(argv: Sequence[str] | None = None) -> list[Check]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=11, help="interleaved runs per command")
+    parser.add_argument("--runs", type=int, default=21, help="interleaved runs per command")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 runs")
     args = parser.parse_args(argv)
     runs = 3 if args.quick else args.runs

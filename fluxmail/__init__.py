@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fluxmail.config import EmailInstance
-from fluxmail.draft import Draft
 from fluxmail.errors import (
     AuditError,
     AuthenticationFailed,
@@ -27,6 +26,7 @@ from fluxmail.mailer import EmailObject, FluxMail
 
 if TYPE_CHECKING:
     from fluxmail.bulk import BulkOutcome, BulkRun, BulkSender, BulkSummary
+    from fluxmail.draft import Draft
     from fluxmail.results import Attempt, RecipientStatus, SendResult, ServerReply
 
 __version__ = "1.0.0.dev0"
@@ -63,6 +63,7 @@ _LAZY = {
     "BulkRun": "bulk",
     "BulkSender": "bulk",
     "BulkSummary": "bulk",
+    "Draft": "draft",
     "Attempt": "results",
     "RecipientStatus": "results",
     "SendResult": "results",

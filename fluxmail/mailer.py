@@ -13,7 +13,6 @@ from fluxmail._runner import LoopThread
 from fluxmail.auditing import AuditLog
 from fluxmail.backends import make_backend
 from fluxmail.config import Config, resolve_config, resolve_sender
-from fluxmail.draft import Draft
 from fluxmail.errors import (
     DeliveryError,
     FluxMailException,
@@ -24,6 +23,7 @@ from fluxmail.errors import (
 
 if TYPE_CHECKING:
     from fluxmail.bulk import BulkRun, MessageSource
+    from fluxmail.draft import Draft
     from fluxmail.results import SendResult
 
 log = logging.getLogger("fluxmail")
@@ -126,6 +126,7 @@ class FluxMail:
         ``message_id`` is for a deliberate resend of an ``unknown`` outcome: reusing the
         original Message-ID lets receivers discard the duplicate (RFC 5322 3.6.4).
         """
+        from fluxmail.draft import Draft
         from fluxmail.message import build_message
 
         resolved = sender if sender is not None else resolve_sender(self._config, None)
