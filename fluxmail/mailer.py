@@ -167,8 +167,8 @@ class FluxMail:
         if self.audit.enabled:
             # In a worker thread: a PostgreSQL round trip or a SQLite lock held by another
             # process must not stall the event loop (other sends, the caller's own tasks).
-            store = await asyncio.to_thread(self.audit.store)
-            claim = await asyncio.to_thread(store.claim, out.record(self._config))
+            record = out.record(self._config)
+            claim = await asyncio.to_thread(lambda: self.audit.store().claim(record))
             if claim.replay is not None:
                 return claim.replay, None
             out.audit_id = claim.audit_id

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from fluxmail.errors import ConfigurationError, TLSFailure
 from fluxmail.results import ServerReply
-from fluxmail.urls import is_loopback
+from fluxmail.urls import is_loopback as is_loopback_host
 
 if TYPE_CHECKING:
     import asyncio
@@ -144,11 +144,6 @@ def ehlo_name(name: str) -> str | None:
     except ValueError:
         return name
     return f"[{ip}]" if ip.version == 4 else f"[IPv6:{ip}]"
-
-
-def is_loopback_host(host: str) -> bool:
-    """``localhost`` or a loopback address literal: traffic that never leaves the machine."""
-    return is_loopback(host)
 
 
 def _dn(rdns: object) -> str | None:

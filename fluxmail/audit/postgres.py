@@ -29,6 +29,7 @@ from fluxmail.audit.store import (
     list_query,
     loads,
     new_id,
+    newer_schema,
     not_found,
     record_from_row,
     redact_url,
@@ -249,11 +250,7 @@ class PostgresStore:
             row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM fluxmail_audit_schema")
             current = row.fetchone()[0]
             if current > LATEST_VERSION:
-                raise AuditError(
-                    f"the audit database {self.location} has schema version {current}, newer "
-                    f"than this fluxmail understands ({LATEST_VERSION}); upgrade fluxmail",
-                    code="audit_incompatible",
-                )
+                raise newer_schema(self.location, current, LATEST_VERSION)
             for version, steps in MIGRATIONS:
                 if version > current:
                     for sql in steps:

@@ -6,7 +6,7 @@ import sqlite3
 import time
 
 from fluxmail.audit.deferred import PENDING_SCHEMA
-from fluxmail.errors import AuditError
+from fluxmail.audit.store import newer_schema
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "migrate"]
 
@@ -64,11 +64,7 @@ def migrate(conn: sqlite3.Connection) -> None:
         )
         current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
         if current > LATEST_VERSION:
-            raise AuditError(
-                f"the audit database has schema version {current}, newer than this fluxmail "
-                f"understands ({LATEST_VERSION}); upgrade fluxmail",
-                code="audit_incompatible",
-            )
+            raise newer_schema("", current, LATEST_VERSION)
         for version, steps in MIGRATIONS:
             if version > current:
                 for sql in steps:

@@ -442,3 +442,13 @@ def list_query(
     sql = select + (" WHERE " + " AND ".join(where) if where else "")
     sql += f" ORDER BY created_at DESC, id DESC LIMIT {mark}"
     return sql, (*args, max(0, int(limit)))
+
+
+def newer_schema(location: str, found: int, latest: int) -> AuditError:
+    """A store written by a newer fluxmail: refuse it rather than guess at its schema."""
+    where = f" {location}" if location else ""
+    return AuditError(
+        f"the audit database{where} has schema version {found}, newer than this fluxmail "
+        f"understands ({latest}); upgrade fluxmail",
+        code="audit_incompatible",
+    )
