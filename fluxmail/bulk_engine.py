@@ -8,18 +8,25 @@
   and several writes per message) got it back only between the loop's own syscalls.
 - Each sender owns one kept-open connection. With PIPELINING, the next message's MAIL/RCPT/DATA
   ride behind the current message's final "." (RFC 2920), saving a round trip per message.
+- A run holds a lease on its claims (``store.begin_run``) and marks each record as handed to
+  the wire (``lease.mark``, durable before it returns) right before its bytes may go out: as
+  the message of a ``transmit``, or primed behind one (PostgreSQL: the marks of one loop turn
+  share one UPDATE). After a crash, the next opener of the store resolves the run: marked records
+  ``unknown`` (never resent), the other claimed ones ``failed`` (the same keys send them).
 - Finishes are batched on the loop too (every FINISH_BATCH outcomes, or FINISH_DELAY seconds
-  after the first one waiting); a crash before one commits leaves the record 'sending', which
-  the store reports as 'unknown' later: never resent. The run ends once every snapshot of it
-  is written (``materialize_pending``), also when it is cancelled.
+  after the first one waiting); a crash before one commits leaves the record 'sending' and
+  marked, which recovery makes 'unknown': never resent. The run ends once every snapshot of
+  it is written (``materialize_pending``), also when it is cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import itertools
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fluxmail.draft import Draft
@@ -27,7 +34,7 @@ from fluxmail.errors import FluxMailException, MessageError
 from fluxmail.outgoing import Outgoing
 
 if TYPE_CHECKING:
-    from fluxmail.audit.store import AuditStore
+    from fluxmail.audit.store import AuditStore, RunLease
     from fluxmail.bulk import BulkOutcome, RateLimiter
     from fluxmail.mailer import FluxMail
     from fluxmail.pool import ConnectionPool
@@ -62,6 +69,9 @@ class Pipeline:
         self._per_conn = per_connection
         self._dry = dry_run or mailer.config.dry_run
         self._store: AuditStore | None = None
+        self._lease: RunLease | None = None
+        self._marks: _WireMarks | None = None
+        self._unrecorded = False  # some outcome could not be committed: keep the lease's trail
         self._claimed: dict[str, Outgoing] = {}  # claimed, not yet handed to a sender
         self._finishes: list[tuple[str, SendResult]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -71,6 +81,9 @@ class Pipeline:
         ready: asyncio.Queue[Any] = asyncio.Queue(maxsize=self._concurrency * 4)
         if self._mailer.audit.enabled:
             self._store = self._mailer.audit.store()
+            if not self._dry:
+                self._lease = self._store.begin_run()
+                self._marks = _WireMarks(self._lease)
         feeding = isinstance(self._source, AsyncIterable)
         tasks = [
             *([asyncio.ensure_future(self._feed(work))] if feeding else []),
@@ -99,6 +112,10 @@ class Pipeline:
             self._finishes.append((out.audit_id, out.unsent("the bulk run stopped first")))
         self._claimed.clear()
         self._flush()  # synchronous: nothing is left 'sending'
+        if self._lease is not None:
+            # Every record resolved: the lease ends without a trail. Else the next opener
+            # of the store resolves what is left from the marks, as after a crash.
+            self._lease.close(resolved=not self._unrecorded)
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -141,7 +158,7 @@ class Pipeline:
     async def _build(self, job: tuple[int, Any]) -> tuple[int, Outgoing] | None:
         index, item = job
         try:
-            draft = item if isinstance(item, Draft) else self._mailer.create(**item)
+            draft = item if isinstance(item, Draft) else self._mailer.create(**_create_args(item))
             return index, Outgoing.prepare(draft, dry=self._dry)
         except FluxMailException as exc:
             await self._emit(_failed(index, exc))
@@ -153,8 +170,9 @@ class Pipeline:
             return batch
         records = [out.record(self._mailer.config) for _, out in batch]
         claim_many = self._store.claim_many
+        run = self._lease.token if self._lease is not None else None
         try:  # on the loop, synchronously: committed before any of these is handed on
-            claims = claim_many(records, defer_snapshots=True)
+            claims = claim_many(records, defer_snapshots=True, run=run)
         except FluxMailException:
             claims = None  # one bad record (e.g. a key conflict) spoils the batch: go one by one
         kept = []
@@ -163,7 +181,7 @@ class Pipeline:
                 claim = (
                     claims[n]
                     if claims is not None
-                    else claim_many([records[n]], defer_snapshots=True)[0]
+                    else claim_many([records[n]], defer_snapshots=True, run=run)[0]
                 )
             except FluxMailException as exc:
                 await self._emit(_failed(index, exc))
@@ -184,6 +202,7 @@ class Pipeline:
         make = getattr(self._mailer._backend, "private_pool", None)
         pool: ConnectionPool | None = make() if make is not None else None
         on_conn = 0
+        primed: Outgoing | None = None  # marked already, as the previous message's `then`
         job = await ready.get()
         try:
             while job is not None:
@@ -192,11 +211,20 @@ class Pipeline:
                 await self._limiter.wait()
                 await own.wait()
                 last = self._per_conn is not None and on_conn + 1 >= self._per_conn
-                then = None
+                then: Outgoing | None = None
                 if nxt is not _NOTHING and nxt is not None and not last:
                     polite = self._limiter.active or own.active
-                    then = None if polite else nxt[1].staged()
-                await self._send_one(job[0], job[1], pool, then)
+                    then = None if polite else nxt[1]
+                if pool is not None and self._marks is not None and primed is not job[1]:
+                    # Connect before marking: a run killed while a server is slow to greet
+                    # (or to log in) leaves those messages known never-sent, not unknown. A
+                    # failure here is left to transmit, which retries or reports it.
+                    with contextlib.suppress(FluxMailException):
+                        await pool.warm()
+                go, then = await self._to_wire(job[0], job[1], primed is job[1], then)
+                primed = then
+                if go:
+                    await self._send_one(job[0], job[1], pool, then and then.staged())
                 on_conn += 1
                 if pool is not None and last:
                     await pool.close()
@@ -205,6 +233,29 @@ class Pipeline:
         finally:
             if pool is not None:
                 await pool.close()
+
+    async def _to_wire(
+        self, index: int, out: Outgoing, marked: bool, then: Outgoing | None
+    ) -> tuple[bool, Outgoing | None]:
+        """Mark the message (unless it was primed) and the one to prime before any byte goes
+        out; whether to send it, and what may still be primed. Nothing is sent unmarked."""
+        if self._marks is None:
+            return True, then
+        wanted = [o.audit_id for o in ((None if marked else out), then) if o and o.audit_id]
+        try:
+            refused = await self._marks.mark(wanted) if wanted else frozenset()
+        except FluxMailException as exc:
+            self._claimed.pop(out.audit_id or "", None)
+            self._finish(out, out.unsent(str(exc)))
+            await self._emit(_failed(index, exc))
+            return False, None
+        if then is not None and then.audit_id in refused:
+            then = None
+        if out.audit_id in refused:  # resolved by a recovery meanwhile: no longer this run's
+            self._claimed.pop(out.audit_id, None)
+            await self._emit(_outcome(index, out.unsent("the run lost its audit lease"), None))
+            return False, then
+        return True, then
 
     async def _send_one(self, index: int, out: Outgoing, pool: Any, then: Any) -> None:
         if out.audit_id is not None:
@@ -243,8 +294,71 @@ class Pipeline:
         try:
             self._store.finish_many(batch)
         except FluxMailException as exc:
-            # Sent already; the records stay 'sending' and read as 'unknown' later.
+            # The records stay 'sending'; recovery reads the marked ones as 'unknown' later.
+            self._unrecorded = True
             self._mailer._log.error("could not record %d outcomes: %s", len(batch), exc)
+
+
+class _WireMarks:
+    """Every sender's "handed to the wire" marks of one loop tick in one ``lease.mark`` (when
+    the lease asks for it: a database round trip), else each mark at once."""
+
+    def __init__(self, lease: RunLease) -> None:
+        self._lease = lease
+        self._ids: list[str] = []
+        self._done: asyncio.Future[frozenset[str]] | None = None
+
+    async def mark(self, audit_ids: list[str]) -> frozenset[str]:
+        """Durable when it returns; the ids that must not be sent (see RunLease.mark)."""
+        if not self._lease.coalesce:
+            return self._lease.mark(audit_ids)
+        self._ids.extend(audit_ids)
+        if self._done is None:
+            loop = asyncio.get_running_loop()
+            self._done = loop.create_future()
+            loop.call_soon(self._write)
+        # Shielded: one sender's cancellation must not fail the others sharing the write.
+        return await asyncio.shield(self._done)
+
+    def _write(self) -> None:
+        ids, self._ids = self._ids, []
+        done, self._done = self._done, None
+        assert done is not None
+        try:
+            done.set_result(self._lease.mark(ids))
+        except Exception as exc:
+            done.set_exception(exc)
+            done.exception()  # retrieved: no warning when every waiter was cancelled
+
+
+def _create_args(item: Any) -> Mapping[str, Any]:
+    """A bulk item that is not a Draft: the keyword arguments of ``create()``, checked here so
+    a bad item is that item's MessageError, never a TypeError that ends the whole run."""
+    if not isinstance(item, Mapping) or not all(isinstance(k, str) for k in item):
+        raise MessageError(
+            f"a message to send_many() must be a Draft or a mapping of create() arguments, "
+            f"not {type(item).__name__}",
+            code="invalid_message",
+        )
+    names, required = _create_arg_names()
+    unknown, missing = sorted(set(item) - names), sorted(required - set(item))
+    if unknown or missing:
+        what = f"unknown: {', '.join(unknown)}" if unknown else f"missing: {', '.join(missing)}"
+        raise MessageError(
+            f"a send_many() message has bad create() arguments ({what})",
+            code="invalid_message",
+        )
+    return item
+
+
+@functools.cache
+def _create_arg_names() -> tuple[frozenset[str], frozenset[str]]:
+    """create()'s argument names, and the required ones."""
+    from fluxmail.mailer import FluxMail
+
+    params = inspect.signature(FluxMail.create).parameters
+    names = frozenset(params) - {"self"}
+    return names, frozenset(n for n in names if params[n].default is inspect.Parameter.empty)
 
 
 def _outcome(index: int, result: SendResult, error: Any) -> BulkOutcome:

@@ -35,6 +35,13 @@ class ConnectionPool:
             self._slots.release()
             raise
 
+    async def warm(self) -> None:
+        """Have a connected session idle (greeting, EHLO, TLS, AUTH done), so the next
+        transaction starts at MAIL FROM: bulk runs mark a message as handed to the wire
+        only once nothing but its own commands stands between it and the server."""
+        session, _ = await self.acquire()
+        await self.release(session, healthy=True)
+
     async def release(self, session: SMTPSession, *, healthy: bool) -> None:
         try:
             if healthy and self.keep_open() and session.is_connected:

@@ -116,3 +116,39 @@ def claim_then_die(spec: Mapping[str, Any], key: str) -> None:
     store.claim(make_record(key))
     os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(30)  # not reached
+
+
+def run_then_die(spec: Mapping[str, Any], keys: list[str], marked: int) -> None:
+    """Child process: claim keys for a bulk run, mark the first ``marked`` as handed to the
+    wire, then die by SIGKILL (the lease goes with the process)."""
+    store = open_store(**spec)
+    lease = store.begin_run()
+    claims = store.claim_many([make_record(k) for k in keys], run=lease.token)
+    lease.mark([c.audit_id for c in claims[:marked]])
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(30)  # not reached
+
+
+def kill_bulk_run(spec: Mapping[str, Any], keys: list[str], marked: int) -> None:
+    """Run run_then_die in a spawned child and wait for it to be killed."""
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(target=run_then_die, args=(dict(spec), keys, marked))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == -signal.SIGKILL
+    if "url" in spec:
+        wait_for_sessions_to_end(spec["url"], "fluxmail-audit-run")
+
+
+def wait_for_sessions_to_end(url: str, application: str) -> None:
+    """PostgreSQL ends a dead client's session (and its advisory locks) a moment later."""
+    import psycopg
+
+    deadline = time.monotonic() + 10
+    with psycopg.connect(url, autocommit=True) as conn:
+        sql = (
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name=%s AND datname=current_database()"
+        )
+        while conn.execute(sql, (application,)).fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(0.01)

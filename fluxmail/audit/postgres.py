@@ -18,6 +18,13 @@ from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 
+from fluxmail.audit.postgres_runs import (
+    MESSAGES_TABLE,
+    RUNS_TABLE,
+    PostgresRun,
+    recover_runs,
+    resolve_run,
+)
 from fluxmail.audit.store import (
     AuditRecord,
     Claim,
@@ -35,6 +42,7 @@ from fluxmail.audit.store import (
     redact_url,
 )
 from fluxmail.errors import AuditError
+from fluxmail.redaction import redact_words
 from fluxmail.results import SendResult
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "PostgresStore"]
@@ -42,8 +50,9 @@ __all__ = ["LATEST_VERSION", "MIGRATIONS", "PostgresStore"]
 CONNECT_TIMEOUT = 5  # seconds; a fleet must fail fast, not hang a send
 IDLE_CHECK = 30.0  # seconds idle after which the connection is pinged before use
 _LOCK_ID = 0x666C7578  # pg_advisory_xact_lock key for migrations ("flux")
-_T = "fluxmail_audit_messages"
+_T = MESSAGES_TABLE
 _A = "fluxmail_audit_attachments"
+_R = RUNS_TABLE
 
 # Forward migrations, applied in order under an advisory lock. Append, never edit.
 MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
@@ -88,25 +97,38 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             )""",
         ),
     ),
+    # 2: bulk-run leases; a record's run and when it was handed to the wire (RunLease).
+    (
+        2,
+        (
+            f"ALTER TABLE {_T} ADD COLUMN run_id text, ADD COLUMN on_wire_at timestamptz",
+            f"CREATE INDEX {_T}_run ON {_T} (run_id) WHERE status = 'sending'",
+            f"""CREATE TABLE {_R} (
+                token text PRIMARY KEY,
+                lock_key integer NOT NULL,
+                started_at timestamptz NOT NULL DEFAULT now()
+            )""",
+        ),
+    ),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 _COLUMNS = (
     "id, created_at, updated_at, sent_at, status, backend, provider, host, sender, to_addrs, "
     "cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, recipients, "
-    "attempts, base_attempts, final_reply, duration, metadata, attachments"
+    "attempts, base_attempts, final_reply, duration, metadata, attachments, run_id"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM {_T}"
 _INSERT = (
     f"INSERT INTO {_T} (id, created_at, updated_at, status, backend, provider, host, sender, "
     "to_addrs, cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, "
-    "metadata, attachments, eml, body_text, body_html) VALUES (%s, to_timestamp(%s), "
+    "metadata, attachments, eml, body_text, body_html, run_id) VALUES (%s, to_timestamp(%s), "
     "to_timestamp(%s), %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s, %s, %s, %s, "
-    "%s::jsonb, %s::jsonb, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+    "%s::jsonb, %s::jsonb, %s, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
 )
 _RETRY = (
     f"UPDATE {_T} SET status=%s, updated_at=to_timestamp(%s), sent_at=NULL, message_id=%s, "
-    "attachments=%s::jsonb, eml=%s, body_text=%s, body_html=%s, "
+    "attachments=%s::jsonb, eml=%s, body_text=%s, body_html=%s, run_id=%s, on_wire_at=NULL, "
     "base_attempts=jsonb_array_length(attempts) WHERE id=%s"
 )
 _FINISH = (
@@ -169,18 +191,21 @@ class PostgresStore:
             conn = self._open()
         return conn
 
-    def _open(self) -> Any:
+    def _connect(self, name: str) -> Any:
         extra = {"password": self._password} if self._password is not None else {}
         try:
-            conn = self._pg.connect(
+            return self._pg.connect(
                 self._url,
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT,
-                application_name="fluxmail-audit",
+                application_name=name,
                 **extra,
             )
         except self._pg.Error as exc:
             raise self._error(exc) from exc
+
+    def _open(self) -> Any:
+        conn = self._connect("fluxmail-audit")
         self._conn, self._pid = conn, os.getpid()
         # A mailer dropped without close() must not leak its connection (or warn about it).
         weakref.finalize(self, _close_if_owner, conn, self._pid)
@@ -203,9 +228,7 @@ class PostgresStore:
         self._conn = None
 
     def _error(self, exc: BaseException) -> AuditError:
-        text = str(exc)
-        if self._password:
-            text = text.replace(self._password, "***")
+        text = redact_words(str(exc), [self._password])
         if isinstance(exc, self._pg.OperationalError):
             return AuditError(
                 f"the audit database {self.location} is unavailable ({text}); nothing was sent",
@@ -265,21 +288,26 @@ class PostgresStore:
         return self.claim_many([record])[0]
 
     def claim_many(
-        self, records: Sequence[OutboundRecord], *, defer_snapshots: bool = False
+        self,
+        records: Sequence[OutboundRecord],
+        *,
+        defer_snapshots: bool = False,
+        run: str | None = None,
     ) -> list[Claim]:
         """Claim every record in one transaction; any error claims none.
 
         Keys are taken in sorted order so two batches sharing keys cannot deadlock.
         ``defer_snapshots`` changes nothing here: the snapshot is always in the database.
+        ``run``: the token of the bulk run (``begin_run``) these claims belong to.
         """
         order = sorted(range(len(records)), key=lambda i: records[i].idempotency_key or "")
         claims: list[Claim | None] = [None] * len(records)
         with self._reading() as cursor:
             for i in order:
-                claims[i] = self._claim_one(cursor, records[i])
+                claims[i] = self._claim_one(cursor, records[i], run)
         return [c for c in claims if c is not None]
 
-    def _claim_one(self, cursor: Any, record: OutboundRecord) -> Claim:
+    def _claim_one(self, cursor: Any, record: OutboundRecord, run: str | None) -> Claim:
         now = time.time()
         audit_id = new_id(now)
         manifest = [
@@ -292,7 +320,7 @@ class PostgresStore:
                 record.sender, dumps(record.to), dumps(record.cc), dumps(record.bcc),
                 record.subject, record.message_id, record.idempotency_key, record.content_hash,
                 dumps(dict(record.metadata)), dumps(manifest), record.eml, record.text,
-                record.html,
+                record.html, run,
             ),
         )  # fmt: skip
         if cursor.fetchone() is not None:
@@ -300,6 +328,10 @@ class PostgresStore:
             return Claim(audit_id)
         cursor.execute(f"{_SELECT} WHERE idempotency_key=%s FOR UPDATE", (record.idempotency_key,))
         row = cursor.fetchone()
+        if row["status"] == "sending" and row["run_id"] and resolve_run(cursor, row["run_id"]):
+            # Its run had died while this store was open: read what the recovery made of it.
+            cursor.execute(f"{_SELECT} WHERE id=%s", (row["id"],))
+            row = cursor.fetchone()
         found = existing_claim(row, record, None)
         if found is not None:
             return found
@@ -307,7 +339,7 @@ class PostgresStore:
             _RETRY,
             (
                 record.status, now, record.message_id, dumps(manifest), record.eml, record.text,
-                record.html, row["id"],
+                record.html, run, row["id"],
             ),
         )  # fmt: skip
         self._store_attachments(cursor, row["id"], record, replace=True)
@@ -400,7 +432,31 @@ class PostgresStore:
                 self._drop()
                 raise self._error(exc) from exc
 
+    def begin_run(self) -> PostgresRun:
+        """A bulk run's lease, on a connection of its own (fluxmail.audit.postgres_runs)."""
+        with self._lock:
+            self._connection()  # the schema is ready and dead runs are resolved
+        lease = self._connect("fluxmail-audit-run")
+        try:
+            return PostgresRun(self, lease, new_id())
+        except self._pg.Error as exc:
+            with suppress(self._pg.Error):
+                lease.close()
+            raise self._error(exc) from exc
+
+    def recover_runs(self) -> int:
+        """Resolve the records of every run whose process died; how many records."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                return recover_runs(conn)
+            except self._pg.Error as exc:
+                self._drop()
+                raise self._error(exc) from exc
+
     def _recover(self, conn: Any, older_than: float) -> int:
+        """Dead runs first (their never-sent records must not turn 'unknown'), then the stale."""
+        recover_runs(conn)
         now = time.time()
         cursor = conn.execute(
             f"UPDATE {_T} SET status='unknown', updated_at=to_timestamp(%s) "

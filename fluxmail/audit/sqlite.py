@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fluxmail.audit import snapshots
+from fluxmail.audit import runs, snapshots
 from fluxmail.audit.deferred import INSERT_PENDING, Materializer, pending_row
 from fluxmail.audit.sqlite_schema import LATEST_VERSION, MIGRATIONS, migrate
 from fluxmail.audit.store import (
@@ -34,6 +34,7 @@ from fluxmail.audit.store import (
     finish_values,
     list_query,
     loads,
+    never_sent_recipients,
     new_id,
     not_found,
     record_from_row,
@@ -48,17 +49,26 @@ BUSY_TIMEOUT = 30.0  # seconds a writer waits for another process's transaction
 _COLUMNS = (
     "id, created_at, updated_at, sent_at, status, backend, provider, host, sender, to_addrs, "
     "cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, recipients, "
-    "attempts, base_attempts, final_reply, duration, metadata, folder, attachments"
+    "attempts, base_attempts, final_reply, duration, metadata, folder, attachments, run_id"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM messages"
 _INSERT = (
     "INSERT INTO messages (id, created_at, updated_at, status, backend, provider, host, sender, "
     "to_addrs, cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, "
-    "metadata, folder, attachments) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "metadata, folder, attachments, run_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _RETRY = (
     "UPDATE messages SET status=?, updated_at=?, sent_at=NULL, message_id=?, attachments=?, "
-    "base_attempts=json_array_length(attempts) WHERE id=?"
+    "run_id=?, base_attempts=json_array_length(attempts) WHERE id=?"
+)
+# Recovering a dead run (fluxmail.audit.runs): what may have gone out, and what never did.
+_RUN_SENDING = (
+    "SELECT id, to_addrs, cc_addrs, bcc_addrs FROM messages WHERE run_id=? AND status='sending'"
+)
+_RUN_UNKNOWN = "UPDATE messages SET status='unknown', updated_at=? WHERE id=? AND status='sending'"
+_RUN_NEVER_SENT = (
+    "UPDATE messages SET status='failed', recipients=?, final_reply=NULL, sent_at=NULL, "
+    "updated_at=? WHERE id=? AND status='sending'"
 )
 _FINISH = (
     "UPDATE messages SET status=?, recipients=?, attempts=?, final_reply=?, duration=?, "
@@ -85,6 +95,7 @@ class SQLiteStore:
         self._snapshots = Materializer(self._root, self._reading, self._transaction)
         with self._lock:
             self._connection()
+        self.recover_runs()  # first: a dead run's never-sent records must not turn 'unknown'
         self.recover_stale(older_than=stale_after)
         # A run killed before its deferred snapshots were written: write them now.
         self.materialize_pending()
@@ -158,24 +169,34 @@ class SQLiteStore:
         return self.claim_many([record])[0]
 
     def claim_many(
-        self, records: Sequence[OutboundRecord], *, defer_snapshots: bool = False
+        self,
+        records: Sequence[OutboundRecord],
+        *,
+        defer_snapshots: bool = False,
+        run: str | None = None,
     ) -> list[Claim]:
         """Claim every record in one transaction (one commit); any error claims none.
 
         ``defer_snapshots`` (bulk runs): the snapshots are committed in the database with the
         records and written to their folders by a background thread (fluxmail.audit.deferred).
+        ``run``: the token of the bulk run (``begin_run``) these claims belong to.
         """
         created: list[str] = []
         pending: list[tuple[Any, ...]] | None = [] if defer_snapshots else None
+        dead: list[runs.DeadRun] = []
         try:
             with self._transaction() as conn:
-                claims = self._claim_batch(conn, records, created, pending)
+                claims = self._claim_batch(conn, records, created, pending, run, dead)
                 if pending:
                     conn.executemany(INSERT_PENDING, pending)
         except BaseException:
             for rel in created:
                 snapshots.remove_snapshot(self.folder, rel)
+            for journal in dead:
+                journal.release(resolved=False)
             raise
+        for journal in dead:
+            journal.release(resolved=True)
         if pending:
             self._snapshots.wake()
         return claims
@@ -194,6 +215,8 @@ class SQLiteStore:
         records: Sequence[OutboundRecord],
         created: list[str],
         pending: list[tuple[Any, ...]] | None,
+        run: str | None,
+        dead: list[runs.DeadRun],
     ) -> list[Claim]:
         """Claims in order, as claim() one by one would give; new rows go in one executemany.
 
@@ -202,7 +225,10 @@ class SQLiteStore:
         """
         now = time.time()
         day = snapshots.day_dir(now)
-        found = self._rows_by_key(conn, [r.idempotency_key for r in records])
+        keys = [r.idempotency_key for r in records]
+        found = self._rows_by_key(conn, keys)
+        if self._resolve_dead_owners(conn, found.values(), dead):
+            found = self._rows_by_key(conn, keys)
         touched: set[str] = set()  # keys claimed in this batch: their stored row changed
         rows: list[tuple[Any, ...]] = []
         claims: list[Claim] = []
@@ -215,7 +241,7 @@ class SQLiteStore:
                 touched.add(key)
                 row = found.pop(key, None)
                 if row is not None:
-                    claims.append(self._claim_existing(conn, row, record, now, pending))
+                    claims.append(self._claim_existing(conn, row, record, now, pending, run))
                     continue
             audit_id = new_id(now)
             rel = f"{day}/{audit_id}"
@@ -223,13 +249,19 @@ class SQLiteStore:
                 created.append(rel)
             else:
                 pending.append(pending_row(audit_id, record))
-            rows.append(self._new_row(audit_id, rel, record, now, pending is None))
+            rows.append(self._new_row(audit_id, rel, record, now, pending is None, run))
             claims.append(Claim(audit_id))
         self._insert(conn, rows)
         return claims
 
     def _new_row(
-        self, audit_id: str, rel: str, record: OutboundRecord, now: float, write: bool
+        self,
+        audit_id: str,
+        rel: str,
+        record: OutboundRecord,
+        now: float,
+        write: bool,
+        run: str | None,
     ) -> tuple[Any, ...]:
         """Write the snapshot folder (unless deferred); the INSERT parameters of its record."""
         if write:
@@ -241,7 +273,7 @@ class SQLiteStore:
             record.sender, dumps_strings(record.to), dumps_strings(record.cc),
             dumps_strings(record.bcc), record.subject, record.message_id, record.idempotency_key,
             record.content_hash, dumps(dict(record.metadata)) if record.metadata else "{}", rel,
-            dumps_plain(manifest) if manifest else "[]",
+            dumps_plain(manifest) if manifest else "[]", run,
         )  # fmt: skip
 
     @staticmethod
@@ -275,6 +307,7 @@ class SQLiteStore:
         record: OutboundRecord,
         now: float,
         pending: list[tuple[Any, ...]] | None,
+        run: str | None,
     ) -> Claim:
         found = existing_claim(row, record, self.folder / row["folder"])
         if found is not None:
@@ -287,8 +320,60 @@ class SQLiteStore:
         else:
             conn.execute("DELETE FROM pending_snapshots WHERE id=?", (row["id"],))
             manifest = snapshots.write_snapshot(self._root, row["folder"], record)
-        conn.execute(_RETRY, (record.status, now, record.message_id, dumps(manifest), row["id"]))
+        conn.execute(
+            _RETRY, (record.status, now, record.message_id, dumps(manifest), run, row["id"])
+        )
         return Claim(row["id"])
+
+    # --- bulk runs --------------------------------------------------------------------------
+
+    def begin_run(self) -> runs.WireJournal:
+        """A bulk run's lease and wire journal (fluxmail.audit.runs); close it at the end."""
+        return runs.WireJournal(self._root, new_id())
+
+    def recover_runs(self) -> int:
+        """Resolve the records of every run whose process died; how many records."""
+        count = 0
+        for journal in runs.dead_runs(self._root):
+            try:
+                with self._transaction() as conn:
+                    count += self._resolve_run(conn, journal)
+            except BaseException:
+                journal.release(resolved=False)
+                raise
+            journal.release(resolved=True)
+        return count
+
+    def _resolve_dead_owners(
+        self, conn: sqlite3.Connection, rows: Any, dead: list[runs.DeadRun]
+    ) -> bool:
+        """Before keys are replayed: resolve the runs, now dead, that left these rows 'sending'
+        (a run that died while this store was open; a live one, even of this process, holds
+        its lock). True if any row changed."""
+        tokens = {r["run_id"] for r in rows if r["status"] == "sending" and r["run_id"]}
+        changed = False
+        for token in sorted(tokens):
+            journal = runs.dead_run(self._root, token)
+            if journal is not None:
+                dead.append(journal)
+                changed = self._resolve_run(conn, journal) > 0 or changed
+        return changed
+
+    @staticmethod
+    def _resolve_run(conn: sqlite3.Connection, journal: runs.DeadRun) -> int:
+        """A dead run's 'sending' records: journaled ones 'unknown', the others never sent."""
+        cursor = conn.cursor()
+        cursor.row_factory = _dict_row
+        rows = cursor.execute(_RUN_SENDING, (journal.token,)).fetchall()
+        cursor.close()
+        now = time.time()
+        on_wire = journal.on_wire
+        conn.executemany(_RUN_UNKNOWN, [(now, r["id"]) for r in rows if r["id"] in on_wire])
+        conn.executemany(
+            _RUN_NEVER_SENT,
+            [(never_sent_recipients(r), now, r["id"]) for r in rows if r["id"] not in on_wire],
+        )
+        return len(rows)
 
     # --- outcomes ---------------------------------------------------------------------------
 

@@ -50,6 +50,8 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (2, ("ALTER TABLE messages ADD COLUMN attachments TEXT NOT NULL DEFAULT '[]'",)),
     # 3: snapshots of bulk claims, committed with the record, written to folders afterwards.
     (3, PENDING_SCHEMA),
+    # 4: the bulk run (lease token) a record was claimed by; NULL for single sends.
+    (4, ("ALTER TABLE messages ADD COLUMN run_id TEXT",)),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

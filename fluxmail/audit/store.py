@@ -23,9 +23,10 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from fluxmail.errors import AuditError
-from fluxmail.results import SendResult
+from fluxmail.results import RecipientStatus, SendResult
 
 __all__ = [
+    "NEVER_HANDED",
     "REPLAY_STATUSES",
     "RETRY_STATUSES",
     "STATUSES",
@@ -33,10 +34,12 @@ __all__ = [
     "AuditStore",
     "Claim",
     "OutboundRecord",
+    "RunLease",
     "dumps_plain",
     "dumps_strings",
     "existing_claim",
     "finish_values",
+    "never_sent_recipients",
     "new_id",
     "open_store",
 ]
@@ -49,6 +52,8 @@ RETRY_STATUSES = frozenset({"failed", "dry_run", "draft"})
 # Statuses whose finish() stamps sent_at.
 ACCEPTED_STATUSES = frozenset({"sent", "partial", "queued"})
 _RESULT_STATUSES = frozenset({"sent", "partial", "queued", "dry_run", "failed", "unknown"})
+# What a recovered bulk record that no connection was ever given says (see RunLease).
+NEVER_HANDED = "never handed to the server: the sending process stopped first"
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,28 @@ class Claim:
     replay: SendResult | None = None
 
 
+class RunLease(Protocol):
+    """A bulk run's lease on its claims, held until ``close`` or the process's death.
+
+    Claims made with ``run=lease.token`` stay ``sending`` until finished. Once the lease is
+    gone without a ``close(resolved=True)`` (the process died), whoever opens the store next
+    resolves them: those ``mark``-ed ``unknown`` (they may have reached the server), the
+    others ``failed`` with recipients ``deferred`` (nothing went out; the key sends again).
+    """
+
+    token: str
+    # True when a mark costs a round trip (a database): the engine then gathers the marks of
+    # one event-loop turn into one call. False: a mark is cheap and is made at once.
+    coalesce: bool
+
+    def mark(self, audit_ids: Sequence[str]) -> frozenset[str]:
+        """Durably note these records as handed to the wire, before their bytes go out.
+        Returns the ids that must not be sent (already resolved by a recovery)."""
+        ...
+
+    def close(self, *, resolved: bool) -> None: ...
+
+
 class AuditStore(Protocol):
     """What the mailer and the CLI need from an audit backend."""
 
@@ -171,8 +198,13 @@ class AuditStore(Protocol):
 
     def claim(self, record: OutboundRecord) -> Claim: ...
     def claim_many(
-        self, records: Sequence[OutboundRecord], *, defer_snapshots: bool = False
+        self,
+        records: Sequence[OutboundRecord],
+        *,
+        defer_snapshots: bool = False,
+        run: str | None = None,
     ) -> list[Claim]: ...
+    def begin_run(self) -> RunLease: ...
     def materialize_pending(self) -> int: ...
     def finish(self, audit_id: str, result: SendResult) -> None: ...
     def finish_many(self, items: Sequence[tuple[str, SendResult]]) -> None: ...
@@ -188,6 +220,7 @@ class AuditStore(Protocol):
     def get_eml(self, audit_id: str) -> bytes: ...
     def prune(self, *, older_than: timedelta | datetime) -> int: ...
     def recover_stale(self, *, older_than: float) -> int: ...
+    def recover_runs(self) -> int: ...
     def close(self) -> None: ...
 
 
@@ -203,8 +236,9 @@ def open_store(
 
     ``directory=None`` means ``.fluxmail/`` in the working directory, falling back to the temp
     dir (with one warning) when it cannot be written; ``explicit=True`` turns that fallback
-    into ``AuditError(code="audit_unwritable")``. Opening marks stale ``sending`` records
-    ``unknown`` (SQLite at once; PostgreSQL on first use, since it connects lazily).
+    into ``AuditError(code="audit_unwritable")``. Opening resolves the claims of bulk runs whose
+    process died (see RunLease) and marks stale ``sending`` records ``unknown`` (SQLite at once;
+    PostgreSQL on first use, since it connects lazily).
     """
     if url is not None:
         from fluxmail.audit.postgres import PostgresStore
@@ -388,6 +422,14 @@ def existing_claim(
         found = record_from_row(row, include_bcc=True, folder=folder)
         return Claim(row["id"], replace(found.result(), replayed=True))
     return None  # failed / dry_run / draft: nothing was accepted, a new attempt may go out
+
+
+def never_sent_recipients(row: Mapping[str, Any]) -> str:
+    """A recovered never-sent record's recipients (JSON): each one deferred, as NEVER_HANDED."""
+    addresses = (*loads(row["to_addrs"]), *loads(row["cc_addrs"]), *loads(row["bcc_addrs"]))
+    return dumps_plain(
+        {a: RecipientStatus(a, "deferred", text=NEVER_HANDED).__dict__ for a in addresses}
+    )
 
 
 def conflict(key: str) -> AuditError:
