@@ -1,6 +1,6 @@
 """The retry loop: one message, many recipients, every attempt accounted for.
 
-Policy (shared/reference/smtp-faults.md): retry only transient failures (connection trouble, 4xx)
+Policy (docs/delivery.md, "What is retried"): retry only transient failures (connection, 4xx)
 with exponential backoff and jitter; never retry a 5xx; retry only deferred recipients, never one
 already accepted; a loss after the final "." is ``unknown`` and is never resent (RFC 1047).
 """
@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fluxmail.errors import ConnectionFailed, DeliveryError, MessageError, OutcomeUnknown
+from fluxmail.errors import ConnectionFailed, DeliveryError, OutcomeUnknown
 from fluxmail.pool import ConnectionPool
 from fluxmail.results import (
     Attempt,
@@ -125,10 +125,14 @@ async def _transaction(
     healthy = False
     try:
         if env.smtputf8 and not session.supports_smtputf8:
-            raise MessageError(
-                "an address has a non-ASCII local part, which needs SMTPUTF8 (RFC 6531), "
-                "and this server does not offer it",
+            # A fault of this server, not of the message (one with SMTPUTF8 takes it): a
+            # DeliveryError carrying the result, never retried; nothing was sent.
+            raise DeliveryError(
+                f"an address has a non-ASCII local part, which needs SMTPUTF8 (RFC 6531), "
+                f"and {session.where} does not offer it; nothing was sent",
                 code="smtputf8_required",
+                transient=False,
+                stage="mail",
             )
         try:
             result = await session.send(

@@ -28,6 +28,7 @@ from fluxmail.errors import (
 )
 from fluxmail.results import ServerReply
 from fluxmail.smtp_errors import (
+    handshake_error,
     insecure_auth,
     parse_reply,
     redact,
@@ -92,6 +93,11 @@ class SMTPSession:
         return proto is not None and proto.is_connected and not proto.lost
 
     @property
+    def where(self) -> str:
+        """``host:port``, as error messages name the server."""
+        return self._where
+
+    @property
     def extensions(self) -> Mapping[str, str]:
         return MappingProxyType(self._extensions)
 
@@ -152,21 +158,15 @@ class SMTPSession:
         p = self._params
         loop = asyncio.get_running_loop()
         proto = PipelinedProtocol(loop)
-        tls = self._ssl_context() if p.security == "implicit" else None
         started = time.monotonic()
         with self._wire("connect", p.connect_timeout):
-            connecting = loop.create_connection(
-                lambda: proto,
-                p.host,
-                p.port,
-                ssl=tls,
-                server_hostname=p.host if tls is not None else None,
-                ssl_handshake_timeout=p.connect_timeout if tls is not None else None,
-            )
+            connecting = loop.create_connection(lambda: proto, p.host, p.port)
             await asyncio.wait_for(connecting, p.connect_timeout)
         self._protocol = proto
         self._timings = {"connect": time.monotonic() - started}
-        self._tls_info = tls_info(proto.transport)
+        self._tls_info = None
+        if p.security == "implicit":  # apart from the TCP connect: a failure here is about TLS
+            await self._step("tls", self._handshake("tls", p.connect_timeout))
         started = time.monotonic()
         reply = await self._read("greeting")
         self._timings["greeting"] = time.monotonic() - started
@@ -192,29 +192,36 @@ class SMTPSession:
 
     async def _starttls(self) -> None:
         if "starttls" not in self._extensions:
+            local = ""
+            if is_loopback_host(self._params.host):  # a local test server: say how to opt out
+                local = (
+                    "; smtp:// in FLUXMAIL_URL means STARTTLS: to send without TLS to a local "
+                    "test server use smtp+plain://host:port (or FLUXMAIL_TLS=false)"
+                )
             raise TLSFailure(
                 f"{self._where} does not offer STARTTLS, which is required; refusing to go on "
-                "without TLS (never a plaintext fallback). Check the port and TLS mode",
+                f"without TLS (never a plaintext fallback). Check the port and TLS mode{local}",
                 code="starttls_unavailable",
                 transient=False,
                 stage="starttls",
             )
-        proto = self._live("starttls")
-        with self._wire("starttls", self._params.command_timeout):
-            try:
-                await proto.start_tls(
-                    self._ssl_context(),
-                    server_hostname=self._params.host,
-                    timeout=self._params.command_timeout,
-                )
-            except SMTPResponseException as exc:
-                if exc.code == -1:
-                    raise
-                self._abort()
-                reply = parse_reply(exc.code, exc.message)
-                raise reply_error("starttls", reply, self._where) from None
-        proto.forget_plaintext()
+        reply = await self._command("starttls", b"STARTTLS")
+        if reply.code != 220:
+            self._abort()
+            raise reply_error("starttls", reply, self._where)
+        await self._handshake("starttls", self._params.command_timeout)
         self._extensions, self._auth_methods = {}, []  # RFC 3207 4.2: EHLO again
+
+    async def _handshake(self, stage: str, seconds: float) -> None:
+        """TLS on the open connection: at once (implicit TLS) or after the 220 to STARTTLS."""
+        proto = self._live(stage)
+        context = self._ssl_context()
+        try:
+            await proto.upgrade(context, self._params.host, seconds)
+        except (asyncio.TimeoutError, OSError) as exc:  # ssl.SSLError is an OSError
+            self._abort()
+            raise handshake_error(exc, stage, self._where, seconds, context) from exc
+        proto.forget_plaintext()  # RFC 3207 4.2: nothing received in plaintext is used
         self._tls_info = tls_info(proto.transport)
 
     async def _login(self) -> None:
@@ -331,7 +338,7 @@ class SMTPSession:
             self._abort()  # a server that says 354 with no valid recipient: send nothing at all
         if not 200 <= mail_reply.code < 300:
             await self._reset_quietly()
-            raise reply_error("mail", mail_reply, self._where)
+            raise reply_error("mail", mail_reply, self._where, logged_in=self._authenticated)
         if not accepted:
             await self._reset_quietly()
             return TransactionResult(replies, None)
@@ -346,7 +353,7 @@ class SMTPSession:
         mail_reply = await self._exchange("mail", mail)
         if not 200 <= mail_reply.code < 300:
             await self._reset_quietly()
-            raise reply_error("mail", mail_reply, self._where)
+            raise reply_error("mail", mail_reply, self._where, logged_in=self._authenticated)
         replies: dict[str, ServerReply] = {}
         for index, (rcpt, command) in enumerate(zip(rcpts, commands, strict=True)):
             replies[rcpt] = reply = await self._exchange("rcpt", command)

@@ -1,4 +1,4 @@
-"""SMTP replies and events -> fluxmail errors (the table in shared/reference/smtp-faults.md).
+"""SMTP replies and events -> fluxmail errors (the table "What is retried" in docs/delivery.md).
 
 Pure functions, no network and no aiosmtplib: ``fluxmail.smtp`` calls them at each stage. Every
 error carries ``transient`` (may the caller retry?), the reply code, the RFC 3463 enhanced status,
@@ -23,12 +23,14 @@ from fluxmail.errors import (
     SendTimeout,
     TLSFailure,
 )
+from fluxmail.redaction import redact_words
 from fluxmail.results import ServerReply
 from fluxmail.smtp_model import certificate_error
 
 __all__ = [
     "STAGES",
     "connection_lost",
+    "handshake_error",
     "insecure_auth",
     "parse_reply",
     "redact",
@@ -40,6 +42,7 @@ __all__ = [
 
 STAGES = (
     "connect",
+    "tls",
     "greeting",
     "ehlo",
     "starttls",
@@ -56,6 +59,7 @@ STAGES = (
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 
 _WHAT = {
+    "tls": "the TLS handshake",
     "greeting": "The server's greeting",
     "ehlo": "EHLO",
     "starttls": "STARTTLS",
@@ -80,11 +84,7 @@ def parse_reply(code: int, text: str) -> ServerReply:
 
 def redact(text: str, secrets: Iterable[str | bytes]) -> str:
     """Remove every secret (password, base64 credentials) that a server might echo back."""
-    for secret in secrets:
-        value = secret.decode("ascii", "replace") if isinstance(secret, bytes) else secret
-        if value:
-            text = text.replace(value, "[redacted]")
-    return text
+    return redact_words(text, secrets)
 
 
 def _err(
@@ -101,13 +101,18 @@ def _err(
     )
 
 
-def reply_error(stage: str, reply: ServerReply, where: str) -> DeliveryError:
+def reply_error(
+    stage: str, reply: ServerReply, where: str, *, logged_in: bool = False
+) -> DeliveryError:
     """The error for an unexpected reply at ``stage``; ``where`` is ``host:port``."""
     msg = f"{_WHAT.get(stage, stage)} failed at {where}: the server replied {reply}"
     temporary = 400 <= reply.code < 500
     if stage == "auth":
         cls, code, transient, msg = _auth_error(reply, msg)
         return _err(cls, msg, code, transient, stage, reply)
+    if reply.code == 530 and _LOGIN_WANTED.search(reply.text) and not _TLS.search(reply.text):
+        msg += _NOT_LOGGED_IN if not logged_in else _LOGGED_IN
+        return _err(AuthenticationFailed, msg, "auth_required", False, stage, reply)
     if reply.code == 421:
         # RFC 5321 3.8: the server is closing the connection; try again later.
         return _err(ConnectionFailed, msg, "service_unavailable", True, stage, reply)
@@ -128,6 +133,18 @@ def reply_error(stage: str, reply: ServerReply, where: str) -> DeliveryError:
             return _err(DeliveryError, msg, deferred, True, stage, reply)
         return _err(Refused, msg, refused, False, stage, reply)
     return _err(DeliveryError, msg, f"{stage}_failed", True, stage, reply)
+
+
+# RFC 4954 section 6: "530 5.7.0 Authentication required" answers any command but AUTH, EHLO,
+# HELO, NOOP, RSET or QUIT when a login is needed. Servers also send 530 for "issue STARTTLS
+# first" (aiosmtpd, Postfix): that one is about TLS, not credentials.
+_LOGIN_WANTED = re.compile(r"auth", re.IGNORECASE)
+_TLS = re.compile(r"\bstarttls\b|\btls\b", re.IGNORECASE)
+_NOT_LOGGED_IN = (
+    "; the server requires a login (SMTP AUTH) and no credentials are configured: set "
+    "FLUXMAIL_USERNAME and FLUXMAIL_PASSWORD, or FLUXMAIL_PROVIDER for a known provider"
+)
+_LOGGED_IN = "; the server asks for a login although fluxmail logged in: check the account"
 
 
 def _auth_error(reply: ServerReply, msg: str) -> tuple[type[DeliveryError], str, bool, str]:
@@ -205,6 +222,52 @@ def wire_error(
             stage=stage,
         )
     return connection_lost(stage, where, after_dot=after_dot)
+
+
+# OpenSSL's reasons for "no TLS version in common": the server refused every version offered
+# (protocol_version alert) or answered with one below the client's minimum.
+_VERSION_REFUSED = frozenset(
+    {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "VERSION_TOO_LOW"}
+)
+_VERSION_NAMES = {
+    ssl.TLSVersion.TLSv1: "1.0",
+    ssl.TLSVersion.TLSv1_1: "1.1",
+    ssl.TLSVersion.TLSv1_2: "1.2",
+    ssl.TLSVersion.TLSv1_3: "1.3",
+}
+
+
+def handshake_error(
+    exc: BaseException, stage: str, where: str, seconds: float, context: ssl.SSLContext
+) -> DeliveryError:
+    """The TLS handshake on an open connection failed: never transient but for a timeout.
+
+    The TCP connection was up, so a reset here is the server refusing the handshake, not the
+    network: retrying would meet the same refusal.
+    """
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return timed_out(stage, where, seconds, after_dot=False)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return certificate_error(exc, where, stage)
+    floor = _VERSION_NAMES.get(context.minimum_version, "1.2")
+    requires = f"fluxmail requires TLS >= {floor} (RFC 8996 retires TLS 1.0 and 1.1)"
+    reason = getattr(exc, "reason", None)
+    if reason in _VERSION_REFUSED:
+        why = (
+            f"the server offers only TLS versions older than {floor} (it refused TLS {floor} "
+            f"and newer: {reason}); {requires}. Its operator must enable TLS 1.2 or 1.3"
+        )
+    elif isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError):
+        why = str(exc.reason or exc)
+    else:  # asyncio-based servers close without sending their TLS alert
+        why = (
+            f"the server closed the connection during the handshake without a TLS alert, after "
+            f"fluxmail offered TLS {floor} and newer: most likely it offers only older versions "
+            f"(TLS 1.0/1.1) or no cipher in common, and {requires}"
+        )
+    return TLSFailure(
+        f"TLS with {where} failed: {why}", code="tls_handshake_failed", transient=False, stage=stage
+    )
 
 
 def insecure_auth(where: str) -> DeliveryError:

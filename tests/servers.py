@@ -26,6 +26,10 @@ Use the fixtures from ``tests/conftest.py``; ``ca`` is one trustme CA per test s
 - ``pipelining``, ``smtputf8``, ``eightbitmime``, ``advertise_starttls`` (True by default) and
   ``size`` (an int, or None not to advertise SIZE): what EHLO offers.
   ``advertise_starttls=False`` with ``tls="starttls"`` hides STARTTLS (a stripping attacker).
+- ``tls_max_version``: an ``ssl.TLSVersion`` the server will not go above (``TLSv1_1``: a
+  legacy server offering only TLS 1.0/1.1; its ciphers are opened to ``@SECLEVEL=0`` so that
+  OpenSSL offers them at all). Like every asyncio server it then drops the connection without
+  sending its TLS alert.
 - ``faults``: a ``Faults`` script, see below.
 
 Server attributes:
@@ -390,6 +394,7 @@ class SMTPTestServer:
         eightbitmime: bool = True,
         advertise_starttls: bool = True,
         size: int | None = 33554432,
+        tls_max_version: ssl.TLSVersion | None = None,
         faults: Faults | None = None,
     ) -> None:
         self.host = "127.0.0.1"
@@ -406,6 +411,8 @@ class SMTPTestServer:
         }
         self._handler = _Handler(self._state, offers)
         self._server_ctx = ca.server_context(cert) if tls != "none" else None
+        if self._server_ctx is not None and tls_max_version is not None:
+            _limit_versions(self._server_ctx, tls_max_version)
         self._smtp_kwargs: dict[str, Any] = {
             "hostname": "mx.test.invalid",
             "data_size_limit": size,
@@ -562,6 +569,15 @@ class SMTPTestServer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._server.wait_closed()
+
+
+def _limit_versions(context: ssl.SSLContext, highest: ssl.TLSVersion) -> None:
+    """Cap the server's TLS version; old versions need old ciphers (OpenSSL security level 0)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1/TLSv1_1 are deprecated
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = highest
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
 
 
 def _authenticator(credentials: tuple[str, str] | None) -> Callable[..., AuthResult] | None:

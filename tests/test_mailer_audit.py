@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fluxmail import AuditError, MessageError, OutcomeUnknown, Refused
+from fluxmail import AuditError, DeliveryError, OutcomeUnknown, Refused
 from fluxmail.audit import open_store
 from tests.mailing import Send, mailer_for
 from tests.servers import Faults, reply, stall
@@ -182,7 +182,8 @@ def test_message_error_found_at_the_server_records_failed(smtp_server: Any, tmp_
     """No SMTPUTF8 for a UTF-8 local part: the record says failed (nothing sent), not unknown."""
     server = smtp_server(smtputf8=False)
     mailer = mailer_for(server, audit_dir=tmp_path / "audit")
-    with pytest.raises(MessageError):
+    with pytest.raises(DeliveryError) as info:
         mailer.create("Hi", "josé@example.com", "x", idempotency_key="utf8").send()
+    assert info.value.code == "smtputf8_required"
     [record] = mailer.audit.list()
     assert record.status == "failed" and server.deliveries == 0

@@ -10,7 +10,6 @@ import pytest
 from fluxmail import (
     AuthenticationFailed,
     DeliveryError,
-    MessageError,
     OutcomeUnknown,
     Refused,
     TLSFailure,
@@ -209,11 +208,17 @@ def test_idna_domains_go_out_as_punycode(smtp_server: Any, send: Send) -> None:
 
 
 def test_non_ascii_local_part_needs_smtputf8(smtp_server: Any, send: Send) -> None:
-    """A non-ASCII local part to a server without SMTPUTF8 is a clear error; nothing sent."""
+    """A non-ASCII local part to a server without SMTPUTF8 is a clear error; nothing sent.
+
+    It depends on the server, so it is a DeliveryError (exit 5) carrying the result, not retried.
+    """
     server = smtp_server(smtputf8=False)
-    with pytest.raises(MessageError) as info:
-        send(mailer_for(server).create("Hi", "josé@example.com", "x"))
+    with pytest.raises(DeliveryError) as info:
+        send(mailer_for(server, max_retries=2).create("Hi", "josé@example.com", "x"))
     assert info.value.code == "smtputf8_required" and server.deliveries == 0
+    assert info.value.exit_code == 5 and not info.value.transient
+    assert info.value.result is not None and info.value.result.status == "failed"
+    assert len(info.value.attempts) == 1 and server.connections == 1
     assert "MAIL" not in server.commands
 
 

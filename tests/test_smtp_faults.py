@@ -1,4 +1,4 @@
-"""Every row of shared/reference/smtp-faults.md, against the scripted fault server."""
+"""Every row of "What is retried" (docs/delivery.md), against the scripted fault server."""
 
 from __future__ import annotations
 

@@ -8,24 +8,28 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from fluxmail.cli._common import (
-    EXPLAIN,
     JsonFlag,
     PasswordStdin,
     ProviderOption,
     build_config,
+    error_dict,
+    explain,
     json_errors,
     output,
     overrides,
     report,
 )
+from fluxmail.cli.config import print_warnings
 from fluxmail.errors import (
     AuthenticationFailed,
     ConfigurationError,
     FluxMailException,
     TLSFailure,
 )
+from fluxmail.secrets import REDACTED
 
 if TYPE_CHECKING:
+    from fluxmail.config import Config
     from fluxmail.smtp import SMTPParams
     from fluxmail.smtp_model import TLSInfo
 
@@ -88,22 +92,50 @@ def _tls_dict(tls: TLSInfo | None) -> dict[str, Any] | None:
 def _login_name(params: SMTPParams) -> str | None:
     # Some providers (Postmark) use the token as the username too: never print it.
     if params.username is not None and params.username == params.password:
-        return "***"
+        return REDACTED
     return params.username
 
 
-def as_dict(params: SMTPParams, found: Probe) -> dict[str, Any]:
+def _plaintext_origin(config: Config) -> str:
+    """Which setting made the session plaintext, as the user would write it."""
+    source = config.sources.get("security", "default")
+    origins = {
+        "environment": "FLUXMAIL_TLS=false",
+        ".env": "FLUXMAIL_TLS=false in .env",
+        "argument": "use_tls=False",
+        "url": "FLUXMAIL_URL smtp+plain://",
+        "provider preset": "the provider preset",
+    }
+    # urls.resolve_security: with nothing set, a loopback host defaults to no TLS.
+    return origins.get(source, f"default for the loopback host {config.host}; nothing set")
+
+
+def _auth_unused(params: SMTPParams, found: Probe) -> str | None:
+    """The server offers AUTH but no credentials are configured (its mail may need a login)."""
+    offered = found.extensions.get("auth")
+    if params.username is not None or offered is None:
+        return None
+    return (
+        f"the server offers AUTH ({offered or 'no mechanism named'}) and no credentials are "
+        "configured; if it requires a login, set FLUXMAIL_USERNAME and FLUXMAIL_PASSWORD "
+        "(or FLUXMAIL_PROVIDER)"
+    )
+
+
+def as_dict(params: SMTPParams, found: Probe, config: Config) -> dict[str, Any]:
     return {
         "ok": found.error is None,
         "host": params.host,
         "port": params.port,
         "security": params.security,
+        "security_source": config.sources.get("security", "default"),
         "username": _login_name(params),
         "tls": _tls_dict(found.tls),
         "extensions": found.extensions,
         "authenticated": found.authenticated,
+        "auth_offered_without_credentials": _auth_unused(params, found) is not None,
         "timings_ms": {k: round(v * 1000, 2) for k, v in found.timings.items()},
-        "error": found.error.to_dict() if found.error is not None else None,
+        "error": error_dict(found.error) if found.error is not None else None,
     }
 
 
@@ -111,10 +143,13 @@ def _extensions(ext: dict[str, str]) -> str:
     return ", ".join(f"{k.upper()} {v}".strip() for k, v in ext.items()) or "-"
 
 
-def _print(params: SMTPParams, found: Probe) -> None:
+def _print(params: SMTPParams, found: Probe, config: Config) -> None:
     t = found.timings
     tls = _tls_dict(found.tls)
-    if params.username is None:
+    unused = _auth_unused(params, found)
+    if unused is not None:
+        login = f"not configured, but {unused}"
+    elif params.username is None:
         login = "skipped (no FLUXMAIL_USERNAME)"
     elif found.authenticated:
         login = f"ok as {_login_name(params)} ({_ms(t.get('auth'))})"
@@ -133,7 +168,7 @@ def _print(params: SMTPParams, found: Probe) -> None:
         rows.append(("issuer", tls["issuer"]))
         rows.append(("expires", tls["expires"]))
     elif params.security == "none":
-        rows.append(("tls", "none (plaintext; FLUXMAIL_TLS=false)"))
+        rows.append(("tls", f"none (plaintext; {_plaintext_origin(config)})"))
     else:
         rows.append(("tls", "failed" if isinstance(found.error, TLSFailure) else "not reached"))
     if "ehlo" in t:
@@ -156,6 +191,7 @@ def check(
 
     with json_errors(json_output):
         config = build_config(**overrides(provider, password_stdin))
+        print_warnings(config.warnings)  # misspelled FLUXMAIL_* names
         if config.backend != "smtp":
             raise ConfigurationError(
                 f"fluxmail check talks to an SMTP server, but FLUXMAIL_TYPE is "
@@ -165,18 +201,19 @@ def check(
         params = SMTPBackend(config).params()
         found = asyncio.run(probe(params))
     if json_output:
-        data = as_dict(params, found)
+        data = as_dict(params, found, config)
         if found.error is not None:
-            data["explanation"] = EXPLAIN.get(found.error.code)
+            data["explanation"] = explain(found.error)
         output().json(data)
     else:
-        _print(params, found)
+        _print(params, found, config)
     if found.error is not None:
         raise typer.Exit(found.error.exit_code if json_output else report(found.error))
     if not json_output:
         output().out.print(
             "[bold green]ok[/]: connected"
             + (" and logged in" if found.authenticated else "")
+            + (" (not logged in: no credentials)" if _auth_unused(params, found) else "")
             + ", nothing was sent"
         )
 
