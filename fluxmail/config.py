@@ -42,6 +42,7 @@ __all__ = [
     "PRECEDENCE",
     "Config",
     "EmailInstance",
+    "idempotency_needs_audit",
     "resolve_config",
     "resolve_sender",
 ]
@@ -89,6 +90,8 @@ class Config:
     rate_limit: float | None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     _ssl_cache: dict[str, ssl.SSLContext] = field(default_factory=dict, compare=False)
+    # Unknown FLUXMAIL_* names found while resolving (misspellings); the mailer logs them.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context (None without TLS): override > ca_file > certifi; built once."""
@@ -106,7 +109,7 @@ class Config:
         """Every field with its value (secrets redacted) and where it came from."""
         result: dict[str, dict[str, object]] = {}
         for f in dataclasses.fields(self):
-            if f.name in ("sources", "_ssl_cache"):
+            if f.name in _NOT_SETTINGS:
                 continue
             value = self._shown(f.name, getattr(self, f.name))
             result[f.name] = {"value": value, "source": self.sources.get(f.name, "default")}
@@ -163,6 +166,24 @@ def resolve_sender(config: Config, explicit: str | None) -> str:
     )
 
 
+def idempotency_needs_audit(config: Config) -> ConfigurationError:
+    """Why this configuration cannot keep an ``idempotency_key``: no audit remembers keys."""
+    from fluxmail.settings import where
+
+    source = config.sources.get("audit", "default")
+    if config.backend == "memory" and source == "default":
+        why = "the memory backend keeps no audit unless asked"
+    else:
+        why = f"the audit is turned off ({where('audit', source)})"
+    return ConfigurationError(
+        f"idempotency_key needs the audit store, which remembers the keys already sent, and {why}; "
+        "without it a retried send would deliver twice. Turn the audit on (FLUXMAIL_AUDIT=true "
+        "or audit=True; FLUXMAIL_AUDIT_URL=postgresql://... shares the keys of a fleet in "
+        "PostgreSQL), or drop idempotency_key",
+        code="idempotency_needs_audit",
+    )
+
+
 def resolve_config(**kwargs: object) -> Config:
     """Build a validated ``Config`` from kwargs, env, .env, secret files, URL and preset.
 
@@ -177,6 +198,7 @@ def resolve_config(**kwargs: object) -> Config:
     host_raw = merged.pop("host", None)
     label = str(env_file) if env_file is not None else None
     s = build_settings(merged, src, label)
+    warnings = _unknown_variables(env_file, strict=s.strict)
     provider = _provider(s.provider, s.providers_file, src)
     spec = None
     if host_raw is not None:
@@ -202,10 +224,24 @@ def resolve_config(**kwargs: object) -> Config:
         provider=provider,
         rate_limit=s.rate_limit or (provider.rate_limit_per_second if provider else None),
         sources=_sources(src, provider, override),
+        warnings=warnings,
         **{name: getattr(s, name) for name in _COPIED},
     )
     _check(config)
     return config
+
+
+def _unknown_variables(env_file: Any, *, strict: bool) -> tuple[str, ...]:
+    """Misspelled FLUXMAIL_* names: an error with FLUXMAIL_STRICT=true, else warnings."""
+    from fluxmail.settings import unknown_variables
+
+    found = unknown_variables(env_file)
+    if found and strict:
+        raise ConfigurationError(
+            "FLUXMAIL_STRICT=true refuses variables fluxmail does not read: " + "; ".join(found),
+            code="unknown_setting",
+        )
+    return tuple(f"{line} (ignored; FLUXMAIL_STRICT=true makes this an error)" for line in found)
 
 
 # Config fields taken unchanged from the settings of the same name.
@@ -244,7 +280,7 @@ def _split_kwargs(kwargs: Mapping[str, object]) -> tuple[dict[str, object], Any,
         if name == "ssl_context":
             override = _check_context(value)
         elif name == "env_file":
-            env_file = value
+            env_file = _check_env_file(value)
         elif name in _UPSTREAM_ARGS or name in known:
             args[_UPSTREAM_ARGS.get(name, name)] = getattr(value, "value", value)
         else:
@@ -265,6 +301,17 @@ def _check_context(value: object) -> object:
     return value
 
 
+def _check_env_file(value: object) -> object:
+    import os
+
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"argument env_file= must be a path (str or os.PathLike), not {type(value).__name__}",
+            code="invalid_config",
+        )
+    return value
+
+
 def _apply_url(merged: dict[str, object], src: dict[str, str]) -> UrlParts | None:
     raw = merged.get("url")
     if raw is None:
@@ -281,15 +328,19 @@ def _apply_url(merged: dict[str, object], src: dict[str, str]) -> UrlParts | Non
 
 
 def _provider(name: str | None, extra: Path | None, src: Mapping[str, str]) -> Provider | None:
-    if extra is not None and not extra.is_file():
+    from fluxmail.settings import is_file
+
+    if extra is not None and not is_file(extra):
         raise ConfigurationError(
             f"FLUXMAIL_PROVIDERS_FILE={str(extra)!r} is not a file; give the path of a YAML file",
             code="invalid_providers_file",
         )
+    from fluxmail.providers import get_provider, load_catalog
+
+    if extra is not None:
+        load_catalog(extra)  # validated whenever set, not only once a provider is chosen
     if not name:
         return None
-    from fluxmail.providers import get_provider
-
     try:
         return get_provider(name, extra)
     except ConfigurationError as exc:
@@ -304,11 +355,18 @@ def _provider(name: str | None, extra: Path | None, src: Mapping[str, str]) -> P
 
 def _check(c: Config) -> None:
     """Cross-field rules; all before any network traffic."""
-    if c.ca_file is not None and not c.ca_file.is_file():
+    from fluxmail.settings import is_file
+
+    if c.ca_file is not None and not is_file(c.ca_file):
         raise ConfigurationError(
             f"FLUXMAIL_CA_FILE={str(c.ca_file)!r} is not a file; give a PEM bundle path",
             code="invalid_config",
         )
+    if c.ca_file is not None:
+        # Loaded now, with the transport's own policy, so a file holding no certificate is
+        # refused here and not at the first send; the connections reuse this context.
+        context = build_ssl_context(c.ca_file, tls_verify=c.tls_verify)
+        c._ssl_cache.setdefault("ctx", context)
     for name, value in (
         ("FLUXMAIL_SENDER", c.sender),
         ("FLUXMAIL_LOCAL_HOSTNAME", c.local_hostname),
@@ -339,6 +397,7 @@ def _has_address(value: str) -> bool:
 
 
 _FIELD_SOURCES = {"backend": "type", "ssl_context_override": "ssl_context"}
+_NOT_SETTINGS = ("sources", "_ssl_cache", "warnings")
 
 
 def _sources(src: Mapping[str, str], provider: Provider | None, override: object) -> dict[str, str]:
@@ -352,6 +411,6 @@ def _sources(src: Mapping[str, str], provider: Provider | None, override: object
     if "rate_limit" not in src and provider is not None and provider.rate_limit_per_second:
         result["rate_limit"] = "provider preset"
     result["ssl_context_override"] = "argument" if override is not None else "default"
-    for name in ("sources", "_ssl_cache"):
+    for name in _NOT_SETTINGS:
         result.pop(name, None)
     return result

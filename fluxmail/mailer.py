@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from fluxmail._runner import LoopThread
 from fluxmail.auditing import AuditLog
 from fluxmail.backends import make_backend
-from fluxmail.config import Config, resolve_config, resolve_sender
+from fluxmail.config import Config, idempotency_needs_audit, resolve_config, resolve_sender
 from fluxmail.errors import (
+    ConfigurationError,
     DeliveryError,
     FluxMailException,
     MessageError,
@@ -59,9 +60,7 @@ class FluxMail:
         if host is not None:
             settings["host"] = host
         self._config = resolve_config(**settings)
-        self._log = logger or log
-        if log_level is not None:
-            self._log.setLevel(log_level.upper())
+        self._log = _logger(logger, log_level)
         self._backend = make_backend(self._config)
         self._runner = LoopThread()
         self.audit = AuditLog(self._config)
@@ -72,6 +71,8 @@ class FluxMail:
                 "anyone on the network path can read and change this mail",
                 c.host,
             )
+        for warning in c.warnings:  # misspelled FLUXMAIL_* names
+            self._log.warning("%s", warning)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> FluxMail:
@@ -138,6 +139,8 @@ class FluxMail:
             inline_css=inline_css, headers=headers, idempotency_key=idempotency_key,
             metadata=metadata, message_id=message_id,
         )  # fmt: skip
+        if message.idempotency_key is not None and not self.audit.enabled:
+            raise idempotency_needs_audit(self._config)  # the key would be silently ignored
         return Draft(self, message)
 
     # -- sending -----------------------------------------------------------------------------
@@ -177,7 +180,7 @@ class FluxMail:
         try:
             result, error = await out.transmit(self._backend)
         except MessageError as exc:
-            # Found while talking to the server (e.g. no SMTPUTF8), always before MAIL FROM.
+            # Found while preparing the SMTP commands (a bare LF), always before MAIL FROM.
             self._finish(out.audit_id, out.unsent(str(exc)))
             raise
         except BaseException as exc:
@@ -249,6 +252,25 @@ class FluxMail:
         from fluxmail.bulk import send_many_async
 
         return send_many_async(self, messages, **options)
+
+
+def _logger(logger: object, log_level: object) -> logging.Logger:
+    """The logger= and log_level= arguments, checked before anything uses them."""
+    if logger is not None and not isinstance(logger, logging.Logger):
+        raise ConfigurationError(
+            f"argument logger= must be a logging.Logger, not {type(logger).__name__}",
+            code="invalid_config",
+        )
+    chosen = logger if logger is not None else log
+    if log_level is not None:
+        level = logging.getLevelName(log_level.upper()) if isinstance(log_level, str) else None
+        if not isinstance(level, int):
+            raise ConfigurationError(
+                "argument log_level= must be a level name: DEBUG, INFO, WARNING, ERROR or CRITICAL",
+                code="invalid_config",
+            )
+        chosen.setLevel(level)
+    return chosen
 
 
 def raise_for(result: SendResult, error: DeliveryError | None) -> None:

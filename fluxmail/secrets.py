@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import SecretStr
 
 from fluxmail.errors import ConfigurationError
+from fluxmail.redaction import REDACTED
 from fluxmail.urls import is_loopback
 
 if TYPE_CHECKING:
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
     from fluxmail.providers import Provider
 
 __all__ = ["REDACTED", "build_ssl_context", "check_smtp", "preset_username", "read_secret_file"]
-
-REDACTED = "********"
 
 
 def read_secret_file(var: str, raw_path: str) -> str:
@@ -60,7 +59,8 @@ def build_ssl_context(ca_file: Path | None, *, tls_verify: bool) -> ssl.SSLConte
         context = ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError):
         raise ConfigurationError(
-            f"FLUXMAIL_CA_FILE={cafile!r} is not a readable PEM certificate bundle",
+            f"FLUXMAIL_CA_FILE={cafile!r} is not a readable PEM certificate bundle; give a file "
+            "of CA certificates in PEM form (-----BEGIN CERTIFICATE-----)",
             code="invalid_config",
         ) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -85,6 +85,33 @@ def preset_username(
     return None
 
 
+_SET_PASSWORD = "set FLUXMAIL_PASSWORD (or FLUXMAIL_PASSWORD_FILE, or password=)"
+# How to take the username back, by the layer that gave it (Config.sources labels).
+_UNSET_USERNAME = {
+    "argument": ("the username= argument", "drop username="),
+    ".env": ("FLUXMAIL_USERNAME in the .env file", "remove FLUXMAIL_USERNAME from .env"),
+    "url": ("the user part of FLUXMAIL_URL", "remove the user from FLUXMAIL_URL"),
+}
+
+
+def _missing_password(c: Config) -> str:
+    """The fix for a login without a password, fitting where the login came from."""
+    source = c.sources.get("username", "environment")
+    if source == "provider preset" and c.provider is not None:
+        key = c.provider.password_hint or "the password of that login"
+        return (
+            f"the {c.provider.title} preset logs in as {c.username!r}, which needs a password: "
+            f"{_SET_PASSWORD} to {key}"
+        )
+    given, undo = _UNSET_USERNAME.get(source, ("FLUXMAIL_USERNAME", "unset FLUXMAIL_USERNAME"))
+    if source == "url":
+        return (
+            f"{given} names a login but there is no password: put it in the URL "
+            f"(smtp://user:password@host), {_SET_PASSWORD}, or {undo}"
+        )
+    return f"a username is set ({given}) but no password: {_SET_PASSWORD}, or {undo}"
+
+
 def check_smtp(c: Config) -> None:
     """Host present, credentials complete, and never sent in the clear off the machine."""
     if c.host is None:
@@ -94,11 +121,7 @@ def check_smtp(c: Config) -> None:
             code="invalid_config",
         )
     if c.username is not None and c.password is None:
-        raise ConfigurationError(
-            "a username is set but no password: set FLUXMAIL_PASSWORD (or FLUXMAIL_PASSWORD_FILE, "
-            "or password=), or unset FLUXMAIL_USERNAME",
-            code="credentials_incomplete",
-        )
+        raise ConfigurationError(_missing_password(c), code="credentials_incomplete")
     if c.password is not None and c.username is None:
         raise ConfigurationError(
             "a password is set but no username: set FLUXMAIL_USERNAME (or username=), or "

@@ -12,6 +12,7 @@ Importing this module imports pydantic-settings (which itself imports asyncio an
 from __future__ import annotations
 
 import builtins
+import difflib
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -33,8 +34,10 @@ __all__ = [
     "build_settings",
     "collect_layers",
     "env_name",
+    "known_variables",
     "merge_layers",
     "parse_bool",
+    "unknown_variables",
     "where",
 ]
 
@@ -154,6 +157,11 @@ class FluxMailSettings(BaseSettings):
     rate_limit: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = _doc(
         None, "Bulk messages per second; default: the provider's published limit."
     )
+    strict: Bool = _doc(
+        False,
+        "An unknown `FLUXMAIL_*` variable (a misspelling) is the `unknown_setting` error "
+        "instead of a logged warning.",
+    )
 
     def __init__(self, **values: Any) -> None:
         prelayered = _PRELAYERED.get()
@@ -244,7 +252,7 @@ def _env_file_path(env_file: str | Path | None, env: Mapping[str, str]) -> Path 
         default = Path(".env")
         return default if default.is_file() else None
     path = Path(chosen)
-    if not path.is_file():
+    if not is_file(path):
         raise ConfigurationError(
             f"FLUXMAIL_ENV_FILE / env_file= names {str(path)!r}, which is not a readable file; "
             "point it at a .env file or unset it",
@@ -269,6 +277,50 @@ def collect_layers(
         if raw_path:
             secrets[name] = read_secret_file(var, raw_path)
     return [("environment", _to_fields(env)), (".env", _to_fields(dot)), ("secret file", secrets)]
+
+
+# Read outside the model: the .env switch, and the benchmarks' scratch folder (bench/,
+# docs/performance.md), so FLUXMAIL_STRICT=true never trips on the project's own tools.
+_OTHER_VARIABLES = ("FLUXMAIL_ENV_FILE", "FLUXMAIL_BENCH_DIR")
+
+
+def known_variables() -> frozenset[str]:
+    """Every FLUXMAIL_* name fluxmail reads: the settings, the secrets' ``_FILE`` forms, ..."""
+    names = {env_name(name) for name in _fields()}
+    names |= {f"{env_name(name)}_FILE" for name in SECRET_FIELDS}
+    return frozenset(names | set(_OTHER_VARIABLES))
+
+
+def unknown_variables(
+    env_file: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """One line per FLUXMAIL_* name in the environment or the ``.env`` file that fluxmail
+    does not read (a misspelling is otherwise silently ignored), with the closest known name.
+    Names only: values may be secrets."""
+    from dotenv import dotenv_values
+
+    env = _prefixed((os.environ if environ is None else environ).items())
+    found = [_unknown(name, "") for name in sorted(env) if name not in known_variables()]
+    path = _env_file_path(env_file, env)
+    if path is not None:
+        dot = _prefixed(dotenv_values(path).items())
+        found += [_unknown(n, f" (in {path})") for n in sorted(dot) if n not in known_variables()]
+    return found
+
+
+def _unknown(name: str, place: str) -> str:
+    stems = {known[len(ENV_PREFIX) :]: known for known in known_variables()}
+    stem = name[len(ENV_PREFIX) :]
+    close = difflib.get_close_matches(stem, stems, n=1, cutoff=0.6)
+    base = name.removesuffix("_FILE")
+    near = close and difflib.SequenceMatcher(None, stem, close[0]).ratio() >= 0.85
+    if base != name and base in stems.values() and not near:
+        hint = f"{base} has no _FILE form (only the secrets do); set {base} itself"
+    elif close:
+        hint = f"did you mean {stems[close[0]]}?"
+    else:
+        hint = "`fluxmail config` and docs/configuration.md list the known settings"
+    return f"{name}{place} is not a fluxmail setting; {hint}"
 
 
 _ALLOWED = {
@@ -327,6 +379,14 @@ def build_settings(
         return FluxMailSettings(**values)
     finally:
         _PRELAYERED.reset(token)
+
+
+def is_file(path: Path) -> bool:
+    """``Path.is_file()`` that answers False, not OSError, for a name too long or unreadable."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def is_finite_positive(value: float) -> bool:

@@ -150,6 +150,8 @@ def _check_port(text: str, name: str) -> int:
 def parse_host(value: str | EmailInstance, name: str = "FLUXMAIL_HOST") -> HostSpec:
     """Split any documented host form into host (IPv6 without brackets), port and domain."""
     if isinstance(value, tuple):
+        if not 1 <= len(value) <= 2 or not all(isinstance(part, str) for part in value):
+            raise _host_error(name, "EmailInstance(relay, domain) takes one or two strings")
         inner = parse_host(str(value[0]), name)
         domain = str(value[1]) if len(value) > 1 and value[1] else inner.domain
         return HostSpec(inner.host, inner.port, domain)

@@ -35,7 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 MARKER = re.compile(r"<!--\s*docs-test:\s*([a-z-]+)\s*-->")
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[A-Za-z0-9_+-]*)[^\n]*$")
-DEFAULT_ENV = {"FLUXMAIL_TYPE": "memory", "FLUXMAIL_SENDER": "Shop <shop@example.com>"}
+# The audit on, as in production: the examples pass idempotency keys, which need it.
+DEFAULT_ENV = {
+    "FLUXMAIL_TYPE": "memory",
+    "FLUXMAIL_SENDER": "Shop <shop@example.com>",
+    "FLUXMAIL_AUDIT": "on",
+}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import typer
 
 from fluxmail.cli._common import (
@@ -39,9 +41,11 @@ def config(
 ) -> None:
     """Show the resolved configuration with where each value came from (secrets redacted)."""
     with json_errors(json_output):
-        described = build_config(**overrides(provider, password_stdin)).describe()
+        resolved = build_config(**overrides(provider, password_stdin))
+    described = resolved.describe()
+    print_warnings(resolved.warnings)
     if json_output:
-        output().json({"ok": True, "config": described})
+        output().json({"ok": True, "config": described, "warnings": list(resolved.warnings)})
         return
     from rich import box
     from rich.table import Table
@@ -55,6 +59,14 @@ def config(
         cells = (name, _shown(item.get("value")), _shown(item.get("source")))
         table.add_row(*(Text(c) for c in cells), style=style)
     output().out.print(table)
+
+
+def print_warnings(warnings: Iterable[str]) -> None:
+    """Configuration warnings (misspelled FLUXMAIL_* names) on stderr, one line each."""
+    from rich.markup import escape
+
+    for text in warnings:
+        output().err.print(f"[yellow]warning:[/yellow] {escape(text)}")
 
 
 def register(app: typer.Typer) -> None:
