@@ -8,6 +8,7 @@ Each message follows the delivery retry rules and gets its own audit record.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -68,10 +69,11 @@ class BulkSummary:
 class RateLimiter:
     """Spaces starts evenly at ``per_second`` (shared by every worker)."""
 
-    def __init__(self, per_second: float | None) -> None:
-        if per_second is not None and not per_second > 0:
+    def __init__(self, per_second: float | None, name: str = "rate_limit") -> None:
+        if per_second is not None and not _is_rate(per_second):
             raise ConfigurationError(
-                f"rate_limit must be a positive number of messages per second, not {per_second!r}",
+                f"{name} must be a finite positive number of messages per second, "
+                f"not {_shown(per_second)}",
                 code="invalid_rate_limit",
             )
         self._interval = 1.0 / per_second if per_second else 0.0
@@ -106,17 +108,18 @@ class BulkRun:
         progress: bool | None = None,
         dry_run: bool = False,
     ) -> None:
-        if not 1 <= concurrency <= 256:
-            raise ConfigurationError(
-                f"concurrency must be between 1 and 256, not {concurrency!r}",
-                code="invalid_concurrency",
-            )
+        _check_count("concurrency", concurrency, 256, code="invalid_concurrency")
+        if max_messages_per_connection is not None:
+            _check_count("max_messages_per_connection", max_messages_per_connection, None)
+        _check_flag("progress", progress, optional=True)
+        _check_flag("dry_run", dry_run)
         self._mailer = mailer
         self._source = source
         self._concurrency = concurrency
         limit = rate_limit if rate_limit is not None else mailer.config.rate_limit
         self._limiter = RateLimiter(limit)
-        RateLimiter(rate_limit_per_connection)  # validate now, before anything is sent
+        # Validated now, before anything is sent.
+        RateLimiter(rate_limit_per_connection, "rate_limit_per_connection")
         self._per_conn_rate = rate_limit_per_connection
         self._per_conn = max_messages_per_connection
         self._progress_wanted = progress
@@ -245,16 +248,80 @@ def _length(source: object) -> int | None:
         return None
 
 
+# -- option parsing: every value is checked before anything is claimed or sent ----------------
+
+_OPTIONS = (
+    "concurrency",
+    "dry_run",
+    "max_messages_per_connection",
+    "progress",
+    "rate_limit",
+    "rate_limit_per_connection",
+)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_rate(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value) and value > 0 and math.isfinite(1.0 / value)
+    except (OverflowError, ZeroDivisionError):  # an int too large for a float
+        return False
+
+
+def _check_count(name: str, value: object, high: int | None, code: str = "invalid_option") -> None:
+    fits = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if not fits or (high is not None and value > high):  # type: ignore[operator]
+        upper = f" and {high}" if high is not None else ""
+        raise ConfigurationError(
+            f"{name} must be a whole number between 1{upper}, not {_shown(value)}", code=code
+        )
+
+
+def _check_flag(name: str, value: object, *, optional: bool = False) -> None:
+    # A truthy string ("false") must not flip a switch.
+    if not isinstance(value, bool) and not (optional and value is None):
+        allowed = "True, False or None" if optional else "True or False"
+        raise ConfigurationError(
+            f"{name} must be {allowed}, not {_shown(value)}", code="invalid_option"
+        )
+
+
+def _check_call(call: str, messages: object, options: Mapping[str, object]) -> None:
+    unknown = sorted(set(options) - set(_OPTIONS), key=str)
+    if unknown:
+        raise ConfigurationError(
+            f"{call}(): unknown option {unknown[0]!r}; allowed: {', '.join(_OPTIONS)}",
+            code="invalid_option",
+        )
+    iterable = isinstance(messages, Iterable) or (
+        call == "send_many_async" and isinstance(messages, AsyncIterable)
+    )
+    if not iterable or isinstance(messages, (str, bytes, bytearray, Mapping, Draft)):
+        raise ConfigurationError(
+            f"{call}() takes an iterable of drafts or create() keyword dicts (a list, a "
+            f"generator...), not {type(messages).__name__}",
+            code="invalid_config",
+        )
+
+
 def send_many(mailer: FluxMail, messages: MessageSource, **options: Any) -> BulkRun:
     if isinstance(messages, AsyncIterable):
         raise ConfigurationError(
             "send_many() takes a plain iterable; use send_many_async() for an async iterable",
             code="invalid_config",
         )
+    _check_call("send_many", messages, options)
     return BulkRun(mailer, messages, **options)
 
 
 def send_many_async(mailer: FluxMail, messages: MessageSource, **options: Any) -> BulkRun:
+    _check_call("send_many_async", messages, options)
     return BulkRun(mailer, messages, **options)
 
 
@@ -289,8 +356,12 @@ class BulkSender:
         max_per_second: float = 0,
         concurrency: int = 4,
     ) -> dict[str, Any]:
-        if max_per_second < 0:
-            raise ConfigurationError("max_per_second must be >= 0", code="invalid_config")
+        if not (max_per_second == 0 or _is_rate(max_per_second)):
+            raise ConfigurationError(
+                f"max_per_second must be 0 (no limit) or a finite positive number, "
+                f"not {_shown(max_per_second)}",
+                code="invalid_config",
+            )
         run = self._mailer.send_many_async(
             messages, concurrency=concurrency, progress=progress,
             rate_limit=max_per_second or None,
@@ -305,6 +376,12 @@ class _Tally:
     """0.3.3's report dict and callbacks, fed one outcome at a time."""
 
     def __init__(self, on_success: Any, on_error: Any) -> None:
+        for name, callback in (("on_success", on_success), ("on_error", on_error)):
+            if callback is not None and not callable(callback):
+                raise ConfigurationError(
+                    f"{name} must be a function or None, not {type(callback).__name__}",
+                    code="invalid_option",
+                )
         self._on_success, self._on_error = on_success, on_error
         self.sent = self.failed = 0
         self.errors: list[tuple[int, FluxMailException]] = []

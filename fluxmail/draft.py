@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from fluxmail.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from fluxmail.mailer import FluxMail
     from fluxmail.message import Message
@@ -35,8 +37,18 @@ class Draft:
 
     def send(self, dry_run: bool = False) -> SendResult:
         """Deliver now; returns a SendResult or raises a DeliveryError carrying one."""
-        return self.mailer._send_sync(self, dry_run)
+        return self.mailer._send_sync(self, _dry_run(dry_run))
 
     async def send_async(self, dry_run: bool = False) -> SendResult:
         """The same as ``send()``, on the caller's event loop."""
-        return await self.mailer._send_async(self, dry_run)
+        return await self.mailer._send_async(self, _dry_run(dry_run))
+
+
+def _dry_run(value: object) -> bool:
+    # A truthy string such as "false" must not quietly turn a real send into a dry run.
+    if not isinstance(value, bool):
+        raise ConfigurationError(
+            f"send(dry_run=...) must be True or False, not {type(value).__name__}",
+            code="invalid_option",
+        )
+    return value

@@ -10,156 +10,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import math
 import re
-import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 from fluxmail.addresses import (
     Address,
     AddressInput,
-    check_header_text,
     parse_address,
     parse_addresses,
+)
+from fluxmail.attachments import (
+    Attachment,
+    AttachmentInput,
+    InlineInput,
+    attachment_from,
+    attachment_items,
+    inline_images_from,
 )
 from fluxmail.errors import MessageError
 
 __all__ = ["Attachment", "Message", "build_message"]
 
-AttachmentInput = Union[str, "os.PathLike[str]", "Attachment", tuple[Any, ...]]
-InlineInput = Union[str, "os.PathLike[str]", bytes, "Attachment"]
-
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 2045 §5.1 token
-_CONTENT_ID = re.compile(r"[!-~]+")
-# Sniffed when inline image bytes come without a filename.
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
-
-
-def check_filename(filename: str) -> None:
-    """A filename is one non-empty path component without control characters."""
-    if not isinstance(filename, str) or not filename.strip():
-        raise MessageError("an attachment needs a non-empty filename", code="invalid_attachment")
-    check_header_text(filename, field="attachment filename")
-    if "/" in filename or "\\" in filename or filename in (".", ".."):
-        raise MessageError(
-            f"attachment filename {filename!r} must not contain a path", code="invalid_attachment"
-        )
-
-
-def check_mimetype(mimetype: str, *, filename: str) -> None:
-    """``type/subtype`` tokens only; multipart/* and message/* cannot be base64 (RFC 2046 §5)."""
-    main, slash, sub = mimetype.partition("/") if isinstance(mimetype, str) else ("", "", "")
-    if not slash or not _TOKEN.fullmatch(main) or not _TOKEN.fullmatch(sub) or len(mimetype) > 200:
-        raise MessageError(
-            f"attachment {filename!r}: {mimetype!r} is not a MIME type", code="invalid_attachment"
-        )
-    if main.lower() in ("multipart", "message"):
-        raise MessageError(
-            f"attachment {filename!r}: {mimetype} cannot be attached as a file",
-            code="invalid_attachment",
-        )
-
-
-def guess_mimetype(filename: str, content: bytes | None) -> str:
-    """Guess from the name (``mimetypes``), then from magic bytes; octet-stream otherwise."""
-    import mimetypes
-
-    guessed = mimetypes.guess_type(filename, strict=False)[0] if filename else None
-    if guessed and not guessed.startswith(("multipart/", "message/")):
-        return guessed
-    for magic, mimetype in _MAGIC:
-        if content is not None and content.startswith(magic):
-            return mimetype
-    if content is not None and content[:4] == b"RIFF" and content[8:12] == b"WEBP":
-        return "image/webp"
-    return "application/octet-stream"
-
-
-def check_content_id(content_id: str) -> str:
-    """A Content-ID (RFC 2392) without its angle brackets; printable ASCII, no spaces."""
-    if not isinstance(content_id, str):
-        raise MessageError("a content id must be a string", code="invalid_attachment")
-    check_header_text(content_id, field="content id")
-    cid = (
-        content_id[1:-1] if content_id.startswith("<") and content_id.endswith(">") else content_id
-    )
-    if not _CONTENT_ID.fullmatch(cid) or "<" in cid or ">" in cid or len(cid) > 900:
-        raise MessageError(f"{content_id!r} is not a valid content id", code="invalid_attachment")
-    return cid
-
-
-def _read_regular_file(path: str | os.PathLike[str]) -> bytes:
-    """Read a regular file; refuse directories, devices, FIFOs and sockets without opening them."""
-    shown = repr(os.fspath(path))
-    not_regular = MessageError(
-        f"attachment {shown} is not a regular file", code="invalid_attachment"
-    )
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise not_regular
-        # O_NONBLOCK + fstat close the race where the path becomes a FIFO after stat().
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise not_regular
-            return handle.read()
-    except FileNotFoundError as exc:
-        raise MessageError(f"attachment not found: {shown}", code="attachment_not_found") from exc
-    except OSError as exc:
-        raise MessageError(
-            f"attachment {shown} cannot be read: {exc.strerror}", code="invalid_attachment"
-        ) from exc
-
-
-@dataclass(frozen=True)
-class Attachment:
-    """A file carried by the message; ``content_id`` set means inline (``multipart/related``)."""
-
-    filename: str
-    content: bytes = field(repr=False)
-    mimetype: str = "application/octet-stream"
-    content_id: str | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.content, (bytearray, memoryview)):
-            object.__setattr__(self, "content", bytes(self.content))
-        if not isinstance(self.content, bytes):
-            raise MessageError(
-                f"attachment {self.filename!r}: content must be bytes", code="invalid_attachment"
-            )
-        check_filename(self.filename)
-        check_mimetype(self.mimetype, filename=self.filename)
-        if self.content_id is not None:
-            object.__setattr__(self, "content_id", check_content_id(self.content_id))
-
-    @classmethod
-    def from_path(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        mimetype: str | None = None,
-        filename: str | None = None,
-        content_id: str | None = None,
-    ) -> Attachment:
-        """Read a regular file; the filename defaults to its base name, the type is guessed."""
-        content = _read_regular_file(path)
-        name = filename if filename is not None else os.path.basename(os.fspath(path))
-        return cls(name, content, mimetype or guess_mimetype(name, content), content_id)
-
-    @cached_property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.content).hexdigest()
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def _now() -> datetime:
@@ -246,44 +125,6 @@ class Message:
         return hashlib.sha256(blob.encode("ascii")).hexdigest()
 
 
-def _attachment(item: AttachmentInput) -> Attachment:
-    if isinstance(item, Attachment):
-        return item
-    if isinstance(item, (str, os.PathLike)):
-        return Attachment.from_path(item)
-    if isinstance(item, tuple) and len(item) in (2, 3) and isinstance(item[0], str):
-        filename, content = item[0], item[1]
-        if not isinstance(content, (bytes, bytearray, memoryview)):
-            raise MessageError(
-                f"attachment {filename!r}: content must be bytes", code="invalid_attachment"
-            )
-        mimetype = item[2] if len(item) == 3 else None
-        return Attachment(filename, bytes(content), mimetype or guess_mimetype(filename, None))
-    raise MessageError(
-        f"attachment {item!r}: expected a path, an Attachment or (filename, bytes[, mimetype])",
-        code="invalid_attachment",
-    )
-
-
-def _inline(content_id: str, item: InlineInput) -> Attachment:
-    cid = check_content_id(content_id)
-    if isinstance(item, Attachment):
-        return Attachment(item.filename, item.content, item.mimetype, cid)
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        import mimetypes
-
-        data = bytes(item)
-        mimetype = guess_mimetype("", data)
-        name = cid.partition("@")[0] + (mimetypes.guess_extension(mimetype) or "")
-        return Attachment(name, data, mimetype, cid)
-    if isinstance(item, (str, os.PathLike)):
-        return Attachment.from_path(item, content_id=cid)
-    raise MessageError(
-        f"inline image {content_id!r}: expected a path, bytes or an Attachment",
-        code="invalid_attachment",
-    )
-
-
 def _bodies(body: str, html_body: bool, plain_body: str | None) -> tuple[str | None, str | None]:
     if not isinstance(body, str) or (plain_body is not None and not isinstance(plain_body, str)):
         raise MessageError("the body must be a string", code="invalid_body")
@@ -302,13 +143,84 @@ def _bodies(body: str, html_body: bool, plain_body: str | None) -> tuple[str | N
     return body, None
 
 
-def _attachment_items(value: Any) -> list[Any]:
+def _flag(value: object, name: str) -> bool:
+    """``html_body`` and ``inline_css`` are switches: a truthy string must not flip them."""
+    if not isinstance(value, bool):
+        raise MessageError(
+            f"{name} must be True or False, not {type(value).__name__}", code="invalid_message"
+        )
+    return value
+
+
+def _optional_msg_id(value: object, field: str) -> str | None:
+    """None or "" means none; anything else must be a message id string."""
+    from fluxmail.mime import normalize_msg_id
+
+    if value is None or (isinstance(value, str) and not value):
+        return None
+    return normalize_msg_id(value, field=field)  # type: ignore[arg-type]
+
+
+def _idempotency_key(value: object) -> str | None:
     if value is None:
-        return []
-    single_tuple = isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[1], bytes)
-    if isinstance(value, (str, os.PathLike, Attachment)) or single_tuple:
-        return [value]
-    return list(value)
+        return None
+    if not isinstance(value, str) or not value:
+        raise MessageError("idempotency_key must be a non-empty string", code="invalid_message")
+    # Stored, compared and printed by the audit store and the CLI: plain text only.
+    if _CONTROL_OR_SURROGATE.search(value):
+        raise MessageError(
+            "idempotency_key must not contain control characters or lone surrogates",
+            code="invalid_message",
+        )
+    return value
+
+
+# What the audit stores can keep (SQLite TEXT, PostgreSQL jsonb): JSON with string keys,
+# finite numbers (no NaN/Infinity in JSON), 64-bit integers (what JSON readers keep exactly;
+# Python refuses to print ints over 4300 digits) and text without NUL or lone surrogates.
+_METADATA_DEPTH = 32
+_INT_RANGE = range(-(2**63), 2**63)
+
+
+def _metadata(value: object) -> Mapping[str, Any]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise MessageError(
+            f"metadata must be a mapping of strings to JSON values, not {type(value).__name__}",
+            code="invalid_metadata",
+        )
+    _check_json(value, "metadata", 0)
+    return MappingProxyType(dict(value))
+
+
+def _check_json(value: object, where: str, depth: int) -> None:
+    if depth > _METADATA_DEPTH:
+        raise MessageError(f"{where} is nested too deeply", code="invalid_metadata")
+    if value is None or isinstance(value, bool) or (isinstance(value, int) and value in _INT_RANGE):
+        return
+    if isinstance(value, float) and math.isfinite(value):
+        return
+    if isinstance(value, str):
+        if "\x00" in value or _SURROGATE.search(value):
+            raise MessageError(f"{where} has a NUL or a lone surrogate", code="invalid_metadata")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise MessageError(f"{where}: key {key!r} is not a string", code="invalid_metadata")
+            _check_json(key, where, depth + 1)
+            _check_json(item, f"{where}[{key[:40]!r}]", depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_json(item, f"{where}[{index}]", depth + 1)
+        return
+    raise MessageError(
+        f"{where}: {type(value).__name__} is not a JSON value (str, int, finite float, bool, "
+        "None, list or dict)",
+        code="invalid_metadata",
+    )
 
 
 def _when(date: datetime | None) -> datetime:
@@ -355,18 +267,14 @@ def build_message(
     bcc_ = parse_addresses(bcc, field="bcc")
     if not (to or cc_ or bcc_):
         raise MessageError("the message has no recipients", code="no_recipients")
-    text, html = _bodies(body, html_body, plain_body)
-    if inline_css and html is not None:
+    text, html = _bodies(body, _flag(html_body, "html_body"), plain_body)
+    if _flag(inline_css, "inline_css") and html is not None:
         from fluxmail.css import inline_css as inline_styles
 
         html = inline_styles(html)
-    images = tuple(_inline(cid, item) for cid, item in (inline_images or {}).items())
+    images = inline_images_from(inline_images)
     if images and html is None:
         raise MessageError("inline images need an HTML body", code="invalid_attachment")
-    if idempotency_key is not None and (
-        not isinstance(idempotency_key, str) or not idempotency_key
-    ):
-        raise MessageError("idempotency_key must be a non-empty string", code="invalid_message")
     used = {"reply_to": reply_to, "in_reply_to": in_reply_to, "references": references}
     used.update(priority=priority, unsubscribe_url=unsubscribe_url)
     return Message(
@@ -378,17 +286,15 @@ def build_message(
         subject=mime.normalize_text_header("Subject", subject),
         text=text,
         html=html,
-        attachments=tuple(_attachment(item) for item in _attachment_items(attachments)),
+        attachments=tuple(attachment_from(item) for item in attachment_items(attachments)),
         inline_images=images,
-        in_reply_to=mime.normalize_msg_id(in_reply_to, field="in_reply_to")
-        if in_reply_to
-        else None,
+        in_reply_to=_optional_msg_id(in_reply_to, "in_reply_to"),
         references=mime.normalize_msg_ids(references),
         priority=mime.normalize_priority(priority),
         unsubscribe_url=mime.normalize_unsubscribe_url(unsubscribe_url),
         headers=mime.normalize_headers(headers, used={k for k, v in used.items() if v}),
-        message_id=mime.normalize_msg_id(message_id, field="message_id") if message_id else "",
+        message_id=_optional_msg_id(message_id, "message_id") or "",
         date=_when(date),
-        idempotency_key=idempotency_key,
-        metadata=MappingProxyType(dict(metadata or {})),
+        idempotency_key=_idempotency_key(idempotency_key),
+        metadata=_metadata(metadata),
     )

@@ -210,3 +210,20 @@ def test_retry_while_the_next_message_is_primed(smtp_server: Any) -> None:
     assert sorted(o.status for o in run) == ["sent"] * 4
     delivered = sorted(r for m in server.messages for r in m.rcpt_tos)
     assert delivered == sorted(["late@example.com"] + [f"u{i}@example.com" for i in range(4)])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [1, "subject", ["a", "b"], {"subject": "s", "recipients": ["x@example.com"]},
+     {"subject": "s", "recipients": ["x@example.com"], "body": "b", "subjekt": "typo"},
+     {1: "not a name"}],
+    ids=["int", "str", "list", "missing-body", "unknown-key", "non-str-key"],
+)  # fmt: skip
+def test_a_bad_item_is_its_own_message_error(smtp_server: Any, bad: Any) -> None:
+    """A send_many item that is not create() arguments fails alone (MessageError); the rest go."""
+    server = smtp_server()
+    items = [*_messages(2), bad, *_messages(1)]
+    outcomes = sorted(mailer_for(server).send_many(items, progress=False), key=lambda o: o.index)
+    assert [o.ok for o in outcomes] == [True, True, False, True]
+    assert isinstance(outcomes[2].error, MessageError)
+    assert outcomes[2].error.code == "invalid_message" and server.deliveries == 3

@@ -110,6 +110,33 @@ BAD_INPUT = [
     ("invalid_body", {"body": "lone surrogate \ud800"}),
     ("invalid_message", {"idempotency_key": ""}),
     ("invalid_message", {"date": "yesterday"}),
+    # Wrong types: refused where they enter, never a TypeError/ValueError/AttributeError.
+    ("invalid_header_value", {"headers": {"X-A": 123}}),
+    ("invalid_header_value", {"headers": "X-A: b"}),
+    ("invalid_header_value", {"headers": ["X-A"]}),
+    ("invalid_header_value", {"headers": 5}),
+    ("invalid_attachment", {"attachments": False}),
+    ("invalid_attachment", {"attachments": 42}),
+    ("invalid_attachment", {"attachments": ["a\x00.txt"]}),
+    ("invalid_attachment", {"attachments": ["\ud800.txt"]}),
+    ("invalid_attachment", {"attachments": ["x" * 5000]}),
+    ("invalid_attachment", {"inline_images": ["logo.png"], "html_body": True}),
+    ("invalid_message_id", {"references": 5}),
+    ("invalid_message_id", {"references": b"<a@b>"}),
+    ("invalid_message_id", {"in_reply_to": ["<a@b>"]}),
+    ("invalid_message_id", {"message_id": 5}),
+    ("invalid_message", {"html_body": "no"}),
+    ("invalid_message", {"inline_css": 1}),
+    ("invalid_message", {"idempotency_key": "key\x00"}),
+    ("invalid_metadata", {"metadata": "ab"}),
+    ("invalid_metadata", {"metadata": [("a", 1)]}),
+    ("invalid_metadata", {"metadata": {1: "x"}}),
+    ("invalid_metadata", {"metadata": {"score": float("nan")}}),
+    ("invalid_metadata", {"metadata": {"when": datetime(2024, 1, 1)}}),
+    ("invalid_metadata", {"metadata": {"raw": b"x"}}),
+    ("invalid_metadata", {"metadata": {"text": "a\x00b"}}),
+    ("invalid_metadata", {"metadata": {"big": 10**5000}}),
+    ("invalid_metadata", {"metadata": {"nested": {"deep": [{"x": float("inf")}]}}}),
 ]
 
 
@@ -301,13 +328,35 @@ def test_optional_headers_are_normalized() -> None:
         in_reply_to="parent@example.com",
         references="<a@example.com>  b@example.com",
         priority=" HIGH ",
-        headers=[("X-Campaign", "  spring  "), ("X-Count", 3)],
+        headers=[("X-Campaign", "  spring  "), ("X-Count", "3")],
     )
     assert message.subject == "Hello"
     assert message.in_reply_to == "<parent@example.com>"
     assert message.references == ("<a@example.com>", "<b@example.com>")
     assert message.priority == "high"
     assert message.headers == (("X-Campaign", "spring"), ("X-Count", "3"))
+
+
+def test_headers_accept_a_mapping_or_string_pairs() -> None:
+    """headers= is a mapping or (name, value) pairs (the CLI's form), all strings."""
+    assert build(headers={"X-A": "1"}).headers == (("X-A", "1"),)
+    assert build(headers=[("X-A", "1"), ["X-B", "2"]]).headers == (("X-A", "1"), ("X-B", "2"))
+    assert build(headers={}).headers == build(headers=None).headers == ()
+
+
+def test_metadata_keeps_json_values() -> None:
+    """JSON values (nested too) are kept as given; the mapping is read-only."""
+    data = {"user": 7, "tags": ["a", "b"], "ratio": 0.5, "ok": True, "none": None, "n": {"x": 1}}
+    message = build(metadata=data)
+    assert dict(message.metadata) == data
+    with pytest.raises(TypeError):
+        message.metadata["user"] = 8  # type: ignore[index]
+
+
+def test_empty_optional_ids_mean_none() -> None:
+    """in_reply_to="" and message_id="" are "not given", as before."""
+    message = build(in_reply_to="", message_id="")
+    assert message.in_reply_to is None and message.message_id.startswith("<")
 
 
 def test_conditional_headers_allowed_without_their_parameter() -> None:
