@@ -50,7 +50,11 @@ EXIT_CODES: dict[str, int] = {
     "permanent": 6,
     "unknown_outcome": 7,
     "audit": 8,
+    "not_found": 9,
 }
+# Codes whose exit code is their own, whichever class raises them: a script can tell "no such
+# record" (9) from "the store cannot be read" (8).
+_CODE_EXIT_CODES: dict[str, int] = {"not_found": EXIT_CODES["not_found"]}
 
 
 class FluxMailException(Exception):
@@ -64,6 +68,7 @@ class FluxMailException(Exception):
         self.message = message
         if code is not None:
             self.code = code
+            self.exit_code = _CODE_EXIT_CODES.get(code, self.exit_code)
         self.details: dict[str, Any] = details
 
     def __str__(self) -> str:

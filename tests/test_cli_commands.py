@@ -142,13 +142,28 @@ def test_audit_filters(
     assert cli(capsys, monkeypatch, "audit", "list", "--since", "yesterday").code == 2
 
 
-def test_audit_show_unknown_id_exit_8(
+@pytest.mark.parametrize("extra", [(), ("--eml",), ("--json",), ("--show-bcc",)])
+def test_audit_show_unknown_id_exit_not_found(
+    extra: tuple[str, ...],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """An unknown audit id exits 9 (not found), not 8 (the store cannot be read)."""
+    where = ("--audit-dir", str(tmp_path))
+    ran = cli(capsys, monkeypatch, "audit", "show", "01NOSUCHRECORD", *where, *extra)
+    assert EXIT_CODES["not_found"] == 9 and ran.code == 9, ran.both
+    assert "not_found" in ran.both and "no audit record with id" in ran.both
+
+
+def test_audit_unreadable_store_still_exit_8(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """An unknown audit id is an audit error: exit 8, one line."""
-    ran = cli(capsys, monkeypatch, "audit", "show", "01NOSUCHRECORD", "--audit-dir", str(tmp_path))
-    assert ran.code == EXIT_CODES["audit"], ran.both
-    assert "[not_found]" in ran.err
+    """A store that cannot be opened keeps the audit exit code, 8."""
+    (tmp_path / "not-a-folder").write_text("x")
+    where = ("--audit-dir", str(tmp_path / "not-a-folder"))
+    ran = cli(capsys, monkeypatch, "audit", "show", "01NOSUCHRECORD", *where)
+    assert ran.code == EXIT_CODES["audit"] == 8, ran.both
 
 
 @pytest.mark.parametrize(

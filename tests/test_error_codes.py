@@ -87,9 +87,11 @@ def documented() -> str:
 def test_collection_finds_the_known_codes() -> None:
     """The collector sees codes of every kind (guards against it silently finding nothing)."""
     codes = all_codes()
-    for code in ("invalid_config", "header_injection", "sender_refused", "invalid_boolean"):
+    known = ("invalid_config", "header_injection", "sender_refused", "invalid_boolean")
+    for code in (*known, "auth_required", "smtputf8_required", "tls_handshake_failed"):
         assert code in codes
     assert "greeting_refused" in codes and "end_of_data" not in codes
+    assert {"unknown_setting", "idempotency_needs_audit"} <= codes
     assert len(codes) > 60
 
 

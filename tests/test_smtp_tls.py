@@ -148,6 +148,18 @@ def test_echoed_credentials_are_redacted(smtp_server: Server) -> None:
     assert blob not in str(error.to_dict())
 
 
+@pytest.mark.parametrize("word", ["pass", "1", "attempt"])
+def test_common_word_password_is_redacted_as_a_word(smtp_server: Server, word: str) -> None:
+    """A common-word password echoed in a 535 is redacted as a whole word, nothing else."""
+    faults = Faults(auth=reply(f"535 5.7.8 password {word} is wrong, 1 attempt left"))
+    server = smtp_server(tls="starttls", auth=("user", word), faults=faults)
+    error = fail(server.params(username="user", password=word))
+    text = error.smtp_text or ""
+    assert "password" in text and "wrong" in text  # the words around it are intact
+    assert word not in text.split() and "********" in text
+    assert "********word" not in str(error.to_dict())
+
+
 def test_no_usable_mechanism(smtp_server: Server) -> None:
     """A server offering no AUTH at all fails with auth_unsupported before any AUTH."""
     server = smtp_server(tls="starttls")

@@ -8,7 +8,6 @@ call it in-process). Library errors become one readable line and their class's e
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -107,17 +106,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     except FluxMailException as exc:
         return report(exc)
     except Exception as exc:
-        _traceback(out, debug)
+        if debug:
+            out.traceback(exc)
         out.error(f"unexpected {type(exc).__name__}: {exc}")
         if not debug:
             out.hint("run again with --debug for the full traceback")
         return EXIT_CODES["error"]
-
-
-def _traceback(out: Output, debug: bool) -> None:
-    if debug:
-        out.stderr.write(traceback.format_exc())
-        out.stderr.flush()
 
 
 def main() -> None:

@@ -40,7 +40,8 @@ EXPLAIN: dict[str, str] = {
     "starttls_unavailable": (
         "The server does not offer STARTTLS on this port, and fluxmail never falls back to "
         "plaintext. Use the provider's TLS port (often 465 with FLUXMAIL_SSL=true, or 587), "
-        "or, only for a local test relay, FLUXMAIL_TLS=false."
+        "or, only for a local test relay without TLS, FLUXMAIL_TLS=false (in a URL: "
+        "smtp+plain://host:port, since smtp:// means STARTTLS)."
     ),
     "tls_handshake_failed": (
         "The TLS handshake failed. If this port expects STARTTLS (587, 25) do not set "
@@ -51,6 +52,11 @@ EXPLAIN: dict[str, str] = {
         "FLUXMAIL_PASSWORD (or FLUXMAIL_PASSWORD_FILE); many providers want a literal username "
         "such as 'apikey' and an API key as the password: see `fluxmail providers NAME`."
     ),
+    "auth_required": (
+        "The server accepts mail only after a login, and no credentials are configured. Set "
+        "FLUXMAIL_USERNAME and FLUXMAIL_PASSWORD (or FLUXMAIL_PASSWORD_FILE), or pick the "
+        "provider with FLUXMAIL_PROVIDER (see `fluxmail providers`)."
+    ),
     "insecure_auth": (
         "Credentials are never sent over an unencrypted connection to a remote host. "
         "Turn on TLS (FLUXMAIL_TLS=true or FLUXMAIL_SSL=true)."
@@ -59,14 +65,37 @@ EXPLAIN: dict[str, str] = {
         "Nothing answered at that address. Check FLUXMAIL_HOST and FLUXMAIL_PORT, and that a "
         "firewall or the cloud provider does not block outbound SMTP ports (25 often is)."
     ),
+    # A timeout's cause depends on how far the session got (keys "code@stage" win).
+    "timeout@connect": (
+        "Nothing answered in time at that address. Check the host and port; a port that "
+        "silently drops traffic is usually blocked by a firewall (outbound port 25 often is). "
+        "FLUXMAIL_CONNECT_TIMEOUT sets the wait."
+    ),
+    "timeout@tls": (
+        "The server accepted the connection but did not finish the TLS handshake in time. If "
+        "this port expects STARTTLS or plaintext (587, 25), do not set FLUXMAIL_SSL=true; "
+        "FLUXMAIL_CONNECT_TIMEOUT sets the wait."
+    ),
+    "timeout@greeting": (
+        "The server accepted the connection but sent no greeting. If this port expects "
+        "implicit TLS (465), set FLUXMAIL_SSL=true; otherwise the server is slow or overloaded: "
+        "raise FLUXMAIL_TIMEOUT or try again later."
+    ),
     "timeout": (
-        "The server did not answer in time. Check the host and port; a port that silently "
-        "drops traffic is usually blocked by a firewall. FLUXMAIL_CONNECT_TIMEOUT sets the wait."
+        "The server answered at first and then stopped replying, so the network path is "
+        "open: the server is slow or overloaded. Raise FLUXMAIL_TIMEOUT (or "
+        "FLUXMAIL_COMMAND_TIMEOUT for each reply) or try again later."
     ),
     "sender_required": (
         "Set FLUXMAIL_SENDER (for example 'Shop <shop@example.com>') or pass --sender."
     ),
 }
+
+
+def explain(exc: FluxMailException) -> str | None:
+    """The plain-words hint for ``exc``: for its code at its stage, else for its code."""
+    stage = exc.details.get("stage")
+    return EXPLAIN.get(f"{exc.code}@{stage}") or EXPLAIN.get(exc.code)
 
 
 def output() -> Output:
@@ -98,7 +127,7 @@ def read_password_stdin() -> str:
         value = value[:-2] if value.endswith("\r\n") else value.removesuffix("\n")
     if not value:
         raise usage_error("--password-stdin: standard input held no password")
-    output().add_secrets(value)
+    output().secrets.add(value)
     return value
 
 
@@ -113,11 +142,13 @@ def overrides(provider: str | None, password_stdin: bool, **extra: Any) -> dict[
 
 
 def _remember_secrets(config: Config) -> None:
-    out = output()
+    # The resolved secret fields, and the login they pair with in an AUTH PLAIN encoding.
+    values = []
     for name in ("password", "url", "audit_url", "audit_password"):
         value = getattr(config, name, None)
         if value is not None and hasattr(value, "get_secret_value"):
-            out.add_secrets(str(value.get_secret_value()))
+            values.append(str(value.get_secret_value()))
+    output().secrets.add(*values, username=config.username)
 
 
 def build_config(**kwargs: Any) -> Config:
@@ -142,14 +173,17 @@ def report(exc: FluxMailException) -> int:
     """Print a library error as one line (plus a hint; the traceback with --debug)."""
     out = output()
     if out.debug:
-        import traceback
-
-        out.stderr.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        out.traceback(exc)
     out.error(f"{exc.message} [{exc.code}]")
-    hint = EXPLAIN.get(exc.code)
+    hint = explain(exc)
     if hint is not None and hint not in exc.message:
         out.hint(hint)
     return exc.exit_code
+
+
+def error_dict(exc: FluxMailException) -> dict[str, Any]:
+    """``exc.to_dict()`` for JSON output, its text passed through the structural redactor."""
+    return output().secrets.error(exc.to_dict())
 
 
 @contextlib.contextmanager
@@ -160,5 +194,5 @@ def json_errors(enabled: bool) -> Iterator[None]:
     except FluxMailException as exc:
         if not enabled:
             raise
-        output().json({"ok": False, "error": exc.to_dict()})
+        output().json({"ok": False, "error": error_dict(exc)})
         raise typer.Exit(exc.exit_code) from exc

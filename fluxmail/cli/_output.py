@@ -1,8 +1,8 @@
 """Output for every command: rich on a terminal, plain text otherwise, never a secret.
 
-Every byte the CLI prints goes through :class:`Scrubbed`, which replaces any known secret value
-(password, URL, audit password, from the environment, ``.env``, ``*_FILE`` or stdin) with ``***``.
-The library already keeps secrets out of its messages; this is the second lock on the door.
+Secrets are kept out by structure, where values are produced (see :mod:`fluxmail.cli._redact`):
+the configuration redacts its secret fields, and error text passes through
+:meth:`Secrets.message`. Nothing searches the output for a secret's text.
 """
 
 from __future__ import annotations
@@ -10,122 +10,37 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+import traceback
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+
+from fluxmail.cli._redact import REDACTED, Secrets
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-_SECRET_VARS = ("PASSWORD", "URL", "AUDIT_URL", "AUDIT_PASSWORD")
-_MIN_SECRET = 4  # shorter values would blank out ordinary words; no real password is that short
-REDACTED = "***"
-
-
-def _url_parts(value: str) -> list[str]:
-    try:
-        password = urlsplit(value).password
-    except ValueError:
-        return []
-    return [password, unquote(password)] if password else []
-
-
-def _read_small(path: str) -> str | None:
-    try:
-        file = Path(path)
-        if not file.is_file() or file.stat().st_size > 65536:
-            return None
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
-
-
-def dotenv_values_of(environ: Mapping[str, str]) -> dict[str, str]:
-    path = environ.get("FLUXMAIL_ENV_FILE") or ".env"
-    if not Path(path).is_file():
-        return {}
-    from dotenv import dotenv_values
-
-    return {k.upper(): v for k, v in dotenv_values(path).items() if v is not None}
-
-
-def known_secrets(environ: Mapping[str, str] | None = None) -> set[str]:
-    """Every secret value the configuration could be holding, wherever it came from."""
-    env = dict(os.environ if environ is None else environ)
-    found: set[str] = set()
-    for layer in (env, dotenv_values_of(env)):
-        for name in _SECRET_VARS:
-            value = layer.get(f"FLUXMAIL_{name}")
-            file_value = (
-                _read_small(layer[f"FLUXMAIL_{name}_FILE"])
-                if (layer.get(f"FLUXMAIL_{name}_FILE"))
-                else None
-            )
-            for candidate in (value, file_value):
-                if candidate:
-                    found.add(candidate)
-                    found.update(_url_parts(candidate))
-    return found
-
-
-class Scrubbed:
-    """A text stream that blanks out secrets before they reach the real one."""
-
-    def __init__(self, stream: IO[str], secrets: set[str]) -> None:
-        self._stream = stream
-        self.secrets = secrets
-
-    def add(self, *values: str | None) -> None:
-        for value in values:
-            if value:
-                self.secrets.add(value)
-                self.secrets.update(_url_parts(value))
-
-    def scrub(self, text: str) -> str:
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            if len(secret) >= _MIN_SECRET:
-                text = text.replace(secret, REDACTED)
-        return text
-
-    def write(self, text: str) -> int:
-        self._stream.write(self.scrub(text))
-        return len(text)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def isatty(self) -> bool:
-        isatty = getattr(self._stream, "isatty", None)
-        return bool(isatty()) if isatty is not None else False
-
-    def fileno(self) -> int:
-        return self._stream.fileno()
+__all__ = ["REDACTED", "Output"]
 
 
 class Output:
     """Where a command prints: ``out`` (results) and ``err`` (errors, progress)."""
 
-    def __init__(self, *, debug: bool = False, secrets: set[str] | None = None) -> None:
+    def __init__(self, *, debug: bool = False, secrets: Secrets | None = None) -> None:
         self.debug = debug
-        shared = known_secrets() if secrets is None else secrets
-        self.stdout = Scrubbed(sys.stdout, shared)
-        self.stderr = Scrubbed(sys.stderr, shared)
+        self.secrets = Secrets() if secrets is None else secrets
+        self.stdout: IO[str] = sys.stdout
+        self.stderr: IO[str] = sys.stderr
         self._out: Console | None = None
         self._err: Console | None = None
 
-    def add_secrets(self, *values: str | None) -> None:
-        self.stdout.add(*values)
-
     @staticmethod
-    def _console(stream: Scrubbed) -> Console:
+    def _console(stream: IO[str]) -> Console:
         from rich.console import Console
 
-        tty = stream.isatty()
+        tty = bool(getattr(stream, "isatty", lambda: False)())
         # Off a terminal: no colour, no wrapping of long lines (they are for grep and pipes).
         return Console(
-            file=stream,  # type: ignore[arg-type]
+            file=stream,
             highlight=False,
             soft_wrap=not tty,
             width=None if tty else 200,
@@ -162,16 +77,40 @@ class Output:
             self.out.print(value, markup=False)
 
     def error(self, text: str) -> None:
-        """One readable line on stderr."""
-        self.err.print(f"[bold red]error:[/bold red] {_escape(text)}")
+        """One readable line on stderr (it may echo input: a secret given as input is hidden)."""
+        self.err.print(f"[bold red]error:[/bold red] {_escape(self.secrets.message(text))}")
+
+    def warning(self, text: str) -> None:
+        self.err.print(f"[bold yellow]warning:[/bold yellow] {_escape(self.secrets.message(text))}")
 
     def hint(self, text: str) -> None:
-        self.err.print(f"[yellow]hint:[/yellow] {_escape(text)}")
+        self.err.print(f"[yellow]hint:[/yellow] {_escape(self.secrets.message(text))}")
+
+    def traceback(self, exc: BaseException) -> None:
+        """The traceback of ``exc`` (``--debug``); the exception lines go through the redactor."""
+        self.stderr.write("".join(_traceback_lines(exc, self.secrets)))
+        self.stderr.flush()
 
     def raw(self, data: bytes) -> None:
-        """Bytes as they are (``audit show --eml``); still scrubbed of secrets."""
+        """Bytes as they are (``audit show --eml``): the snapshot never holds a secret."""
         self.stdout.write(data.decode("utf-8", "replace"))
         self.stdout.flush()
+
+
+def _traceback_lines(exc: BaseException, secrets: Secrets) -> Iterator[str]:
+    # The frames show code, not values; only the exception lines can carry echoed input.
+    cause, context = exc.__cause__, exc.__context__
+    if cause is not None:
+        yield from _traceback_lines(cause, secrets)
+        yield "\nThe above exception was the direct cause of the following exception:\n\n"
+    elif context is not None and not exc.__suppress_context__:
+        yield from _traceback_lines(context, secrets)
+        yield "\nDuring handling of the above exception, another exception occurred:\n\n"
+    if exc.__traceback__ is not None:
+        yield "Traceback (most recent call last):\n"
+        yield from traceback.format_tb(exc.__traceback__)
+    for line in traceback.format_exception_only(type(exc), exc):
+        yield secrets.message(line)
 
 
 def _escape(text: str) -> str:

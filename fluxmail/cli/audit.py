@@ -69,7 +69,7 @@ def open_audit(audit_dir: Path | None) -> AuditStore:
 
     settings = FluxMailSettings()
     url, password = settings.audit_url, settings.audit_password
-    output().add_secrets(
+    output().secrets.add(
         url.get_secret_value() if url else None, password.get_secret_value() if password else None
     )
     directory = audit_dir or settings.audit_dir

@@ -46,6 +46,19 @@ def _tls(tls: bool, cert: Path | None, key: Path | None, folder: Path) -> ssl.SS
     return tls_context(cert, key)
 
 
+def exposure_warning(host: str) -> str | None:
+    """Why listening on ``host`` is risky, or None for loopback (``''`` means every interface)."""
+    from fluxmail.urls import is_loopback
+
+    if is_loopback(host):
+        return None
+    return (
+        f"--host {host or repr(host)} is not a loopback address: the dev server is then reachable "
+        "from the network, accepts any login and keeps every message; use 127.0.0.1 unless "
+        "other machines must reach it"
+    )
+
+
 def _show(message: ReceivedMessage) -> None:
     out = output()
     out.out.print("[bold cyan]-- message received[/]")
@@ -81,6 +94,9 @@ def dev_server(
 
     from fluxmail.devserver import DevServer
 
+    warning = exposure_warning(host)
+    if warning is not None:
+        output().warning(warning)
     server = DevServer(host, port, folder, tls=_tls(tls, cert, key, folder), on_message=_show)
     try:
         asyncio.run(_serve(server))

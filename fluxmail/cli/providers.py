@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fluxmail.cli._common import JsonFlag, json_errors, output
+from fluxmail.docgen import env_example, region_summary
 
 if TYPE_CHECKING:
     from fluxmail.providers import Provider
@@ -25,12 +26,19 @@ EPILOG = """Examples:
 
 def _extra_file() -> Path | None:
     # The override file the mailer would read: the environment first, then .env.
-    from fluxmail.cli._output import dotenv_values_of
+    from fluxmail.cli._redact import dotenv_values_of
 
     value = os.environ.get("FLUXMAIL_PROVIDERS_FILE") or dotenv_values_of(os.environ).get(
         "FLUXMAIL_PROVIDERS_FILE"
     )
     return Path(value) if value else None
+
+
+def _login_row(p: Provider) -> str:
+    if p.username_kind == "literal":
+        # Shown so it can be recognised, but not in the example: the preset sets it.
+        return f"set by the preset (FLUXMAIL_USERNAME={p.username_literal}); leave it unset"
+    return f"{_username(p)}: {p.username_hint}".rstrip(": ")
 
 
 def _username(p: Provider) -> str:
@@ -62,26 +70,11 @@ def as_dict(p: Provider) -> dict[str, Any]:
         "daily_limit": p.daily_limit,
         "regions": list(p.regions),
         "default_region": p.default_region,
+        "region_required": p.needs_region and not p.default_region,
         "docs_url": p.docs_url,
         "notes": p.notes,
         "env_example": env_example(p),
     }
-
-
-def env_example(p: Provider) -> list[str]:
-    """Ready-to-paste variables; the password goes in a secret file, never on a command line."""
-    lines = [f"FLUXMAIL_PROVIDER={p.name}"]
-    if p.needs_region:
-        lines.append(f"FLUXMAIL_REGION={p.default_region or (p.regions or ('us-east-1',))[0]}")
-    if p.username_kind == "literal":
-        lines.append(f"FLUXMAIL_USERNAME={p.username_literal}")
-    elif not p.username_is_password:
-        example = {"address": "you@example.com", "token": "your-smtp-username"}
-        lines.append(f"FLUXMAIL_USERNAME={example.get(p.username_kind, 'your-username')}")
-    lines.append("FLUXMAIL_PASSWORD_FILE=/run/secrets/smtp_password")
-    if p.sender_required or p.username_kind != "address":
-        lines.append('FLUXMAIL_SENDER="Your App <noreply@example.com>"')
-    return lines
 
 
 def _table(catalog: list[Provider]) -> None:
@@ -110,7 +103,7 @@ def _details(p: Provider) -> None:
             ("host", p.host),
             ("port", f"{p.port} ({p.security})"),
             ("ports", _ports(p)),
-            ("username", f"{_username(p)}: {p.username_hint}".rstrip(": ")),
+            ("username", _login_row(p)),
             ("password", p.password_hint),
             (
                 "sender",
@@ -119,7 +112,7 @@ def _details(p: Provider) -> None:
             ),
             ("rate limit", f"{p.rate_limit_per_second:g}/s" if p.rate_limit_per_second else None),
             ("daily limit", p.daily_limit),
-            ("regions", ", ".join(p.regions)),
+            ("regions", region_summary(p)),
             ("docs", p.docs_url),
             ("notes", p.notes),
         ]

@@ -14,6 +14,7 @@ from fluxmail.cli._common import (
     PasswordStdin,
     ProviderOption,
     build_mailer,
+    error_dict,
     json_errors,
     output,
     overrides,
@@ -187,7 +188,7 @@ def _done(data: dict[str, Any], json_output: bool) -> None:
 def _failed(exc: DeliveryError, hidden: set[str], json_output: bool) -> None:
     data = visible(exc.result, hidden) if exc.result is not None else None
     if json_output:
-        output().json({"ok": False, "error": exc.to_dict(), "result": data})
+        output().json({"ok": False, "error": error_dict(exc), "result": data})
         raise typer.Exit(exc.exit_code) from exc
     if data is not None:
         _summary(data)
