@@ -31,7 +31,7 @@ POSTFIX_DIRS = ("/usr/sbin", "/usr/libexec/postfix", "/usr/lib/postfix/sbin")
 DEPS_HINT = "install Postfix's tools with `make bench-deps` (Debian package postfix)"
 
 SENDER = "bench@example.com"
-# A fixed ~1.9 KB plain-text body: with headers a message is about 2.2 KB, as in baselines.md.
+# A fixed ~1.9 KB plain-text body: with headers a message is about 2.2 KB (bench/README.md).
 BODY = "".join(
     f"Line {n:02d}: the quick brown fox jumps over the lazy dog, again and again.\n"
     for n in range(27)
@@ -297,7 +297,7 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
     """A fresh folder on the machine's local disk (the system temp dir; FLUXMAIL_BENCH_DIR wins).
 
     Not under the checkout: some sandboxes watch the working tree, which makes every file
-    creation there ~25x dearer and would measure the watcher rather than fluxmail.
+    creation there much dearer and would measure the watcher rather than fluxmail.
     """
     base = os.environ.get("FLUXMAIL_BENCH_DIR") or tempfile.gettempdir()
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))

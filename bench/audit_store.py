@@ -47,7 +47,7 @@ from _common import BODY, RESULTS_DIR, build_stdlib, print_table, save_results
 from fluxmail.audit import AuditStore, OutboundRecord, open_store
 from fluxmail.results import Attempt, RecipientStatus, SendResult, ServerReply
 
-CHUNK = 2000  # counting-loop iterations between checks (~30 us)
+CHUNK = 2000  # counting-loop iterations between checks (tens of microseconds)
 
 
 def make_records(count: int, *, keys: bool, tag: str) -> list[OutboundRecord]:

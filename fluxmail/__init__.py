@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from fluxmail.draft import Draft
     from fluxmail.results import Attempt, RecipientStatus, SendResult, ServerReply
 
-__version__ = "1.0.0.dev0"
+__version__ = "1.0.0"
 
 __all__ = [
     "Attempt",

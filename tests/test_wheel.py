@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import fluxmail
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,10 +29,27 @@ def _run(*args: str | Path, cwd: Path) -> str:
 def test_wheel_installs_and_loads_catalog(tmp_path: Path) -> None:
     """Build the wheel, install it into a fresh venv, load the catalog from the installed copy."""
     dist = tmp_path / "dist"
-    _run(sys.executable, "-m", "build", "--wheel", "--outdir", dist, ROOT, cwd=tmp_path)
+    # The build step docs/quickstart.md gives ("python -m pip wheel --no-deps --wheel-dir dist .").
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "--wheel-dir",
+        dist,
+        ROOT,
+        cwd=tmp_path,
+    )
     (wheel,) = dist.glob("fluxmail-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "fluxmail/providers.yaml" in names and "fluxmail/py.typed" in names
+    # The name the docs tell users to install (docs/quickstart.md) is the one the build makes.
+    assert wheel.name == f"fluxmail-{fluxmail.__version__}-py3-none-any.whl"
+    meta = zipfile.ZipFile(wheel).read(f"fluxmail-{fluxmail.__version__}.dist-info/METADATA")
+    assert f"Version: {fluxmail.__version__}\n" in meta.decode()
+    assert "Provides-Extra: postgres" in meta.decode() and ".invalid" not in meta.decode()
 
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
@@ -61,7 +80,11 @@ def test_wheel_installs_and_loads_catalog(tmp_path: Path) -> None:
         "import fluxmail.providers as p\n"
         "print(p.__file__); print(p.catalog_path()); print(len(p.load_catalog()))\n"
         "print(p.get_provider('sendgrid').username_literal)\n"
+        "import fluxmail, importlib.metadata as m\n"
+        "print(m.version('fluxmail'), fluxmail.__version__)\n"
     )
-    module, catalog, count, literal = _run(python, "-c", script, cwd=tmp_path).split()
+    out = _run(python, "-c", script, cwd=tmp_path).split()
+    module, catalog, count, literal, installed, attribute = out
     assert Path(module).is_relative_to(venv) and Path(catalog).is_relative_to(venv)
     assert int(count) >= 25 and literal == "apikey"
+    assert installed == attribute == fluxmail.__version__
