@@ -184,7 +184,8 @@ def ratio_check(name: str, num: float | None, den: float | None, target: float, 
 
 
 def target_checks(rows: list[Row]) -> list[Check]:
-    """Issue 6: audit off >= 5x smtplib and >= 5x 0.3.3's BulkSender; audit on >= 0.7x off."""
+    """Audit off >= 5x smtplib and >= 5x 0.3.3's BulkSender; audit on >= 0.8x off (the crash
+    marks of bulk runs must stay cheap)."""
     medians = {row.key: median(row.rates) for row in rows if row.rates}
     off = {c: medians[flux_key(c, False)] for c in CONCURRENCIES if flux_key(c, False) in medians}
     best = max(off, key=lambda c: off[c]) if off else 0
@@ -196,7 +197,7 @@ def target_checks(rows: list[Row]) -> list[Check]:
                     5.0, how),
         ratio_check("send_many audit off >= 5x fluxmail 0.3.3 BulkSender", off.get(best),
                     medians.get(OLD_BULK), 5.0, how),
-        ratio_check("send_many audit on >= 0.7x audit off", on_best, off.get(best), 0.7,
+        ratio_check("send_many audit on >= 0.8x audit off", on_best, off.get(best), 0.8,
                     f"same concurrency, c={best}" if off else how),
     ]  # fmt: skip
     for c in CONCURRENCIES:  # context, not targets: the on/off cost at each concurrency
