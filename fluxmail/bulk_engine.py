@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -353,12 +352,14 @@ def _create_args(item: Any) -> Mapping[str, Any]:
 
 @functools.cache
 def _create_arg_names() -> tuple[frozenset[str], frozenset[str]]:
-    """create()'s argument names, and the required ones."""
+    """create()'s argument names, and the required ones (from its code object: importing
+    ``inspect`` for this would cost every bulk run's start more than the whole lookup)."""
     from fluxmail.mailer import FluxMail
 
-    params = inspect.signature(FluxMail.create).parameters
-    names = frozenset(params) - {"self"}
-    return names, frozenset(n for n in names if params[n].default is inspect.Parameter.empty)
+    code = FluxMail.create.__code__
+    names = code.co_varnames[1 : code.co_argcount]  # after self
+    required = names[: len(names) - len(FluxMail.create.__defaults__ or ())]
+    return frozenset(names), frozenset(required)
 
 
 def _outcome(index: int, result: SendResult, error: Any) -> BulkOutcome:
