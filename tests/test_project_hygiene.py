@@ -224,7 +224,9 @@ def _scanned_files() -> list[Path]:
             for f in found
             if f.is_file() and f.suffix in ("", ".py", ".md", ".yml", ".toml", ".sh", ".yaml")
         ]
-    return [f for f in files if "__pycache__" not in f.parts]
+    # Not what tools leave in the tree (bench/.venv-*, bench/results): see .gitignore.
+    skipped = ("__pycache__", ".venv", "results", ".hypothesis")
+    return [f for f in files if not any(p.startswith(skipped) for p in f.relative_to(ROOT).parts)]
 
 
 def missing_references(path: Path, text: str, known: set[str]) -> list[str]:
