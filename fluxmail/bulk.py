@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fluxmail.draft import Draft
-from fluxmail.errors import ConfigurationError, FluxMailException
+from fluxmail.errors import ConfigurationError, FluxMailException, shown
 
 if TYPE_CHECKING:
     from fluxmail.mailer import FluxMail
@@ -73,7 +73,7 @@ class RateLimiter:
         if per_second is not None and not _is_rate(per_second):
             raise ConfigurationError(
                 f"{name} must be a finite positive number of messages per second, "
-                f"not {_shown(per_second)}",
+                f"not {shown(per_second)}",
                 code="invalid_rate_limit",
             )
         self._interval = 1.0 / per_second if per_second else 0.0
@@ -260,11 +260,6 @@ _OPTIONS = (
 )
 
 
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _is_rate(value: object) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -279,7 +274,7 @@ def _check_count(name: str, value: object, high: int | None, code: str = "invali
     if not fits or (high is not None and value > high):  # type: ignore[operator]
         upper = f" and {high}" if high is not None else ""
         raise ConfigurationError(
-            f"{name} must be a whole number between 1{upper}, not {_shown(value)}", code=code
+            f"{name} must be a whole number between 1{upper}, not {shown(value)}", code=code
         )
 
 
@@ -288,7 +283,7 @@ def _check_flag(name: str, value: object, *, optional: bool = False) -> None:
     if not isinstance(value, bool) and not (optional and value is None):
         allowed = "True, False or None" if optional else "True or False"
         raise ConfigurationError(
-            f"{name} must be {allowed}, not {_shown(value)}", code="invalid_option"
+            f"{name} must be {allowed}, not {shown(value)}", code="invalid_option"
         )
 
 
@@ -359,7 +354,7 @@ class BulkSender:
         if not (max_per_second == 0 or _is_rate(max_per_second)):
             raise ConfigurationError(
                 f"max_per_second must be 0 (no limit) or a finite positive number, "
-                f"not {_shown(max_per_second)}",
+                f"not {shown(max_per_second)}",
                 code="invalid_config",
             )
         run = self._mailer.send_many_async(

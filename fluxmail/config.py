@@ -99,6 +99,10 @@ class Config:
             return None
         if self.ssl_context_override is not None:
             return self.ssl_context_override
+        return self._built_context()
+
+    def _built_context(self) -> ssl.SSLContext:
+        """The context of the TLS policy (ca_file or certifi), built once."""
         cached = self._ssl_cache.get("ctx")
         if cached is None:
             context = build_ssl_context(self.ca_file, tls_verify=self.tls_verify)
@@ -365,8 +369,7 @@ def _check(c: Config) -> None:
     if c.ca_file is not None:
         # Loaded now, with the transport's own policy, so a file holding no certificate is
         # refused here and not at the first send; the connections reuse this context.
-        context = build_ssl_context(c.ca_file, tls_verify=c.tls_verify)
-        c._ssl_cache.setdefault("ctx", context)
+        c._built_context()
     for name, value in (
         ("FLUXMAIL_SENDER", c.sender),
         ("FLUXMAIL_LOCAL_HOSTNAME", c.local_hostname),

@@ -7,6 +7,7 @@ message that names what to fix, and, for the CLI, an exit code owned by the clas
     ├── ConfigurationError                 code="invalid_config"   exit 3
     ├── MessageError                       code="invalid_message"  exit 4
     ├── AuditError                         code="audit_error"      exit 8
+    │   └── RecordNotFound                 code="not_found"        exit 9
     └── DeliveryError                      code="send_failed"      exit 5
         ├── ConnectionFailed               code="connection_failed"
         │   └── SendTimeout                code="timeout"
@@ -35,6 +36,7 @@ __all__ = [
     "FluxMailException",
     "MessageError",
     "OutcomeUnknown",
+    "RecordNotFound",
     "Refused",
     "SendTimeout",
     "TLSFailure",
@@ -52,9 +54,12 @@ EXIT_CODES: dict[str, int] = {
     "audit": 8,
     "not_found": 9,
 }
-# Codes whose exit code is their own, whichever class raises them: a script can tell "no such
-# record" (9) from "the store cannot be read" (8).
-_CODE_EXIT_CODES: dict[str, int] = {"not_found": EXIT_CODES["not_found"]}
+
+
+def shown(value: object) -> str:
+    """A value as an error message quotes it: its repr, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class FluxMailException(Exception):
@@ -68,7 +73,6 @@ class FluxMailException(Exception):
         self.message = message
         if code is not None:
             self.code = code
-            self.exit_code = _CODE_EXIT_CODES.get(code, self.exit_code)
         self.details: dict[str, Any] = details
 
     def __str__(self) -> str:
@@ -100,6 +104,14 @@ class AuditError(FluxMailException):
 
     code = "audit_error"
     exit_code = EXIT_CODES["audit"]
+
+
+class RecordNotFound(AuditError):
+    """No audit record has that id; its own exit code, so a script can tell "no such record"
+    from "the store cannot be read"."""
+
+    code = "not_found"
+    exit_code = EXIT_CODES["not_found"]
 
 
 class DeliveryError(FluxMailException):

@@ -25,7 +25,7 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
 from fluxmail.addresses import Address, check_header_text, encode_words, idna_domain
-from fluxmail.errors import MessageError
+from fluxmail.errors import MessageError, shown
 
 if TYPE_CHECKING:
     from fluxmail.message import Attachment, Message
@@ -204,21 +204,16 @@ def _header_pairs(headers: object) -> Iterable[tuple[str, str]]:
     for pair in pairs:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
             raise MessageError(
-                f"headers: {_shown(pair)} is not a (name, value) pair", code="invalid_header_value"
+                f"headers: {shown(pair)} is not a (name, value) pair", code="invalid_header_value"
             )
         name, value = pair
         if not isinstance(name, str) or not isinstance(value, str):
             raise MessageError(
-                f"header {_shown(name)}: names and values must be strings, not "
+                f"header {shown(name)}: names and values must be strings, not "
                 f"{type(name).__name__} and {type(value).__name__}",
                 code="invalid_header_value",
             )
         yield name, value
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def normalize_headers(

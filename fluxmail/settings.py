@@ -24,7 +24,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from fluxmail.errors import ConfigurationError
+from fluxmail.errors import ConfigurationError, shown
 from fluxmail.secrets import read_secret_file
 
 __all__ = [
@@ -360,14 +360,9 @@ def settings_error(
         field_code, allowed = _allowed(field)
         code = field_code if index == 0 else code
         label = where(field, sources.get(field, "argument"), env_file)
-        shown = "" if field in SECRET_FIELDS else f"={_short(values.get(field))}"
-        lines.append(f"{label}{shown} is not valid; use {allowed}")
+        value = "" if field in SECRET_FIELDS else f"={shown(values.get(field))}"
+        lines.append(f"{label}{value} is not valid; use {allowed}")
     return ConfigurationError("; ".join(lines), code=code)
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def build_settings(

@@ -26,12 +26,12 @@ from fluxmail.errors import (
     MessageError,
     TLSFailure,
 )
+from fluxmail.redaction import redact_words
 from fluxmail.results import ServerReply
 from fluxmail.smtp_errors import (
     handshake_error,
     insecure_auth,
     parse_reply,
-    redact,
     reply_error,
     wire_error,
     with_replies,
@@ -487,7 +487,8 @@ class SMTPSession:
         except (asyncio.TimeoutError, OSError, SMTPResponseException) as exc:
             self._abort()
             raise wire_error(exc, stage, self._where, seconds, after_dot=after_dot) from exc
-        text = redact(response.message, secrets) if secrets else response.message
+        # A server may echo the password or the base64 credentials back.
+        text = redact_words(response.message, secrets) if secrets else response.message
         reply = parse_reply(response.code, text)
         if reply.code == 421 and stage != "auth":
             self._abort()

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import re
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 
 from fluxmail.errors import (
@@ -23,7 +23,6 @@ from fluxmail.errors import (
     SendTimeout,
     TLSFailure,
 )
-from fluxmail.redaction import redact_words
 from fluxmail.results import ServerReply
 from fluxmail.smtp_model import certificate_error
 
@@ -33,7 +32,6 @@ __all__ = [
     "handshake_error",
     "insecure_auth",
     "parse_reply",
-    "redact",
     "reply_error",
     "timed_out",
     "wire_error",
@@ -80,11 +78,6 @@ def parse_reply(code: int, text: str) -> ServerReply:
     if match is not None and match.group(1) == str(code)[0]:
         enhanced = ".".join(match.groups())
     return ServerReply(code=code, text=text, enhanced_status=enhanced)
-
-
-def redact(text: str, secrets: Iterable[str | bytes]) -> str:
-    """Remove every secret (password, base64 credentials) that a server might echo back."""
-    return redact_words(text, secrets)
 
 
 def _err(

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from fluxmail.errors import AuditError
+from fluxmail.errors import AuditError, RecordNotFound
 from fluxmail.results import RecipientStatus, SendResult
 
 __all__ = [
@@ -441,8 +441,8 @@ def conflict(key: str) -> AuditError:
     )
 
 
-def not_found(audit_id: str) -> AuditError:
-    return AuditError(f"no audit record with id {audit_id!r}", code="not_found")
+def not_found(audit_id: str) -> RecordNotFound:
+    return RecordNotFound(f"no audit record with id {audit_id!r}")
 
 
 def redact_url(url: str) -> str:
