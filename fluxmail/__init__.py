@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fluxmail.config import EmailInstance
+from fluxmail.config.resolve import EmailInstance
 from fluxmail.errors import (
     AuditError,
     AuthenticationFailed,

@@ -142,7 +142,7 @@ class BulkRun:
         self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        from fluxmail.bulk_engine import Pipeline
+        from fluxmail.engine.pipeline import Pipeline
 
         assert self._out is not None
         started = time.monotonic()

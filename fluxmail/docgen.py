@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fluxmail.providers import Provider, load_catalog
-from fluxmail.settings import ARG_NAMES, SECRET_FIELDS, FluxMailSettings, env_name
+from fluxmail.config.providers import Provider, load_catalog
+from fluxmail.config.settings import ARG_NAMES, SECRET_FIELDS, FluxMailSettings, env_name
 
 __all__ = ["configuration_md", "env_example", "main", "providers_md", "region_summary"]
 

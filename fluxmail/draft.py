@@ -10,7 +10,7 @@ from fluxmail.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from fluxmail.mailer import FluxMail
-    from fluxmail.message import Message
+    from fluxmail.message.model import Message
     from fluxmail.results import SendResult
 
 
@@ -27,7 +27,7 @@ class Draft:
 
     @cached_property
     def _bytes(self) -> bytes:
-        from fluxmail.mime import render
+        from fluxmail.message.mime import render
 
         return render(self.message)
 

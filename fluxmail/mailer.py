@@ -9,10 +9,9 @@ from os import PathLike
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from fluxmail._runner import LoopThread
-from fluxmail.auditing import AuditLog
-from fluxmail.backends import make_backend
-from fluxmail.config import Config, idempotency_needs_audit, resolve_config, resolve_sender
+from fluxmail.audit.log import AuditLog
+from fluxmail.config.resolve import Config, idempotency_needs_audit, resolve_config, resolve_sender
+from fluxmail.engine.loop import LoopThread
 from fluxmail.errors import (
     ConfigurationError,
     DeliveryError,
@@ -21,6 +20,7 @@ from fluxmail.errors import (
     OutcomeUnknown,
     Refused,
 )
+from fluxmail.transport.local import make_backend
 
 if TYPE_CHECKING:
     from fluxmail.bulk import BulkRun, MessageSource
@@ -128,7 +128,7 @@ class FluxMail:
         original Message-ID lets receivers discard the duplicate (RFC 5322 3.6.4).
         """
         from fluxmail.draft import Draft
-        from fluxmail.message import build_message
+        from fluxmail.message.model import build_message
 
         resolved = sender if sender is not None else resolve_sender(self._config, None)
         message = build_message(
@@ -164,7 +164,7 @@ class FluxMail:
         """Claim an audit record, deliver, record the outcome. Never raises for delivery faults."""
         import asyncio
 
-        from fluxmail.outgoing import Outgoing
+        from fluxmail.engine.outgoing import Outgoing
 
         out = Outgoing.prepare(draft, dry=dry_run or self._config.dry_run)
         if self.audit.enabled:

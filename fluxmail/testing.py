@@ -23,7 +23,7 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fluxmail.message import Message
+    from fluxmail.message.model import Message
 
 __all__ = ["Outbox", "SentMessage", "outbox"]
 

@@ -81,7 +81,7 @@ import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 if TYPE_CHECKING:
-    from fluxmail.smtp import SMTPParams
+    from fluxmail.transport.smtp.session import SMTPParams
 
 __all__ = [
     "Fault",
@@ -472,7 +472,7 @@ class SMTPTestServer:
 
     def params(self, **overrides: Any) -> SMTPParams:
         """``SMTPParams`` for this server (its TLS mode, trusting the test CA); override any."""
-        from fluxmail.smtp import SMTPParams
+        from fluxmail.transport.smtp.session import SMTPParams
 
         security = {"none": "none", "starttls": "starttls", "implicit": "implicit"}[self.tls]
         values: dict[str, Any] = {

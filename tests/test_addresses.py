@@ -8,8 +8,8 @@ from email.header import decode_header, make_header
 
 import pytest
 
-from fluxmail.addresses import Address, parse_address, parse_addresses
 from fluxmail.errors import MessageError
+from fluxmail.message.addresses import Address, parse_address, parse_addresses
 
 
 @pytest.mark.parametrize(

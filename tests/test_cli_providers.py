@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from fluxmail.config.providers import load_catalog
 from fluxmail.docgen import providers_md
-from fluxmail.providers import load_catalog
 from tests.cli_support import cli
 
 NAMES = sorted(load_catalog())

@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 import pytest
 
-from fluxmail.config import resolve_config
-from fluxmail.secrets import REDACTED
+from fluxmail.config.resolve import resolve_config
+from fluxmail.config.secrets import REDACTED
 from tests.cli_support import Ran, cli
 from tests.servers import SMTPTestServer
 

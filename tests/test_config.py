@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fluxmail.config import Config, resolve_config, resolve_sender
+from fluxmail.config.resolve import Config, resolve_config, resolve_sender
 from fluxmail.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -459,7 +459,7 @@ def test_secret_never_leaks(
     path: Callable[[pytest.MonkeyPatch, Path], dict[str, object]],
 ) -> None:
     """A distinctive password from any input path never shows in repr, describe, errors, logs."""
-    from fluxmail.settings import FluxMailSettings
+    from fluxmail.config.settings import FluxMailSettings
 
     caplog.set_level(logging.DEBUG)
     base = {"username": "user", "host": "mail.example.com", **path(monkeypatch, tmp_path)}
@@ -506,7 +506,7 @@ HEAVY = ("yaml", "aiosmtplib", "rich", "sqlite3", "asyncio", "certifi", "pydanti
 def _imported(code: str) -> list[str]:
     script = (
         "import sys, types\n"
-        # Load fluxmail.config alone: the package __init__ belongs to other modules.
+        # Load fluxmail.config.resolve alone: the package __init__ belongs to other modules.
         f"pkg = types.ModuleType('fluxmail'); pkg.__path__ = [{str(ROOT / 'fluxmail')!r}]\n"
         "sys.modules['fluxmail'] = pkg\n"
         f"{code}\n"
@@ -519,13 +519,15 @@ def _imported(code: str) -> list[str]:
 
 
 def test_import_config_is_light() -> None:
-    """Importing fluxmail.config loads no yaml, aiosmtplib, rich, sqlite3, asyncio or certifi."""
-    assert _imported("import fluxmail.config") == []
+    """Importing the configuration loads no yaml, aiosmtplib, rich, sqlite3, asyncio or certifi."""
+    assert _imported("import fluxmail.config.resolve") == []
 
 
 def test_resolving_without_provider_loads_no_yaml_or_certifi() -> None:
     """Resolving a plain configuration reads no catalog and builds no TLS context."""
-    loaded = _imported("import fluxmail.config as c; c.resolve_config(host='h.example.com')")
+    loaded = _imported(
+        "import fluxmail.config.resolve as c; c.resolve_config(host='h.example.com')"
+    )
     # pydantic-settings itself imports asyncio; everything else must stay unloaded.
     assert set(loaded) <= {"pydantic_settings", "asyncio"}
 

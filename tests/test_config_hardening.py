@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from fluxmail import FluxMail
-from fluxmail.config import resolve_config
+from fluxmail.config.resolve import resolve_config
+from fluxmail.config.settings import unknown_variables
 from fluxmail.errors import EXIT_CODES, ConfigurationError
-from fluxmail.settings import unknown_variables
 from tests.cli_support import cli, smtp_env
 from tests.mailing import mailer_for
 from tests.servers import SMTPTestServer

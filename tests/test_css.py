@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fluxmail.css import inline_css
+from fluxmail.message.css import inline_css
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from fluxmail.config.providers import load_catalog
+from fluxmail.config.settings import FluxMailSettings, env_name
 from fluxmail.docgen import configuration_md, main, providers_md
-from fluxmail.providers import load_catalog
-from fluxmail.settings import FluxMailSettings, env_name
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

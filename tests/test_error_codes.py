@@ -3,9 +3,9 @@
 Codes are collected from the source, not from a list kept by hand:
 
 - ``code="..."`` keyword arguments and ``code = "..."`` class attributes anywhere in fluxmail/;
-- the table-driven codes of ``fluxmail/smtp_errors.py`` (string constants shaped like a code,
-  minus stage and function names) and of ``fluxmail/settings.py`` (``invalid_*`` constants);
-- the codes built as ``f"{stage}_refused"`` / ``f"{stage}_failed"`` in smtp_errors.py, expanded
+- the table-driven codes of ``fluxmail/transport/smtp/replies.py`` (string constants shaped like a code,
+  minus stage and function names) and of ``fluxmail/config/settings.py`` (``invalid_*`` constants);
+- the codes built as ``f"{stage}_refused"`` / ``f"{stage}_failed"`` in replies.py, expanded
   for the stages that reach them (``TEMPLATED``; the test fails if a template disappears).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import fluxmail.errors as errors
-from fluxmail.smtp_errors import STAGES
+from fluxmail.transport.smtp.replies import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "fluxmail"
@@ -57,18 +57,18 @@ def keyword_and_class_codes() -> set[str]:
 
 
 def table_codes() -> set[str]:
-    """Codes chosen from tables in smtp_errors.py and settings.py."""
-    smtp = _tree(PACKAGE / "smtp_errors.py")
+    """Codes chosen from tables in transport/smtp/replies.py and config/settings.py."""
+    smtp = _tree(PACKAGE / "transport" / "smtp" / "replies.py")
     functions = {n.name for n in ast.walk(smtp) if isinstance(n, ast.FunctionDef)}
     ignored = set(STAGES) | functions
     found = {s for s in _strings(smtp) if "_" in s and SHAPE.match(s) and s not in ignored}
-    settings = _tree(PACKAGE / "settings.py")
+    settings = _tree(PACKAGE / "config" / "settings.py")
     found |= {s for s in _strings(settings) if s.startswith("invalid_") and SHAPE.match(s)}
     return found
 
 
 def templated_codes() -> set[str]:
-    source = (PACKAGE / "smtp_errors.py").read_text(encoding="utf-8")
+    source = (PACKAGE / "transport" / "smtp" / "replies.py").read_text(encoding="utf-8")
     codes: set[str] = set()
     for suffix, stages in TEMPLATED.items():
         assert f'f"{{stage}}{suffix}"' in source, f"the {suffix} template moved; update TEMPLATED"

@@ -34,10 +34,10 @@ from fluxmail import (
     FluxMailException,
     MessageError,
 )
-from fluxmail.addresses import Address
-from fluxmail.config import EmailInstance
-from fluxmail.message import Attachment
-from fluxmail.settings import FluxMailSettings
+from fluxmail.config.resolve import EmailInstance
+from fluxmail.config.settings import FluxMailSettings
+from fluxmail.message.addresses import Address
+from fluxmail.message.model import Attachment
 from fluxmail.testing import outbox
 from tests.mailing import mailer_for
 from tests.servers import SMTPTestServer

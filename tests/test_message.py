@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from fluxmail.addresses import Address
 from fluxmail.errors import MessageError
-from fluxmail.message import Attachment, Message, build_message
+from fluxmail.message.addresses import Address
+from fluxmail.message.model import Attachment, Message, build_message
 
 BASE: dict[str, Any] = {
     "subject": "Hello",

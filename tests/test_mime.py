@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from fluxmail.addresses import Address
 from fluxmail.errors import MessageError
-from fluxmail.message import Attachment, Message, build_message
-from fluxmail.mime import make_message_id, render
+from fluxmail.message.addresses import Address
+from fluxmail.message.mime import make_message_id, render
+from fluxmail.message.model import Attachment, Message, build_message
 
 WHEN = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
 BASE: dict[str, Any] = {

@@ -23,9 +23,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fluxmail.addresses import Address
-from fluxmail.message import Attachment, Message, build_message
-from fluxmail.mime import render
+from fluxmail.message.addresses import Address
+from fluxmail.message.mime import render
+from fluxmail.message.model import Attachment, Message, build_message
 
 SETTINGS = settings(max_examples=150, deadline=None)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from fluxmail.config.providers import Provider, catalog_path, get_provider, load_catalog
 from fluxmail.errors import ConfigurationError
-from fluxmail.providers import Provider, catalog_path, get_provider, load_catalog
 
 REQUIRED = [
     "gmail",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from fluxmail.config.settings import FluxMailSettings, collect_layers
 from fluxmail.errors import ConfigurationError
-from fluxmail.settings import FluxMailSettings, collect_layers
 
 # (variable, raw value, field, parsed value)
 VARIABLES = [

@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 import pytest
 
 from fluxmail.errors import ConfigurationError, ConnectionFailed, MessageError, Refused
-from fluxmail.smtp import SMTPParams, SMTPSession, TransactionResult
-from fluxmail.smtp_errors import parse_reply
-from fluxmail.smtp_model import default_local_hostname, ehlo_name, is_loopback_host
+from fluxmail.transport.smtp.model import default_local_hostname, ehlo_name, is_loopback_host
+from fluxmail.transport.smtp.replies import parse_reply
+from fluxmail.transport.smtp.session import SMTPParams, SMTPSession, TransactionResult
 from tests.servers import Faults, SMTPTestServer, reply
 
 T = TypeVar("T")

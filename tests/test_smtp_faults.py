@@ -16,7 +16,7 @@ from fluxmail.errors import (
     Refused,
     SendTimeout,
 )
-from fluxmail.smtp import SMTPParams, SMTPSession, TransactionResult
+from fluxmail.transport.smtp.session import SMTPParams, SMTPSession, TransactionResult
 from tests.servers import Fault, Faults, SMTPTestServer, drop, reply, stall
 
 Server = Callable[..., SMTPTestServer]

@@ -20,8 +20,8 @@ import pytest
 
 from fluxmail.cli._common import explain
 from fluxmail.errors import AuthenticationFailed, Refused, TLSFailure
-from fluxmail.smtp import SMTPParams, SMTPSession
-from fluxmail.smtp_errors import timed_out
+from fluxmail.transport.smtp.replies import timed_out
+from fluxmail.transport.smtp.session import SMTPParams, SMTPSession
 from tests.cli_support import cli, smtp_env
 from tests.mailing import Send, mailer_for
 from tests.servers import Faults, SMTPTestServer, TestCA, reply, stall

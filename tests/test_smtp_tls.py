@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fluxmail.errors import AuthenticationFailed, DeliveryError, TLSFailure
-from fluxmail.smtp import SMTPParams, SMTPSession
+from fluxmail.transport.smtp.session import SMTPParams, SMTPSession
 from tests.servers import Faults, SMTPTestServer, reply
 
 Server = Callable[..., SMTPTestServer]

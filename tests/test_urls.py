@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fluxmail.config import EmailInstance, resolve_config
+from fluxmail.config.resolve import EmailInstance, resolve_config
+from fluxmail.config.urls import is_loopback, parse_host, parse_url
 from fluxmail.errors import ConfigurationError
-from fluxmail.urls import is_loopback, parse_host, parse_url
 
 # host argument -> (host, port, domain)
 HOST_FORMS: list[tuple[object, tuple[str, int, str]]] = [

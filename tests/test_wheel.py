@@ -77,7 +77,7 @@ def test_wheel_installs_and_loads_catalog(tmp_path: Path) -> None:
     (site / "_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
 
     script = (
-        "import fluxmail.providers as p\n"
+        "import fluxmail.config.providers as p\n"
         "print(p.__file__); print(p.catalog_path()); print(len(p.load_catalog()))\n"
         "print(p.get_provider('sendgrid').username_literal)\n"
         "import fluxmail, importlib.metadata as m\n"

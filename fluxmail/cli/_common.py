@@ -14,7 +14,7 @@ from fluxmail.cli._output import Output
 from fluxmail.errors import EXIT_CODES, FluxMailException
 
 if TYPE_CHECKING:
-    from fluxmail.config import Config
+    from fluxmail.config.resolve import Config
     from fluxmail.mailer import FluxMail
 
 _state: dict[str, Output] = {}
@@ -153,7 +153,7 @@ def _remember_secrets(config: Config) -> None:
 
 def build_config(**kwargs: Any) -> Config:
     """The resolved configuration (environment, ``.env``, files, flags); nothing connects."""
-    from fluxmail.config import resolve_config
+    from fluxmail.config.resolve import resolve_config
 
     config = resolve_config(**kwargs)
     _remember_secrets(config)

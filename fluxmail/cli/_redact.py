@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from fluxmail.secrets import REDACTED
+from fluxmail.config.secrets import REDACTED
 
 __all__ = ["REDACTED", "Secrets", "dotenv_values_of"]
 

@@ -65,7 +65,7 @@ def parse_since(value: str) -> datetime:
 def open_audit(audit_dir: Path | None) -> AuditStore:
     """The store the mailer writes to, from the same settings (the SMTP ones are not needed)."""
     from fluxmail.audit.store import open_store
-    from fluxmail.settings import FluxMailSettings
+    from fluxmail.config.settings import FluxMailSettings
 
     settings = FluxMailSettings()
     url, password = settings.audit_url, settings.audit_password

@@ -20,18 +20,18 @@ from fluxmail.cli._common import (
     report,
 )
 from fluxmail.cli.config import print_warnings
+from fluxmail.config.secrets import REDACTED
 from fluxmail.errors import (
     AuthenticationFailed,
     ConfigurationError,
     FluxMailException,
     TLSFailure,
 )
-from fluxmail.secrets import REDACTED
 
 if TYPE_CHECKING:
-    from fluxmail.config import Config
-    from fluxmail.smtp import SMTPParams
-    from fluxmail.smtp_model import TLSInfo
+    from fluxmail.config.resolve import Config
+    from fluxmail.transport.smtp.model import TLSInfo
+    from fluxmail.transport.smtp.session import SMTPParams
 
 EPILOG = """Examples:
 
@@ -56,7 +56,7 @@ class Probe:
 
 async def probe(params: SMTPParams) -> Probe:
     """Greeting, EHLO, STARTTLS, EHLO, AUTH; then QUIT. Never sends a message."""
-    from fluxmail.smtp import SMTPSession
+    from fluxmail.transport.smtp.session import SMTPSession
 
     session = SMTPSession(params)
     found = Probe()
@@ -187,7 +187,7 @@ def check(
     """Connect and log in without sending; explain what failed in plain words."""
     import asyncio
 
-    from fluxmail.backends import SMTPBackend
+    from fluxmail.transport.local import SMTPBackend
 
     with json_errors(json_output):
         config = build_config(**overrides(provider, password_stdin))

@@ -48,7 +48,7 @@ def _tls(tls: bool, cert: Path | None, key: Path | None, folder: Path) -> ssl.SS
 
 def exposure_warning(host: str) -> str | None:
     """Why listening on ``host`` is risky, or None for loopback (``''`` means every interface)."""
-    from fluxmail.urls import is_loopback
+    from fluxmail.config.urls import is_loopback
 
     if is_loopback(host):
         return None

@@ -12,7 +12,7 @@ from fluxmail.cli._common import JsonFlag, json_errors, output
 from fluxmail.docgen import env_example, region_summary
 
 if TYPE_CHECKING:
-    from fluxmail.providers import Provider
+    from fluxmail.config.providers import Provider
 
 EPILOG = """Examples:
 
@@ -128,7 +128,7 @@ def providers(
     json_output: JsonFlag = False,
 ) -> None:
     """List the provider catalog, or show one provider with a ready environment example."""
-    from fluxmail.providers import get_provider, load_catalog
+    from fluxmail.config.providers import get_provider, load_catalog
 
     with json_errors(json_output):
         if name is not None:

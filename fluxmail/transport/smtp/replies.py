@@ -1,8 +1,8 @@
 """SMTP replies and events -> fluxmail errors (the table "What is retried" in docs/delivery.md).
 
-Pure functions, no network and no aiosmtplib: ``fluxmail.smtp`` calls them at each stage. Every
-error carries ``transient`` (may the caller retry?), the reply code, the RFC 3463 enhanced status,
-the reply text (with any echoed credentials removed) and ``details["stage"]``.
+Pure functions, no network and no aiosmtplib: ``fluxmail.transport.smtp.session`` calls them at each
+stage. Every error carries ``transient`` (may the caller retry?), the reply code, the RFC 3463
+enhanced status, the reply text (with any echoed credentials removed) and ``details["stage"]``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fluxmail.errors import (
     TLSFailure,
 )
 from fluxmail.results import ServerReply
-from fluxmail.smtp_model import certificate_error
+from fluxmail.transport.smtp.model import certificate_error
 
 __all__ = [
     "STAGES",

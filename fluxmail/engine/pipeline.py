@@ -29,15 +29,15 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, M
 from typing import TYPE_CHECKING, Any
 
 from fluxmail.draft import Draft
+from fluxmail.engine.outgoing import Outgoing
 from fluxmail.errors import FluxMailException, MessageError
-from fluxmail.outgoing import Outgoing
 
 if TYPE_CHECKING:
     from fluxmail.audit.store import AuditStore, RunLease
     from fluxmail.bulk import BulkOutcome, RateLimiter
     from fluxmail.mailer import FluxMail
-    from fluxmail.pool import ConnectionPool
     from fluxmail.results import SendResult
+    from fluxmail.transport.smtp.pool import ConnectionPool
 
 CLAIM_BATCH = 64
 FINISH_BATCH = 64

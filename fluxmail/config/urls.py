@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from fluxmail.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from fluxmail.providers import Provider
+    from fluxmail.config.providers import Provider
 
 __all__ = [
     "PRECEDENCE",

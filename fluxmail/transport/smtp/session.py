@@ -28,15 +28,7 @@ from fluxmail.errors import (
 )
 from fluxmail.redaction import redact_words
 from fluxmail.results import ServerReply
-from fluxmail.smtp_errors import (
-    handshake_error,
-    insecure_auth,
-    parse_reply,
-    reply_error,
-    wire_error,
-    with_replies,
-)
-from fluxmail.smtp_model import (
+from fluxmail.transport.smtp.model import (
     Security,
     SMTPParams,
     Staged,
@@ -47,12 +39,20 @@ from fluxmail.smtp_model import (
     is_loopback_host,
     tls_info,
 )
-from fluxmail.smtp_protocol import (
+from fluxmail.transport.smtp.protocol import (
     PipelinedProtocol,
     envelope_path,
     mail_options,
     message_payload,
     transparent,
+)
+from fluxmail.transport.smtp.replies import (
+    handshake_error,
+    insecure_auth,
+    parse_reply,
+    reply_error,
+    wire_error,
+    with_replies,
 )
 
 __all__ = ["SMTPParams", "SMTPSession", "Security", "Staged", "TLSInfo", "TransactionResult"]

@@ -19,13 +19,14 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
-from fluxmail.addresses import (
+from fluxmail.errors import MessageError
+from fluxmail.message.addresses import (
     Address,
     AddressInput,
     parse_address,
     parse_addresses,
 )
-from fluxmail.attachments import (
+from fluxmail.message.attachments import (
     Attachment,
     AttachmentInput,
     InlineInput,
@@ -33,7 +34,6 @@ from fluxmail.attachments import (
     attachment_items,
     inline_images_from,
 )
-from fluxmail.errors import MessageError
 
 __all__ = ["Attachment", "Message", "build_message"]
 
@@ -74,7 +74,7 @@ class Message:
 
     def __post_init__(self) -> None:
         if not self.message_id:
-            from fluxmail.mime import make_message_id
+            from fluxmail.message.mime import make_message_id
 
             object.__setattr__(self, "message_id", make_message_id(self.sender.domain))
 
@@ -154,7 +154,7 @@ def _flag(value: object, name: str) -> bool:
 
 def _optional_msg_id(value: object, field: str) -> str | None:
     """None or "" means none; anything else must be a message id string."""
-    from fluxmail.mime import normalize_msg_id
+    from fluxmail.message.mime import normalize_msg_id
 
     if value is None or (isinstance(value, str) and not value):
         return None
@@ -257,7 +257,7 @@ def build_message(
     date: datetime | None = None,
 ) -> Message:
     """Validate every input and return a frozen :class:`Message` (upstream parameter meanings)."""
-    from fluxmail import mime
+    from fluxmail.message import mime
 
     if sender is None:
         raise MessageError("a sender is required", code="invalid_address")
@@ -269,7 +269,7 @@ def build_message(
         raise MessageError("the message has no recipients", code="no_recipients")
     text, html = _bodies(body, _flag(html_body, "html_body"), plain_body)
     if _flag(inline_css, "inline_css") and html is not None:
-        from fluxmail.css import inline_css as inline_styles
+        from fluxmail.message.css import inline_css as inline_styles
 
         html = inline_styles(html)
     images = inline_images_from(inline_images)

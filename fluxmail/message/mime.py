@@ -24,11 +24,11 @@ from datetime import datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
-from fluxmail.addresses import Address, check_header_text, encode_words, idna_domain
 from fluxmail.errors import MessageError, shown
+from fluxmail.message.addresses import Address, check_header_text, encode_words, idna_domain
 
 if TYPE_CHECKING:
-    from fluxmail.message import Attachment, Message
+    from fluxmail.message.model import Attachment, Message
 
 __all__ = [
     "make_message_id",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from fluxmail.smtp import SMTPParams, SMTPSession
+from fluxmail.transport.smtp.session import SMTPParams, SMTPSession
 
 
 class ConnectionPool:

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import asyncio
 
-    from fluxmail.config import Config
-    from fluxmail.delivery import Envelope, RetryPolicy
+    from fluxmail.config.resolve import Config
     from fluxmail.errors import DeliveryError
-    from fluxmail.message import Message
-    from fluxmail.pool import ConnectionPool
+    from fluxmail.message.model import Message
     from fluxmail.results import SendResult
-    from fluxmail.smtp import SMTPParams, Staged
+    from fluxmail.transport.smtp.pool import ConnectionPool
+    from fluxmail.transport.smtp.retry import Envelope, RetryPolicy
+    from fluxmail.transport.smtp.session import SMTPParams, Staged
 
 
 class Backend(Protocol):
@@ -64,7 +64,7 @@ class SMTPBackend:
         )
 
     def params(self) -> SMTPParams:
-        from fluxmail.smtp import SMTPParams
+        from fluxmail.transport.smtp.session import SMTPParams
 
         c = self._config
         assert c.host is not None and c.port is not None
@@ -94,7 +94,7 @@ class SMTPBackend:
     def pool(self) -> ConnectionPool:
         import asyncio
 
-        from fluxmail.pool import ConnectionPool
+        from fluxmail.transport.smtp.pool import ConnectionPool
 
         loop = asyncio.get_running_loop()
         with self._lock:
@@ -112,7 +112,7 @@ class SMTPBackend:
         pool: ConnectionPool | None = None,
         then: Staged | None = None,
     ) -> tuple[SendResult, DeliveryError | None]:
-        from fluxmail.delivery import RetryPolicy, deliver
+        from fluxmail.transport.smtp.retry import RetryPolicy, deliver
 
         if self._policy is None:
             c = self._config
@@ -121,7 +121,7 @@ class SMTPBackend:
 
     def private_pool(self) -> ConnectionPool:
         """A pool of one kept-open connection, for one bulk worker."""
-        from fluxmail.pool import ConnectionPool
+        from fluxmail.transport.smtp.pool import ConnectionPool
 
         return ConnectionPool(self.params, keep_open=lambda: True, max_size=1)
 

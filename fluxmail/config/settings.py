@@ -3,10 +3,10 @@
 
 Precedence (highest first): keyword argument > environment > ``.env`` file > ``<NAME>_FILE``
 secret file > ``FLUXMAIL_URL`` parts > provider preset > default. This module handles the first
-four layers (:func:`collect_layers`); :mod:`fluxmail.config` adds the URL and the preset.
+four layers (:func:`collect_layers`); :mod:`fluxmail.config.resolve` adds the URL and the preset.
 
 Importing this module imports pydantic-settings (which itself imports asyncio and ssl), so
-``fluxmail.config`` imports it only when a configuration is resolved.
+``fluxmail.config.resolve`` imports it only when a configuration is resolved.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fluxmail.config.secrets import read_secret_file
 from fluxmail.errors import ConfigurationError, shown
-from fluxmail.secrets import read_secret_file
 
 __all__ = [
     "ENV_PREFIX",

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Union
 
-from fluxmail.addresses import check_header_text
 from fluxmail.errors import MessageError
+from fluxmail.message.addresses import check_header_text
 
 __all__ = [
     "Attachment",

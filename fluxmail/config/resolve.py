@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from fluxmail.errors import ConfigurationError
-from fluxmail.secrets import REDACTED, build_ssl_context, check_smtp, preset_username
-from fluxmail.urls import (
+from fluxmail.config.secrets import REDACTED, build_ssl_context, check_smtp, preset_username
+from fluxmail.config.urls import (
     PRECEDENCE,
     EmailInstance,
     Security,
@@ -32,11 +31,12 @@ from fluxmail.urls import (
     resolve_port,
     resolve_security,
 )
+from fluxmail.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import ssl
 
-    from fluxmail.providers import Provider
+    from fluxmail.config.providers import Provider
 
 __all__ = [
     "PRECEDENCE",
@@ -172,7 +172,7 @@ def resolve_sender(config: Config, explicit: str | None) -> str:
 
 def idempotency_needs_audit(config: Config) -> ConfigurationError:
     """Why this configuration cannot keep an ``idempotency_key``: no audit remembers keys."""
-    from fluxmail.settings import where
+    from fluxmail.config.settings import where
 
     source = config.sources.get("audit", "default")
     if config.backend == "memory" and source == "default":
@@ -194,7 +194,7 @@ def resolve_config(**kwargs: object) -> Config:
     Accepts the upstream constructor arguments (``object_type``, ``use_tls``, ``use_ssl``,
     ``ssl_context``, ...) and every setting by its field name, plus ``env_file``.
     """
-    from fluxmail.settings import build_settings, collect_layers, merge_layers, where
+    from fluxmail.config.settings import build_settings, collect_layers, merge_layers, where
 
     args, override, env_file = _split_kwargs(kwargs)
     merged, src = merge_layers([("argument", args), *collect_layers(env_file)])
@@ -237,7 +237,7 @@ def resolve_config(**kwargs: object) -> Config:
 
 def _unknown_variables(env_file: Any, *, strict: bool) -> tuple[str, ...]:
     """Misspelled FLUXMAIL_* names: an error with FLUXMAIL_STRICT=true, else warnings."""
-    from fluxmail.settings import unknown_variables
+    from fluxmail.config.settings import unknown_variables
 
     found = unknown_variables(env_file)
     if found and strict:
@@ -272,7 +272,7 @@ _UPSTREAM_ARGS = {"object_type": "type", "use_tls": "tls", "use_ssl": "ssl"}
 
 
 def _split_kwargs(kwargs: Mapping[str, object]) -> tuple[dict[str, object], Any, Any]:
-    from fluxmail.settings import FluxMailSettings
+    from fluxmail.config.settings import FluxMailSettings
 
     known = set(FluxMailSettings.model_fields) - {"type", "tls", "ssl"}
     args: dict[str, object] = {}
@@ -332,14 +332,14 @@ def _apply_url(merged: dict[str, object], src: dict[str, str]) -> UrlParts | Non
 
 
 def _provider(name: str | None, extra: Path | None, src: Mapping[str, str]) -> Provider | None:
-    from fluxmail.settings import is_file
+    from fluxmail.config.settings import is_file
 
     if extra is not None and not is_file(extra):
         raise ConfigurationError(
             f"FLUXMAIL_PROVIDERS_FILE={str(extra)!r} is not a file; give the path of a YAML file",
             code="invalid_providers_file",
         )
-    from fluxmail.providers import get_provider, load_catalog
+    from fluxmail.config.providers import get_provider, load_catalog
 
     if extra is not None:
         load_catalog(extra)  # validated whenever set, not only once a provider is chosen
@@ -359,7 +359,7 @@ def _provider(name: str | None, extra: Path | None, src: Mapping[str, str]) -> P
 
 def _check(c: Config) -> None:
     """Cross-field rules; all before any network traffic."""
-    from fluxmail.settings import is_file
+    from fluxmail.config.settings import is_file
 
     if c.ca_file is not None and not is_file(c.ca_file):
         raise ConfigurationError(

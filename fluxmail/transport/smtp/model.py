@@ -1,7 +1,7 @@
 """Plain data for the SMTP transport: connection parameters, TLS facts, transaction results.
 
-No network and no aiosmtplib here (``fluxmail.smtp`` re-exports these names), so configuration
-code can build ``SMTPParams`` without importing the wire machinery.
+No network and no aiosmtplib here (``fluxmail.transport.smtp.session`` re-exports these names),
+so configuration code can build ``SMTPParams`` without importing the wire machinery.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
+from fluxmail.config.urls import is_loopback as is_loopback_host
 from fluxmail.errors import ConfigurationError, TLSFailure
 from fluxmail.results import ServerReply
-from fluxmail.urls import is_loopback as is_loopback_host
 
 if TYPE_CHECKING:
     import asyncio

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fluxmail.errors import ConnectionFailed, DeliveryError, OutcomeUnknown
-from fluxmail.pool import ConnectionPool
 from fluxmail.results import (
     Attempt,
     MessageStatus,
@@ -23,7 +22,8 @@ from fluxmail.results import (
     SendResult,
     ServerReply,
 )
-from fluxmail.smtp import Staged, TransactionResult
+from fluxmail.transport.smtp.pool import ConnectionPool
+from fluxmail.transport.smtp.session import Staged, TransactionResult
 
 MAX_BACKOFF = 300.0
 TOO_MANY_RECIPIENTS = (452, 552)  # RFC 5321 4.5.3.1.10: move the rest to a new transaction

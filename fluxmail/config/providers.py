@@ -122,9 +122,9 @@ def normalize_name(name: str) -> str:
 
 def catalog_path() -> Path:
     """The shipped catalog: inside the package (wheel), else the repository root (checkout)."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "providers.yaml"
-    return packaged if packaged.is_file() else here.parent / "providers.yaml"
+    package = Path(__file__).resolve().parent.parent
+    packaged = package / "providers.yaml"
+    return packaged if packaged.is_file() else package.parent / "providers.yaml"
 
 
 def _fail(entry: str, fld: str, problem: str, origin: str) -> ConfigurationError:

@@ -1,6 +1,6 @@
 """SMTP on the wire: aiosmtplib's protocol made pipelining-safe, and envelope encoding.
 
-Used only by ``fluxmail.smtp``; together they are the one SMTP implementation.
+Used only by ``fluxmail.transport.smtp.session``; together they are the one SMTP implementation.
 """
 
 from __future__ import annotations

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
+from fluxmail.config.urls import is_loopback
 from fluxmail.errors import ConfigurationError
 from fluxmail.redaction import REDACTED
-from fluxmail.urls import is_loopback
 
 if TYPE_CHECKING:
     import ssl
 
-    from fluxmail.config import Config
-    from fluxmail.providers import Provider
+    from fluxmail.config.providers import Provider
+    from fluxmail.config.resolve import Config
 
 __all__ = ["REDACTED", "build_ssl_context", "check_smtp", "preset_username", "read_secret_file"]
 

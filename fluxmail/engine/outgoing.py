@@ -15,13 +15,13 @@ from fluxmail.results import RecipientStatus, SendResult
 
 if TYPE_CHECKING:
     from fluxmail.audit.store import OutboundRecord
-    from fluxmail.backends import Backend
-    from fluxmail.config import Config
-    from fluxmail.delivery import Envelope
+    from fluxmail.config.resolve import Config
     from fluxmail.draft import Draft
     from fluxmail.errors import DeliveryError
-    from fluxmail.pool import ConnectionPool
-    from fluxmail.smtp import Staged
+    from fluxmail.transport.local import Backend
+    from fluxmail.transport.smtp.pool import ConnectionPool
+    from fluxmail.transport.smtp.retry import Envelope
+    from fluxmail.transport.smtp.session import Staged
 
 
 @dataclass
@@ -39,13 +39,13 @@ class Outgoing:
         return cls(draft, draft.as_bytes(), env, names, dry)
 
     def record(self, config: Config) -> OutboundRecord:
-        from fluxmail.auditing import outbound_record
+        from fluxmail.audit.log import outbound_record
 
         status = "dry_run" if self.dry else "sending"
         return outbound_record(config, self.draft.message, self.data, status)
 
     def staged(self) -> Staged:
-        from fluxmail.smtp import Staged
+        from fluxmail.transport.smtp.session import Staged
 
         return Staged(self.env.sender, self.env.recipients, self.data, self.env.smtputf8)
 
@@ -91,7 +91,7 @@ class Outgoing:
 
 def envelope(draft: Draft) -> tuple[Envelope, dict[str, str]]:
     """The SMTP envelope (IDNA domains unless SMTPUTF8 is needed) and envelope -> given address."""
-    from fluxmail.delivery import Envelope
+    from fluxmail.transport.smtp.retry import Envelope
 
     message = draft.message
     utf8 = message.needs_smtputf8

@@ -1,0 +1,1 @@
+"""The transport layer: the contract every transport implements, and the transports."""

@@ -1,0 +1,1 @@
+"""SMTP: sessions, pipelining, pooled connections and the retry loop."""
