@@ -3,8 +3,9 @@
 Codes are collected from the source, not from a list kept by hand:
 
 - ``code="..."`` keyword arguments and ``code = "..."`` class attributes anywhere in fluxmail/;
-- the table-driven codes of ``fluxmail/transport/smtp/replies.py`` (string constants shaped like a code,
-  minus stage and function names) and of ``fluxmail/config/settings.py`` (``invalid_*`` constants);
+- the table-driven codes of ``fluxmail/transport/smtp/replies.py`` (string constants shaped like
+  a code, minus stage and function names) and of ``fluxmail/config/settings.py`` (``invalid_*``
+  constants);
 - the codes built as ``f"{stage}_refused"`` / ``f"{stage}_failed"`` in replies.py, expanded
   for the stages that reach them (``TEMPLATED``; the test fails if a template disappears).
 """
