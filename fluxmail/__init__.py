@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fluxmail.config.resolve import EmailInstance
 from fluxmail.errors import (
     AuditError,
     AuthenticationFailed,
@@ -23,15 +22,15 @@ from fluxmail.errors import (
     SendTimeout,
     TLSFailure,
 )
-from fluxmail.mailer import EmailObject, FluxMail
 
 if TYPE_CHECKING:
     from fluxmail.bulk import BulkOutcome, BulkRun, BulkSender, BulkSummary
+    from fluxmail.config.urls import EmailInstance
     from fluxmail.draft import Draft
+    from fluxmail.mailer import EmailObject, FluxMail
     from fluxmail.results import Attempt, RecipientStatus, SendResult, ServerReply
 
 __version__ = "1.0.0"
-
 __all__ = [
     "Attempt",
     "AuditError",
@@ -61,6 +60,9 @@ __all__ = [
 ]
 
 _LAZY = {
+    "FluxMail": "mailer",
+    "EmailObject": "mailer",
+    "EmailInstance": "config.urls",
     "BulkOutcome": "bulk",
     "BulkRun": "bulk",
     "BulkSender": "bulk",
@@ -74,8 +76,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # Loaded on first use: bulk pulls in asyncio machinery, and a Lambda cold start pays for
-    # every module imported before the handler runs.
+    # Loaded on first use (PEP 562): `import fluxmail` stays light, and a Lambda cold start
+    # pays only for what the handler uses. The layers below never import this package's names.
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'fluxmail' has no attribute {name!r}")

@@ -8,89 +8,39 @@ Each message follows the delivery retry rules and gets its own audit record.
 from __future__ import annotations
 
 import asyncio
-import math
+import functools
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fluxmail.draft import Draft
-from fluxmail.errors import ConfigurationError, FluxMailException, shown
+from fluxmail.engine.outcomes import BulkOutcome, BulkSummary, RateLimiter, is_rate
+from fluxmail.engine.pipeline import Pipeline
+from fluxmail.engine.sending import Engine
+from fluxmail.errors import ConfigurationError, FluxMailException, MessageError, shown
+from fluxmail.message.model import Message
+from fluxmail.progress import ProgressDisplay, make_display
 
-if TYPE_CHECKING:
-    from fluxmail.mailer import FluxMail
-    from fluxmail.progress import ProgressDisplay
-    from fluxmail.results import SendResult
+__all__ = ["BulkOutcome", "BulkRun", "BulkSender", "BulkSummary", "RateLimiter"]
 
 Item = Draft | Mapping[str, Any]
 MessageSource = Iterable[Item] | AsyncIterable[Item]
 
+
+class BulkMailer(Protocol):
+    """What a bulk run needs of its mailer (``FluxMail``): the engine and ``create()``."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+    def create(self, *args: Any, **kwargs: Any) -> Draft: ...
+
+    def send_many(self, messages: MessageSource, **options: Any) -> BulkRun: ...
+
+    def send_many_async(self, messages: MessageSource, **options: Any) -> BulkRun: ...
+
+
 _DONE = object()
-
-
-@dataclass(frozen=True)
-class BulkOutcome:
-    """One message's outcome: its position in the input, the result, and the error if any."""
-
-    index: int
-    result: SendResult | None
-    error: FluxMailException | None = None
-
-    @property
-    def status(self) -> str:
-        return self.result.status if self.result is not None else "failed"
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass
-class BulkSummary:
-    total: int = 0
-    sent: int = 0
-    partial: int = 0
-    failed: int = 0
-    unknown: int = 0
-    dry_run: int = 0
-    elapsed: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        """Messages per second."""
-        return self.total / self.elapsed if self.elapsed > 0 else 0.0
-
-    def add(self, outcome: BulkOutcome) -> None:
-        self.total += 1
-        status = outcome.status if outcome.status != "queued" else "sent"
-        setattr(self, status, getattr(self, status) + 1)
-
-
-class RateLimiter:
-    """Spaces starts evenly at ``per_second`` (shared by every worker)."""
-
-    def __init__(self, per_second: float | None, name: str = "rate_limit") -> None:
-        if per_second is not None and not _is_rate(per_second):
-            raise ConfigurationError(
-                f"{name} must be a finite positive number of messages per second, "
-                f"not {shown(per_second)}",
-                code="invalid_rate_limit",
-            )
-        self._interval = 1.0 / per_second if per_second else 0.0
-        self._next = 0.0
-
-    @property
-    def active(self) -> bool:
-        return bool(self._interval)
-
-    async def wait(self) -> None:
-        if not self._interval:
-            return
-        now = time.monotonic()
-        start = max(self._next, now)
-        self._next = start + self._interval
-        if start > now:
-            await asyncio.sleep(start - now)
 
 
 class BulkRun:
@@ -98,7 +48,7 @@ class BulkRun:
 
     def __init__(
         self,
-        mailer: FluxMail,
+        mailer: BulkMailer,
         source: MessageSource,
         *,
         concurrency: int = 4,
@@ -116,7 +66,7 @@ class BulkRun:
         self._mailer = mailer
         self._source = source
         self._concurrency = concurrency
-        limit = rate_limit if rate_limit is not None else mailer.config.rate_limit
+        limit = rate_limit if rate_limit is not None else mailer.engine.config.rate_limit
         self._limiter = RateLimiter(limit)
         # Validated now, before anything is sent.
         RateLimiter(rate_limit_per_connection, "rate_limit_per_connection")
@@ -135,19 +85,15 @@ class BulkRun:
     async def _start(self) -> None:
         if self._out is not None:
             return
-        from fluxmail.progress import make_display
-
         self._display = make_display(self._progress_wanted, _length(self._source))
         self._out = asyncio.Queue(maxsize=1024)
         self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        from fluxmail.engine.pipeline import Pipeline
-
         assert self._out is not None
         started = time.monotonic()
         pipeline = Pipeline(
-            self._mailer, self._source, self._emit,
+            self._mailer.engine, self._source, functools.partial(_build, self._mailer), self._emit,
             concurrency=self._concurrency, limiter=self._limiter,
             connection_rate=self._per_conn_rate,
             per_connection=self._per_conn, dry_run=self._dry_run,
@@ -197,7 +143,7 @@ class BulkRun:
     # -- the sync face -----------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[BulkOutcome]:
-        runner = self._mailer._runner
+        runner = self._mailer.engine.runner
         try:
             while True:
                 batch = runner.run(self._next_batch(linger=0.002))
@@ -213,7 +159,7 @@ class BulkRun:
         """Run to the end (discarding streamed outcomes) and return the summary."""
         if self._out is None:
             self._streaming = False
-            return self._mailer._runner.run(self.wait_async())
+            return self._mailer.engine.runner.run(self.wait_async())
         for _ in self:
             pass
         return self.summary
@@ -260,15 +206,6 @@ _OPTIONS = (
 )
 
 
-def _is_rate(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value) and value > 0 and math.isfinite(1.0 / value)
-    except (OverflowError, ZeroDivisionError):  # an int too large for a float
-        return False
-
-
 def _check_count(name: str, value: object, high: int | None, code: str = "invalid_option") -> None:
     fits = isinstance(value, int) and not isinstance(value, bool) and value >= 1
     if not fits or (high is not None and value > high):  # type: ignore[operator]
@@ -305,7 +242,7 @@ def _check_call(call: str, messages: object, options: Mapping[str, object]) -> N
         )
 
 
-def send_many(mailer: FluxMail, messages: MessageSource, **options: Any) -> BulkRun:
+def send_many(mailer: BulkMailer, messages: MessageSource, **options: Any) -> BulkRun:
     if isinstance(messages, AsyncIterable):
         raise ConfigurationError(
             "send_many() takes a plain iterable; use send_many_async() for an async iterable",
@@ -315,7 +252,7 @@ def send_many(mailer: FluxMail, messages: MessageSource, **options: Any) -> Bulk
     return BulkRun(mailer, messages, **options)
 
 
-def send_many_async(mailer: FluxMail, messages: MessageSource, **options: Any) -> BulkRun:
+def send_many_async(mailer: BulkMailer, messages: MessageSource, **options: Any) -> BulkRun:
     _check_call("send_many_async", messages, options)
     return BulkRun(mailer, messages, **options)
 
@@ -323,7 +260,7 @@ def send_many_async(mailer: FluxMail, messages: MessageSource, **options: Any) -
 class BulkSender:
     """Upstream-compatible batch API on top of ``send_many``."""
 
-    def __init__(self, mailer: FluxMail) -> None:
+    def __init__(self, mailer: BulkMailer) -> None:
         self._mailer = mailer
 
     def send_batch(
@@ -351,7 +288,7 @@ class BulkSender:
         max_per_second: float = 0,
         concurrency: int = 4,
     ) -> dict[str, Any]:
-        if not (max_per_second == 0 or _is_rate(max_per_second)):
+        if not (max_per_second == 0 or is_rate(max_per_second)):
             raise ConfigurationError(
                 f"max_per_second must be 0 (no limit) or a finite positive number, "
                 f"not {shown(max_per_second)}",
@@ -395,3 +332,41 @@ class _Tally:
     def report(self) -> dict[str, Any]:
         total = self.sent + self.failed
         return {"sent": self.sent, "failed": self.failed, "total": total, "errors": self.errors}
+
+
+# -- items: a Draft, or the keyword arguments of create() -----------------------------------
+
+
+def _build(mailer: BulkMailer, item: Any) -> tuple[Message, bytes]:
+    draft = item if isinstance(item, Draft) else mailer.create(**_create_args(mailer, item))
+    return draft.message, draft.as_bytes()
+
+
+def _create_args(mailer: BulkMailer, item: Any) -> Mapping[str, Any]:
+    """A bulk item that is not a Draft: the keyword arguments of ``create()``, checked here so
+    a bad item is that item's MessageError, never a TypeError that ends the whole run."""
+    if not isinstance(item, Mapping) or not all(isinstance(k, str) for k in item):
+        raise MessageError(
+            f"a message to send_many() must be a Draft or a mapping of create() arguments, "
+            f"not {type(item).__name__}",
+            code="invalid_message",
+        )
+    names, required = _create_arg_names(type(mailer).create)
+    unknown, missing = sorted(set(item) - names), sorted(required - set(item))
+    if unknown or missing:
+        what = f"unknown: {', '.join(unknown)}" if unknown else f"missing: {', '.join(missing)}"
+        raise MessageError(
+            f"a send_many() message has bad create() arguments ({what})",
+            code="invalid_message",
+        )
+    return item
+
+
+@functools.cache
+def _create_arg_names(create: Any) -> tuple[frozenset[str], frozenset[str]]:
+    """create()'s argument names, and the required ones (from its code object: importing
+    ``inspect`` for this would cost every bulk run's start more than the whole lookup)."""
+    code = create.__code__
+    names = code.co_varnames[1 : code.co_argcount]  # after self
+    required = names[: len(names) - len(create.__defaults__ or ())]
+    return frozenset(names), frozenset(required)

@@ -1,37 +1,57 @@
 """A local SMTP catcher for trying fluxmail with no account anywhere (``fluxmail dev-server``).
 
 It accepts every message (and any login), prints a short summary of each one and keeps the exact
-bytes received as ``.eml`` files in a folder. STARTTLS is optional: pass a certificate and key, or
-let :func:`self_signed_files` make a throwaway pair with the ``openssl`` command (falling back to
-the ``cryptography`` package when it happens to be installed). It is a development tool: never
+bytes received as ``.eml`` files in a folder. STARTTLS is optional: pass a certificate and key,
+or let :func:`self_signed_files` make a throwaway pair with the ``openssl`` command (falling back
+to the ``cryptography`` package when it happens to be installed). It is a development tool: never
 expose it beyond your machine.
+
+It runs on aiosmtpd, an extra (``pip install 'fluxmail[dev-server]'``): without it,
+:class:`DevServer` raises a ``ConfigurationError`` with code ``missing_extra``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import datetime
+import ipaddress
 import itertools
 import logging
 import os
-import shutil
-import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fluxmail.errors import ConfigurationError
 
-__all__ = ["DevServer", "ReceivedMessage", "self_signed_files", "summarize", "tls_context"]
+# asyncio, ssl, subprocess and email are imported where used: the CLI imports this module at
+# every start, and only `fluxmail dev-server` needs them.
+if TYPE_CHECKING:
+    import asyncio
+    import ssl
+
+__all__ = [
+    "DevServer",
+    "ReceivedMessage",
+    "require_aiosmtpd",
+    "self_signed_files",
+    "summarize",
+    "tls_context",
+]
 
 DEFAULT_FOLDER = Path("fluxmail-dev-mail")
+INSTALL_HINT = "the dev server needs aiosmtpd: pip install 'fluxmail[dev-server]'"
+
+
+def require_aiosmtpd() -> None:
+    """Raise a ConfigurationError naming the extra to install when aiosmtpd cannot be imported."""
+    try:
+        import aiosmtpd.smtp  # noqa: F401
+    except ImportError as exc:
+        raise ConfigurationError(INSTALL_HINT, code="missing_extra") from exc
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,10 @@ class ReceivedMessage:
 
 def summarize(data: bytes) -> tuple[str, tuple[str, ...], tuple[tuple[str, int], ...]]:
     """Subject, leaf content types, and (filename, decoded size) of each attachment."""
+    from email import policy
+    from email.message import EmailMessage
+    from email.parser import BytesParser
+
     msg = BytesParser(policy=policy.default).parsebytes(data)
     assert isinstance(msg, EmailMessage)
     parts: list[str] = []
@@ -130,6 +154,8 @@ def _quiet_aiosmtpd(record: logging.LogRecord) -> bool:
 
 
 def _is_tls_abort(exc: BaseException | None) -> bool:
+    import ssl
+
     return type(exc).__name__ == "TLSSetupException" or isinstance(
         exc, (ssl.SSLError, ConnectionResetError)
     )
@@ -160,6 +186,7 @@ class DevServer:
         tls: ssl.SSLContext | None = None,
         on_message: Callable[[ReceivedMessage], None] | None = None,
     ) -> None:
+        require_aiosmtpd()  # here, not at start(): the error belongs to the caller's thread
         self.host = host
         self.port = port
         self.folder = Path(folder)
@@ -178,6 +205,8 @@ class DevServer:
             self._on_message(message)
 
     async def _listen(self) -> asyncio.AbstractServer:
+        import asyncio
+
         from aiosmtpd.smtp import SMTP
 
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -202,6 +231,8 @@ class DevServer:
 
     async def serve(self, ready: Callable[[DevServer], None] | None = None) -> None:
         """Listen until cancelled (or ``stop()`` from another thread); ``ready`` runs once bound."""
+        import asyncio
+
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         server = await self._listen()
@@ -215,6 +246,8 @@ class DevServer:
 
     def start(self, timeout: float = 10.0) -> DevServer:
         """Run on a background thread; returns once the port is bound (raises if it cannot be)."""
+        import asyncio
+
         bound = threading.Event()
         failure: list[BaseException] = []
 
@@ -250,6 +283,8 @@ class DevServer:
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     """A server-side context for STARTTLS from PEM files; errors name the file."""
+    import ssl
+
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         ctx.load_cert_chain(str(cert), str(key))
@@ -266,6 +301,8 @@ def self_signed_files(folder: Path, hostname: str = "localhost") -> tuple[Path, 
     Uses the ``openssl`` command, which most machines have; else ``cryptography`` if some other
     package brought it in. fluxmail itself does not depend on either.
     """
+    import shutil
+
     folder.mkdir(parents=True, exist_ok=True)
     cert, key = folder / "dev-cert.pem", folder / "dev-key.pem"
     if cert.is_file() and key.is_file():
@@ -286,6 +323,8 @@ def self_signed_files(folder: Path, hostname: str = "localhost") -> tuple[Path, 
 
 
 def _openssl_pair(cert: Path, key: Path, hostname: str) -> None:
+    import subprocess
+
     san = f"subjectAltName=DNS:{hostname},DNS:localhost,IP:127.0.0.1,IP:::1"
     cmd = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "30"]
     cmd += ["-keyout", str(key), "-out", str(cert), "-subj", f"/CN={hostname}", "-addext", san]
@@ -298,9 +337,6 @@ def _openssl_pair(cert: Path, key: Path, hostname: str) -> None:
 
 
 def _cryptography_pair(cert: Path, key: Path, hostname: str) -> None:
-    import datetime
-    import ipaddress
-
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec

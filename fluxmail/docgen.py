@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fluxmail.config.providers import Provider, load_catalog
-from fluxmail.config.settings import ARG_NAMES, SECRET_FIELDS, FluxMailSettings, env_name
+from fluxmail.config.settings import ARG_NAMES, SECRET_FIELDS, SettingsFields, env_name
 
 __all__ = ["configuration_md", "env_example", "main", "providers_md", "region_summary"]
 
@@ -41,6 +41,13 @@ Highest first; the first layer that gives a value wins:
 6. **provider preset**: the `FLUXMAIL_PROVIDER` entry of the catalog (host, port, TLS mode,
    fixed username, rate limit)
 7. **default**
+
+Layers 1-5 are the pydantic-settings sources of `FluxMailSettings`, in this order
+(`settings_customise_sources`, see `fluxmail/config/sources.py`): the environment and `.env`
+are read by pydantic-settings' own `EnvSettingsSource` and `DotEnvSettingsSource`
+(python-dotenv). The provider preset is applied after the sources, because which preset applies
+depends on the resolved provider name and region. The CLI asks the same sources which secrets
+to redact.
 
 Booleans accept `true`/`1`/`yes`/`on` and `false`/`0`/`no`/`off` in any case; anything else
 (`maybe`, empty, `2`) is the `invalid_boolean` error. Empty text values count as unset.
@@ -110,6 +117,10 @@ and the provider's convention says the login is an address (or no provider is se
 the `sender_required` error naming `FLUXMAIL_SENDER` and `sender=`. A literal or token login
 (`apikey`, `api`, `resend`, `SMTP_Injection`, a Postmark token, SES credentials) is never used as
 the sender.
+
+`FLUXMAIL_SENDER` (and a username used as the sender) goes through the same strict address
+parser as every `From` of a message: a value it refuses (`not-an-address`, two addresses, an
+ambiguous form) is the `invalid_config` error when the mailer is built, before any connection.
 """
 
 
@@ -131,12 +142,12 @@ def _default(value: object) -> str:
 
 
 def configuration_md() -> str:
-    """The configuration reference, generated from ``FluxMailSettings``."""
+    """The configuration reference, generated from the settings' fields (``SettingsFields``)."""
     rows = [
         "| variable | argument | type | default | secret | description |",
         "|---|---|---|---|---|---|",
     ]
-    for name, field in FluxMailSettings.model_fields.items():
+    for name, field in SettingsFields.model_fields.items():
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         secret = f"yes (`{env_name(name)}_FILE`)" if name in SECRET_FIELDS else ""
         upstream = " (upstream)" if extra.get("upstream") else ""

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from fluxmail.errors import ConfigurationError
+from fluxmail.message.mime import render
+from fluxmail.message.model import Message
+from fluxmail.results import SendResult
 
-if TYPE_CHECKING:
-    from fluxmail.mailer import FluxMail
-    from fluxmail.message.model import Message
-    from fluxmail.results import SendResult
+
+class DraftSender(Protocol):
+    """What a draft sends through (``FluxMail``); a protocol, so drafts need not import it."""
+
+    def _send_sync(self, draft: Draft, dry_run: bool) -> SendResult: ...
+
+    async def _send_async(self, draft: Draft, dry_run: bool) -> SendResult: ...
 
 
 @dataclass(frozen=True, eq=False)
 class Draft:
     """Returned by ``mailer.create(...)``; ``send()`` or ``await send_async()`` delivers it."""
 
-    mailer: FluxMail = field(repr=False)
+    mailer: DraftSender = field(repr=False)
     message: Message
 
     @property
@@ -27,8 +33,6 @@ class Draft:
 
     @cached_property
     def _bytes(self) -> bytes:
-        from fluxmail.message.mime import render
-
         return render(self.message)
 
     def as_bytes(self) -> bytes:

@@ -1,33 +1,41 @@
 """The fluxmail error tree.
 
-Every error is data: a stable ``code`` (public API: codes are added, never renamed), a readable
-message that names what to fix, and, for the CLI, an exit code owned by the class::
+Every error is data: a stable ``code`` (public API: codes are added, never renamed) and a
+readable message that names what to fix. Errors also mix in the standard library's base that
+fits, so ``except TimeoutError`` works for code that never heard of fluxmail::
 
-    FluxMailException                      code="error"            exit 1
-    ├── ConfigurationError                 code="invalid_config"   exit 3
-    ├── MessageError                       code="invalid_message"  exit 4
-    ├── AuditError                         code="audit_error"      exit 8
-    │   └── RecordNotFound                 code="not_found"        exit 9
-    └── DeliveryError                      code="send_failed"      exit 5
-        ├── ConnectionFailed               code="connection_failed"
-        │   └── SendTimeout                code="timeout"
-        ├── TLSFailure                     code="tls_error"        exit 6
-        ├── AuthenticationFailed           code="auth_failed"      exit 6
-        ├── Refused                        code="refused"          exit 6
-        └── OutcomeUnknown                 code="outcome_unknown"  exit 7
+    FluxMailException                      code="error"
+    ├── ConfigurationError  (ValueError)   code="invalid_config"
+    ├── MessageError        (ValueError)   code="invalid_message"
+    ├── AuditError                         code="audit_error"
+    │   └── RecordNotFound                 code="not_found"
+    └── DeliveryError                      code="send_failed"        transient
+        ├── ConnectionFailed (ConnectionError) code="connection_failed" transient
+        │   └── SendTimeout  (TimeoutError)    code="timeout"           transient
+        ├── TLSFailure                     code="tls_error"          permanent*
+        ├── AuthenticationFailed           code="auth_failed"        permanent*
+        ├── Refused                        code="refused"            permanent
+        └── OutcomeUnknown                 code="outcome_unknown"    never retried
+
+``transient`` (may a later attempt succeed?) is the class's kind; * a 4xx reply to STARTTLS or
+AUTH is transient (``fluxmail.transport.smtp.replies.transient_reply``). ``stage`` names the
+SMTP step that failed. The CLI's exit codes live in ``fluxmail.cli.exit_codes``.
 
 Messages never contain a secret: callers pass only redacted values in.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from fluxmail.results import SendResult
 
 __all__ = [
-    "EXIT_CODES",
+    "STAGES",
     "AuditError",
     "AuthenticationFailed",
     "ConfigurationError",
@@ -39,21 +47,41 @@ __all__ = [
     "RecordNotFound",
     "Refused",
     "SendTimeout",
+    "Stage",
     "TLSFailure",
 ]
 
-# CLI exit codes, one per error class (docs/cli.md lists them).
-EXIT_CODES: dict[str, int] = {
-    "error": 1,
-    "usage": 2,
-    "configuration": 3,
-    "message": 4,
-    "temporary": 5,
-    "permanent": 6,
-    "unknown_outcome": 7,
-    "audit": 8,
-    "not_found": 9,
-}
+# The SMTP steps a delivery error can name, in the order a session runs them.
+Stage = Literal[
+    "connect",
+    "tls",
+    "greeting",
+    "ehlo",
+    "starttls",
+    "auth",
+    "mail",
+    "rcpt",
+    "data",
+    "end_of_data",
+    "rset",
+    "noop",
+]
+STAGES: tuple[Stage, ...] = get_args(Stage)
+
+# Kept for code written before 0.5: the CLI owns its exit codes (fluxmail.cli.exit_codes).
+EXIT_CODES: Mapping[str, int] = MappingProxyType(
+    {
+        "error": 1,
+        "usage": 2,
+        "configuration": 3,
+        "message": 4,
+        "temporary": 5,
+        "permanent": 6,
+        "unknown_outcome": 7,
+        "audit": 8,
+        "not_found": 9,
+    }
+)
 
 
 def shown(value: object) -> str:
@@ -66,10 +94,9 @@ class FluxMailException(Exception):
     """Root of every error fluxmail raises; ``code`` is a stable string."""
 
     code: str = "error"
-    exit_code: int = EXIT_CODES["error"]
 
     def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
-        super().__init__(message)
+        super().__init__(message)  # args == (message,): pickling rebuilds cls(message)
         self.message = message
         if code is not None:
             self.code = code
@@ -85,40 +112,40 @@ class FluxMailException(Exception):
         return {"error": type(self).__name__, "code": self.code, "message": self.message}
 
 
-class ConfigurationError(FluxMailException):
+class ConfigurationError(FluxMailException, ValueError):
     """A setting is missing, malformed or contradicts another; names the setting to fix."""
 
     code = "invalid_config"
-    exit_code = EXIT_CODES["configuration"]
 
 
-class MessageError(FluxMailException):
+class MessageError(FluxMailException, ValueError):
     """The message cannot be built safely (bad address, header injection, missing file...)."""
 
     code = "invalid_message"
-    exit_code = EXIT_CODES["message"]
 
 
 class AuditError(FluxMailException):
     """The audit store cannot be written or read; nothing is sent without a record."""
 
     code = "audit_error"
-    exit_code = EXIT_CODES["audit"]
 
 
 class RecordNotFound(AuditError):
-    """No audit record has that id; its own exit code, so a script can tell "no such record"
-    from "the store cannot be read"."""
+    """No audit record has that id (its own CLI exit code: "no such record" is not "the
+    store cannot be read")."""
 
     code = "not_found"
-    exit_code = EXIT_CODES["not_found"]
 
 
 class DeliveryError(FluxMailException):
-    """Delivery did not succeed; carries the SMTP reply, every attempt and the result."""
+    """Delivery did not succeed; carries the SMTP reply, the failing stage and the result.
+
+    ``transient`` comes from the class; pass it only where the kind does not decide (a reply
+    code, or a fault that a later attempt cannot cure).
+    """
 
     code = "send_failed"
-    exit_code = EXIT_CODES["temporary"]
+    transient: bool = True
 
     def __init__(
         self,
@@ -128,7 +155,8 @@ class DeliveryError(FluxMailException):
         smtp_code: int | None = None,
         smtp_text: str | None = None,
         enhanced_status: str | None = None,
-        transient: bool = True,
+        stage: Stage | None = None,
+        transient: bool | None = None,
         result: SendResult | None = None,
         **details: Any,
     ) -> None:
@@ -136,7 +164,9 @@ class DeliveryError(FluxMailException):
         self.smtp_code = smtp_code
         self.smtp_text = smtp_text
         self.enhanced_status = enhanced_status
-        self.transient = transient
+        self.stage: Stage | None = stage
+        if transient is not None:
+            self.transient = transient
         self.result = result
 
     @property
@@ -156,37 +186,39 @@ class DeliveryError(FluxMailException):
         return data
 
 
-class ConnectionFailed(DeliveryError):
+class ConnectionFailed(DeliveryError, ConnectionError):
     """Could not connect, or the connection was lost before the message was handed over."""
 
     code = "connection_failed"
+    transient = True
 
 
-class SendTimeout(ConnectionFailed):
+class SendTimeout(ConnectionFailed, TimeoutError):
     """The server did not answer in time."""
 
     code = "timeout"
+    transient = True
 
 
 class TLSFailure(DeliveryError):
     """TLS could not be established: certificate not trusted, wrong host, STARTTLS missing."""
 
     code = "tls_error"
-    exit_code = EXIT_CODES["permanent"]
+    transient = False
 
 
 class AuthenticationFailed(DeliveryError):
     """The server refused the credentials (535) or requires something else to log in."""
 
     code = "auth_failed"
-    exit_code = EXIT_CODES["permanent"]
+    transient = False
 
 
 class Refused(DeliveryError):
     """The server permanently refused the message or every recipient (5xx)."""
 
     code = "refused"
-    exit_code = EXIT_CODES["permanent"]
+    transient = False
 
 
 class OutcomeUnknown(DeliveryError):
@@ -196,4 +228,8 @@ class OutcomeUnknown(DeliveryError):
     """
 
     code = "outcome_unknown"
-    exit_code = EXIT_CODES["unknown_outcome"]
+    transient = False
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs.pop("transient", None)  # never retried, whatever a caller says
+        super().__init__(message, **kwargs)

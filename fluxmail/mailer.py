@@ -7,25 +7,16 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from os import PathLike
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fluxmail.audit.log import AuditLog
+from fluxmail.bulk import BulkRun, MessageSource, send_many, send_many_async
 from fluxmail.config.resolve import Config, idempotency_needs_audit, resolve_config, resolve_sender
-from fluxmail.engine.loop import LoopThread
-from fluxmail.errors import (
-    ConfigurationError,
-    DeliveryError,
-    FluxMailException,
-    MessageError,
-    OutcomeUnknown,
-    Refused,
-)
-from fluxmail.transport.local import make_backend
-
-if TYPE_CHECKING:
-    from fluxmail.bulk import BulkRun, MessageSource
-    from fluxmail.draft import Draft
-    from fluxmail.results import SendResult
+from fluxmail.draft import Draft
+from fluxmail.engine.sending import Engine
+from fluxmail.errors import ConfigurationError, FluxMailException
+from fluxmail.message.model import build_message
+from fluxmail.results import SendResult
 
 log = logging.getLogger("fluxmail")
 
@@ -61,9 +52,8 @@ class FluxMail:
             settings["host"] = host
         self._config = resolve_config(**settings)
         self._log = _logger(logger, log_level)
-        self._backend = make_backend(self._config)
-        self._runner = LoopThread()
-        self.audit = AuditLog(self._config)
+        self._engine = Engine(self._config, self._log)
+        self.audit: AuditLog = self._engine.audit
         c = self._config
         if c.backend == "smtp" and c.security != "none" and not c.tls_verify:
             self._log.warning(
@@ -127,9 +117,6 @@ class FluxMail:
         ``message_id`` is for a deliberate resend of an ``unknown`` outcome: reusing the
         original Message-ID lets receivers discard the duplicate (RFC 5322 3.6.4).
         """
-        from fluxmail.draft import Draft
-        from fluxmail.message.model import build_message
-
         resolved = sender if sender is not None else resolve_sender(self._config, None)
         message = build_message(
             subject=subject, recipients=recipients, body=body, sender=resolved, cc=cc, bcc=bcc,
@@ -145,65 +132,30 @@ class FluxMail:
 
     # -- sending -----------------------------------------------------------------------------
 
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
     def _send_sync(self, draft: Draft, dry_run: bool) -> SendResult:
-        if self._runner.in_loop():
+        runner = self._engine.runner
+        if runner.in_loop():
             raise FluxMailException(
                 "send() was called from fluxmail's own event loop; use await send_async()",
                 code="invalid_call",
             )
-        return self._runner.run(self._send_async(draft, dry_run))
+        return runner.run(self._send_async(draft, dry_run))
 
     async def _send_async(self, draft: Draft, dry_run: bool) -> SendResult:
-        result, error = await self._deliver_one(draft, dry_run)
-        raise_for(result, error)
-        return result
-
-    async def _deliver_one(
-        self, draft: Draft, dry_run: bool
-    ) -> tuple[SendResult, DeliveryError | None]:
-        """Claim an audit record, deliver, record the outcome. Never raises for delivery faults."""
-        import asyncio
-
-        from fluxmail.engine.outgoing import Outgoing
-
-        out = Outgoing.prepare(draft, dry=dry_run or self._config.dry_run)
-        if self.audit.enabled:
-            # In a worker thread: a PostgreSQL round trip or a SQLite lock held by another
-            # process must not stall the event loop (other sends, the caller's own tasks).
-            record = out.record(self._config)
-            claim = await asyncio.to_thread(lambda: self.audit.store().claim(record))
-            if claim.replay is not None:
-                return claim.replay, None
-            out.audit_id = claim.audit_id
-        if out.dry:
-            return out.dry_result(), None
-        try:
-            result, error = await out.transmit(self._backend)
-        except MessageError as exc:
-            # Found while preparing the SMTP commands (a bare LF), always before MAIL FROM.
-            self._finish(out.audit_id, out.unsent(str(exc)))
-            raise
-        except BaseException as exc:
-            self._finish(out.audit_id, out.interrupted(exc))
-            raise
-        if out.audit_id is not None:
-            await asyncio.to_thread(self._finish, out.audit_id, result)
-        return result, error
-
-    def _finish(self, audit_id: str | None, result: SendResult) -> None:
-        if audit_id is None:
-            return
-        try:
-            self.audit.store().finish(audit_id, result)
-        except FluxMailException as exc:
-            # The message went out; raising now would invite a resend. The record stays
-            # 'sending' and becomes 'unknown' when the store is next opened.
-            self._log.error("could not record the outcome of %s: %s", audit_id, exc)
+        done = await self._engine.send(draft.message, draft.as_bytes(), dry_run=dry_run)
+        if done.error is not None:
+            raise done.error
+        assert done.result is not None
+        return done.result
 
     # -- connection reuse --------------------------------------------------------------------
 
     def __enter__(self) -> FluxMail:
-        self._hold(1)
+        self._engine.transport.hold(1)
         return self
 
     def __exit__(
@@ -212,11 +164,12 @@ class FluxMail:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._hold(-1) == 0 and self._runner.started:
-            self._runner.run(self._backend.aclose())
+        runner = self._engine.runner
+        if self._engine.transport.hold(-1) == 0 and runner.started:
+            runner.run(self._engine.transport.aclose())
 
     async def __aenter__(self) -> FluxMail:
-        self._hold(1)
+        self._engine.transport.hold(1)
         return self
 
     async def __aexit__(
@@ -225,32 +178,21 @@ class FluxMail:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._hold(-1) == 0:
-            await self._backend.aclose()
-
-    def _hold(self, delta: int) -> int:
-        hold = getattr(self._backend, "hold", None)
-        return int(hold(delta)) if hold is not None else 0
+        if self._engine.transport.hold(-1) == 0:
+            await self._engine.transport.aclose()
 
     def close(self) -> None:
         """Close pooled connections, the background loop and the audit store."""
-        if self._runner.started:
-            self._runner.run(self._backend.aclose())
-        self._runner.stop()
-        self.audit.close()
+        self._engine.close()
 
     # -- bulk --------------------------------------------------------------------------------
 
     def send_many(self, messages: MessageSource, **options: Any) -> BulkRun:
         """Send many messages over pooled, pipelined connections; see fluxmail.bulk."""
-        from fluxmail.bulk import send_many
-
         return send_many(self, messages, **options)
 
     def send_many_async(self, messages: MessageSource, **options: Any) -> BulkRun:
         """The async face of send_many: ``async for result in mailer.send_many_async(...)``."""
-        from fluxmail.bulk import send_many_async
-
         return send_many_async(self, messages, **options)
 
 
@@ -271,25 +213,3 @@ def _logger(logger: object, log_level: object) -> logging.Logger:
             )
         chosen.setLevel(level)
     return chosen
-
-
-def raise_for(result: SendResult, error: DeliveryError | None) -> None:
-    """send() returns sent/partial/queued/dry_run results and replays; otherwise it raises."""
-    if result.ok or result.replayed:
-        return
-    if result.status == "unknown":
-        if isinstance(error, OutcomeUnknown):
-            raise error.with_result(result)
-        raise OutcomeUnknown("the outcome of the send is unknown", result=result)
-    statuses = {r.status for r in result.recipients.values()}
-    if statuses == {"rejected"} and (error is None or isinstance(error, Refused)):
-        first = next(iter(result.recipients.values()))
-        raise Refused(
-            f"every recipient was refused (first: {first.code} {first.text})",
-            code="all_recipients_refused" if error is None else error.code,
-            smtp_code=first.code, smtp_text=first.text, enhanced_status=first.enhanced_status,
-            transient=False, result=result,
-        )  # fmt: skip
-    if error is not None:
-        raise error.with_result(result)
-    raise DeliveryError("every recipient was deferred; nothing was delivered", result=result)

@@ -31,6 +31,7 @@ if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then BOLD=$(printf '\033[1m'); PLAIN=$(pr
 step() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 
 step "1. fluxmail dev-server --port 0   (in the background)"
+: >"$WORK/server.log"  # exists before the loop below reads it (the server may start late)
 "$BIN" dev-server --port 0 --folder "$WORK/mail" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 PORT=""

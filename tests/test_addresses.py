@@ -8,8 +8,11 @@ from email.header import decode_header, make_header
 
 import pytest
 
-from fluxmail.errors import MessageError
-from fluxmail.message.addresses import Address, parse_address, parse_addresses
+from fluxmail.config.urls import parse_host
+from fluxmail.errors import ConfigurationError, MessageError
+from fluxmail.message import addresses
+from fluxmail.message.addresses import Address, idna_domain, parse_address, parse_addresses
+from fluxmail.message.headers import make_message_id
 
 
 @pytest.mark.parametrize(
@@ -187,3 +190,60 @@ def test_bad_idna_domain_is_invalid() -> None:
     with pytest.raises(MessageError) as caught:
         parse_address("ann@" + "ü" * 70 + ".de", field="to")
     assert caught.value.code == "invalid_address"
+
+
+def test_idna_2008_keeps_sharp_s() -> None:
+    """IDNA 2008: faß.de is its own domain (xn--fa-hia.de), not IDNA 2003's fass.de."""
+    assert idna_domain("faß.de") == "xn--fa-hia.de"
+    address = parse_address("Ann <ann@faß.de>", field="to")
+    assert address.envelope(smtputf8=False) == "ann@xn--fa-hia.de"
+    assert address.header_value() == "Ann <ann@xn--fa-hia.de>"
+
+
+@pytest.mark.parametrize("domain", ["BÜCHER.de", "ｂüｃｈｅｒ.ｄｅ", "ＢÜＣＨＥＲ.ＤＥ"])
+def test_uts46_maps_case_and_fullwidth_forms(domain: str) -> None:
+    """UTS #46 mapping: upper case and fullwidth letters reach the same A-label."""
+    assert idna_domain(domain) == "xn--bcher-kva.de"
+    assert parse_address(f"ann@{domain}", field="to").envelope(smtputf8=False) == (
+        "ann@xn--bcher-kva.de"
+    )
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "☃.example",  # a symbol: valid in IDNA 2003 (xn--n3h), disallowed in IDNA 2008
+        "bücher-.de",  # a label may not end with a hyphen
+        "xn--bücher.de",  # a U-label may not start with the ACE prefix
+        "a\u200db.bücher.de",  # ZERO WIDTH JOINER outside its CONTEXTJ rule
+    ],
+)
+def test_labels_idna_2008_refuses_are_invalid_addresses(domain: str) -> None:
+    """A label without an IDNA 2008 form is invalid_address (at parse time, before sending)."""
+    with pytest.raises(UnicodeError):
+        idna_domain(domain)
+    with pytest.raises(MessageError) as caught:
+        parse_address(f"ann@{domain}", field="to")
+    assert caught.value.code == "invalid_address"
+
+
+def test_message_id_and_host_use_the_same_idna_function() -> None:
+    """Message-IDs and FLUXMAIL_HOST go through idna_domain too (one IDNA rule everywhere)."""
+    assert make_message_id("faß.de").endswith("@xn--fa-hia.de>")
+    assert make_message_id("☃.example").endswith("@fluxmail.invalid>")
+    assert parse_host("smtp.faß.de").host == "smtp.xn--fa-hia.de"
+    with pytest.raises(ConfigurationError) as caught:
+        parse_host("smtp.☃.example")
+    assert caught.value.code == "invalid_host"
+
+
+def test_address_character_classes_are_exactly_the_rfc_sets() -> None:
+    """atext + non-ASCII for local parts, letters/digits/hyphen + non-ASCII for labels."""
+    atext = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~")
+    alnum = {c for c in atext if c.isalnum()}
+    for code in range(0x110000):
+        char = chr(code)
+        wide = code >= 0x80
+        assert bool(addresses._LOCAL.fullmatch(char)) == (wide or char in atext), hex(code)
+        assert bool(addresses._DOMAIN.fullmatch(char)) == (wide or char in alnum), hex(code)
+    assert addresses._DOMAIN.fullmatch("a-b.c") and not addresses._DOMAIN.fullmatch("a-.b")

@@ -12,8 +12,8 @@ from audit_support import failed_result, kill_bulk_run, make_record
 from pg import pg_database_fixture, pg_server_fixture  # noqa: F401  (fixtures)
 
 from fluxmail.audit import AuditStore, open_store
+from fluxmail.audit.records import NEVER_HANDED
 from fluxmail.audit.sqlite_schema import LATEST_VERSION, MIGRATIONS
-from fluxmail.audit.store import NEVER_HANDED
 
 KEYS = [f"run-{n}" for n in range(6)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from audit_support import (
 from pg import pg_database_fixture, pg_server_fixture  # noqa: F401  (fixtures)
 
 from fluxmail.audit import AuditStore, open_store
-from fluxmail.audit.store import new_id
+from fluxmail.audit.ids import new_id, new_ids
 from fluxmail.errors import AuditError
 
 
@@ -335,6 +336,31 @@ def test_ids_carry_the_millisecond_clock_in_crockford_base32() -> None:
     for char in prefix:
         ms = ms * 32 + alphabet.index(char)
     assert ms == int(now * 1000)
+
+
+def test_a_batch_of_ids_counts_up_like_ids_made_one_by_one() -> None:
+    """new_ids(n) in one millisecond: consecutive values (past a 1024 boundary), sorted, and
+    still ordered against ids made one by one before and after."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    now = time.time() + 7200.0  # a fresh millisecond, later than any id made so far
+    batch = [new_id(now), *new_ids(3000, now), new_id(now)]
+    values = []
+    for audit_id in batch:
+        value = 0
+        for char in audit_id[10:]:
+            value = value * 32 + alphabet.index(char)
+        values.append(value)
+    assert batch == sorted(batch) and len(set(batch)) == len(batch)
+    assert all(b - a == 1 for a, b in itertools.pairwise(values))
+    assert {i[:10] for i in batch} == {new_id(now)[:10]}
+
+
+def test_every_store_can_hold_its_snapshots(store: AuditStore) -> None:
+    """hold_snapshots() is part of every store (a no-op where nothing is deferred)."""
+    with store.hold_snapshots():
+        [claim] = store.claim_many([make_record("held-1")], defer_snapshots=True)
+    assert store.materialize_pending() >= 0
+    assert store.get_eml(claim.audit_id) == make_record("held-1").eml
 
 
 def test_a_dedicated_worker_thread_claims_and_finishes(store: AuditStore) -> None:

@@ -27,7 +27,7 @@ from pg import pg_database_fixture, pg_server_fixture  # noqa: F401  (fixtures)
 from servers import Faults, SMTPTestServer, stall
 
 from fluxmail.audit import open_store
-from fluxmail.audit.store import NEVER_HANDED
+from fluxmail.audit.records import NEVER_HANDED
 
 MESSAGES, CONCURRENCY = 50, 4
 WINDOW = CONCURRENCY * 2

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from fluxmail.errors import EXIT_CODES
+from fluxmail.cli.exit_codes import EXIT_CODES
 from tests.cli_support import cli
 from tests.servers import Faults, SMTPTestServer, reply
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fluxmail.cli.audit import parse_since
-from fluxmail.errors import EXIT_CODES
+from fluxmail.cli.exit_codes import EXIT_CODES
 from tests.cli_support import cli, smtp_env
 from tests.servers import SMTPTestServer
 

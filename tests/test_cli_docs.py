@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fluxmail.errors import EXIT_CODES
+from fluxmail.cli.exit_codes import EXIT_CODES
 from tests.cli_support import cli
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
@@ -47,7 +47,7 @@ def test_doc_flags_exist(
 
 
 def test_doc_lists_every_exit_code() -> None:
-    """The exit-code table names every code of fluxmail.errors.EXIT_CODES."""
+    """The exit-code table names every code of fluxmail.cli.exit_codes.EXIT_CODES."""
     text = DOC.read_text(encoding="utf-8")
     for code in EXIT_CODES.values():
         assert re.search(rf"^\| {code} \|", text, re.MULTILINE), code

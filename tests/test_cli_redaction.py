@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Callable
 from email import message_from_bytes
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -152,3 +153,55 @@ def test_url_secret_derives_its_password(monkeypatch: pytest.MonkeyPatch) -> Non
     assert secrets.is_secret("p/w") and secrets.is_secret("p%2Fw")
     assert secrets.is_secret(base64.b64encode(b"\0bob@example.com\0p/w").decode())
     assert not secrets.is_secret("smtp.example.com")
+
+
+# --- the CLI learns its secrets from the config layer's sources ------------------------------
+
+ONLY_HERE = "Zq9-known-only-from-one-source"
+
+
+def _secret_in_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text(ONLY_HERE + "\n")
+    monkeypatch.setenv("FLUXMAIL_PASSWORD_FILE", str(tmp_path / "pw"))
+
+
+def _secret_in_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(f"FLUXMAIL_PASSWORD={ONLY_HERE}\n")
+
+
+@pytest.mark.parametrize("place", [_secret_in_file, _secret_in_dotenv], ids=["file", "dotenv"])
+@pytest.mark.parametrize("json_flag", [(), ("--json",)], ids=["text", "json"])
+def test_cli_redacts_a_secret_known_only_from_file_or_dotenv(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    place: Callable[[pytest.MonkeyPatch, Path], None],
+    json_flag: tuple[str, ...],
+) -> None:
+    """An error that echoes a secret found only in a *_FILE or only in .env is redacted:
+    the redactor asks the config layer's sources, as the build does, before any build."""
+    monkeypatch.chdir(tmp_path)
+    place(monkeypatch, tmp_path)
+    monkeypatch.setenv("FLUXMAIL_HOST", "mail.example.com")
+    monkeypatch.setenv("FLUXMAIL_USERNAME", USER)
+    ran = cli(capsys, monkeypatch, "config", "--provider", ONLY_HERE, *json_flag)
+    assert ran.code != 0
+    assert ONLY_HERE not in ran.both and ONLY_HERE.lower() not in ran.both
+    assert REDACTED in ran.both, ran.both
+
+
+def test_redactor_reads_the_same_sources_as_the_build(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Secrets() knows the .env and *_FILE secrets that resolve_config() would read."""
+    from fluxmail.cli._redact import Secrets
+
+    monkeypatch.chdir(tmp_path)
+    _secret_in_dotenv(monkeypatch, tmp_path)
+    (tmp_path / "audit").write_text("audit-secret-from-file\n")
+    monkeypatch.setenv("FLUXMAIL_AUDIT_PASSWORD_FILE", str(tmp_path / "audit"))
+    config = resolve_config(object_type="memory")
+    assert config.password is not None and config.audit_password is not None
+    secrets = Secrets()
+    assert secrets.is_secret(config.password.get_secret_value())
+    assert secrets.is_secret(config.audit_password.get_secret_value())

@@ -280,3 +280,120 @@ def test_username_without_password_names_where_the_username_came_from(
     assert info.value.code == "credentials_incomplete"
     fix = info.value.message.split("or ", 1)[-1]
     assert named in fix and "FLUXMAIL_PASSWORD" in info.value.message
+
+
+# --- one address rule: FLUXMAIL_SENDER goes through the strict parser ------------------------
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "not an address",
+        "a@example.com, b@example.com",  # two addresses: parseaddr alone saw an "@"
+        "Shop <shop@example.com",
+        "shop@@example.com",
+        '"Shop" <shop@example.com> junk',
+    ],
+)
+def test_bad_sender_is_configuration_error_before_traffic(
+    smtp_server: Server, monkeypatch: pytest.MonkeyPatch, sender: str
+) -> None:
+    """A FLUXMAIL_SENDER the message parser refuses fails the build; nothing connects."""
+    server = smtp_server()
+    monkeypatch.setenv("FLUXMAIL_SENDER", sender)
+    with pytest.raises(ConfigurationError) as info:
+        FluxMail.from_env(host=server.host, port=server.port, use_tls=False, audit=False)
+    assert info.value.code == "invalid_config" and "FLUXMAIL_SENDER" in info.value.message
+    assert server.connections == 0
+
+
+def test_username_as_sender_uses_the_strict_rule() -> None:
+    """Only a bare address the strict parser accepts becomes the default sender."""
+    base = {"host": "mail.example.com", "password": "p"}
+    assert resolve_config(username="me@example.com", **base).default_sender() == "me@example.com"
+    for login in ("apikey", "Me <me@example.com>", "me@@example.com"):
+        assert resolve_config(username=login, **base).default_sender() is None
+
+
+# --- one TLS policy for every client path ------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+# The server context of the dev server is not a client path.
+_TLS_BUILDERS_ALLOWED = {"fluxmail/config/tls.py", "fluxmail/devserver.py"}
+
+
+def test_one_place_builds_client_tls_contexts() -> None:
+    """create_default_context / SSLContext( / minimum_version appear only in config/tls.py."""
+    found = []
+    for path in sorted((ROOT / "fluxmail").rglob("*.py")):
+        name = path.relative_to(ROOT).as_posix()
+        text = path.read_text(encoding="utf-8")
+        if name not in _TLS_BUILDERS_ALLOWED and any(
+            word in text for word in ("create_default_context", "SSLContext(", "minimum_version =")
+        ):
+            found.append(name)
+    assert found == []
+
+
+def _client_contexts(ca_path: Path) -> dict[str, Any]:
+    from fluxmail.config.tls import client_context
+
+    return {
+        "client_context(ca)": client_context(ca_path),
+        "Config.ssl_context() with FLUXMAIL_CA_FILE": resolve_config(
+            host="localhost", use_tls=True, ca_file=str(ca_path)
+        ).ssl_context(),
+        "client_context() (certifi)": client_context(),
+        "Config.ssl_context() (certifi)": resolve_config(
+            host="localhost", use_tls=True
+        ).ssl_context(),
+    }
+
+
+def _handshake(context: Any, server: SMTPTestServer) -> None:
+    import socket
+
+    with (
+        socket.create_connection((server.host, server.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost"),
+    ):
+        pass
+
+
+def test_every_client_context_is_tls12_and_verifying(ca: Any) -> None:
+    """Each client context: TLS >= 1.2, certificates required, host names checked."""
+    import ssl
+
+    for name, context in _client_contexts(ca.ca_path).items():
+        assert context.minimum_version >= ssl.TLSVersion.TLSv1_2, name
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname, name
+
+
+@pytest.mark.parametrize(
+    "which", ["client_context(ca)", "Config.ssl_context() with FLUXMAIL_CA_FILE"]
+)
+def test_client_context_refuses_tls11_and_untrusted(
+    smtp_server: Server, ca: Any, which: str
+) -> None:
+    """Against real servers: TLS 1.1 only is refused, an untrusted certificate is refused,
+    and the CA it was given is trusted."""
+    import ssl
+
+    context = _client_contexts(ca.ca_path)[which]
+    _handshake(context, smtp_server(tls="implicit"))  # the configured CA: accepted
+    for server in (
+        smtp_server(tls="implicit", tls_max_version=ssl.TLSVersion.TLSv1_1),
+        smtp_server(tls="implicit", cert="untrusted"),
+    ):
+        with pytest.raises(ssl.SSLError):
+            _handshake(context, server)
+
+
+def test_certifi_context_does_not_trust_a_private_ca(smtp_server: Server, ca: Any) -> None:
+    """Without FLUXMAIL_CA_FILE the policy trusts certifi's roots only."""
+    import ssl
+
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(
+            _client_contexts(ca.ca_path)["client_context() (certifi)"], smtp_server(tls="implicit")
+        )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from email import message_from_bytes
 from pathlib import Path
 
@@ -112,3 +114,57 @@ def test_summarize_plain_and_unnamed_attachment() -> None:
     )
     assert message_from_bytes(raw).is_multipart()
     assert summarize(raw) == ("S", ("text/plain",), (("(unnamed)", 3),))
+
+
+# A fresh interpreter in which `import aiosmtpd` fails, as it does when the dev-server extra is
+# not installed: a meta path finder refuses it (nothing is mocked), then the given code runs.
+REFUSE_AIOSMTPD = """
+import sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "aiosmtpd":
+            raise ImportError("No module named " + repr(name))
+sys.meta_path.insert(0, Refuse())
+"""
+
+
+def _without_aiosmtpd(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", REFUSE_AIOSMTPD + code],
+        capture_output=True, text=True, timeout=60, check=False, cwd=cwd,
+    )  # fmt: skip
+
+
+def test_dev_server_class_without_aiosmtpd_names_the_extra(tmp_path: Path) -> None:
+    """DevServer() without aiosmtpd: a ConfigurationError (missing_extra) naming the extra."""
+    code = """
+from fluxmail.errors import ConfigurationError
+from fluxmail.devserver import DevServer, summarize
+print(summarize(b"Subject: still works\\r\\n\\r\\nx\\r\\n")[0])
+try:
+    DevServer(port=0)
+except ConfigurationError as exc:
+    print(exc.code, exc)
+"""
+    done = _without_aiosmtpd(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first == "still works"  # the module itself imports without the extra
+    assert second.startswith("missing_extra ")
+    assert "pip install 'fluxmail[dev-server]'" in second
+
+
+def test_cli_dev_server_without_aiosmtpd_says_what_to_install(tmp_path: Path) -> None:
+    """`fluxmail dev-server` without aiosmtpd: one line naming the extra, exit 3, nothing made."""
+    code = "import sys; from fluxmail.cli import run; sys.exit(run(sys.argv[1:]))"
+    args = ["dev-server", "--port", "0", "--tls", "--folder", str(tmp_path / "mail")]
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSE_AIOSMTPD + code, *args],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert "pip install 'fluxmail[dev-server]'" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert not (tmp_path / "mail").exists()  # no certificate or folder before the check
+    other = _without_aiosmtpd(code.replace("sys.argv[1:]", "['providers']"), tmp_path)
+    assert other.returncode == 0, other.stderr  # the rest of the CLI works without the extra

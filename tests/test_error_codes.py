@@ -13,13 +13,15 @@ Codes are collected from the source, not from a list kept by hand:
 from __future__ import annotations
 
 import ast
+import pickle
 import re
 from pathlib import Path
 
 import pytest
 
 import fluxmail.errors as errors
-from fluxmail.transport.smtp.replies import STAGES
+from fluxmail.cli.exit_codes import BY_CLASS, EXIT_CODES, exit_code
+from fluxmail.transport.smtp.replies import STAGES, transient_reply
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "fluxmail"
@@ -111,13 +113,16 @@ def test_every_documented_code_exists() -> None:
     assert listed - codes == set()
 
 
-@pytest.mark.parametrize("name", [n for n in errors.__all__ if n != "EXIT_CODES"])
+CLASSES = [n for n in errors.__all__ if isinstance(getattr(errors, n), type)]
+
+
+@pytest.mark.parametrize("name", CLASSES)
 def test_class_row_matches_code_and_exit(name: str) -> None:
     """The class table gives each class's real default code and CLI exit code."""
     cls = getattr(errors, name)
     row = next(line for line in documented().splitlines() if line.startswith(f"| `{name}` |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells[2] == f"`{cls.code}`" and cells[3] == str(cls.exit_code), row
+    assert cells[2] == f"`{cls.code}`" and cells[3] == str(exit_code(cls)), row
 
 
 def test_delivery_rows_give_the_class_exit_code() -> None:
@@ -125,4 +130,93 @@ def test_delivery_rows_give_the_class_exit_code() -> None:
     section = documented().split("## Delivery codes", 1)[1].split("## Other codes", 1)[0]
     for row in re.findall(r"^\| `[a-z0-9_]+` \|.*$", section, flags=re.MULTILINE):
         cells = [cell.strip().strip("`") for cell in row.strip("|").split("|")]
-        assert str(getattr(errors, cells[1]).exit_code) == cells[2], row
+        assert str(exit_code(getattr(errors, cells[1]))) == cells[2], row
+
+
+@pytest.mark.parametrize(
+    ("cls", "base"),
+    [
+        (errors.SendTimeout, TimeoutError),
+        (errors.SendTimeout, ConnectionError),
+        (errors.ConnectionFailed, ConnectionError),
+        (errors.ConfigurationError, ValueError),
+        (errors.MessageError, ValueError),
+    ],
+)
+def test_errors_have_the_standard_library_base(cls: type[Exception], base: type) -> None:
+    """`except TimeoutError`, `ConnectionError` or `ValueError` catches the fluxmail error."""
+    error = cls("the server did not answer", code="timeout")
+    assert isinstance(error, base) and isinstance(error, errors.FluxMailException)
+    with pytest.raises(base) as caught:
+        raise error
+    assert caught.value is error
+
+
+@pytest.mark.parametrize("cls", [getattr(errors, n) for n in CLASSES])
+def test_str_repr_args_and_pickle_stay_plain(cls: type[errors.FluxMailException]) -> None:
+    """The stdlib bases leak nothing: str() is the message, repr() as before, pickling keeps all."""
+    error = cls("Could not connect to smtp.example.com:587", field="host")
+    assert str(error) == error.message == "Could not connect to smtp.example.com:587"
+    assert repr(error) == f"{cls.__name__}({error.message!r}, code={cls.code!r})"
+    assert error.args == (error.message,) and error.details == {"field": "host"}
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), str(copy), copy.code, copy.details) == (
+        cls,
+        str(error),
+        cls.code,
+        {"field": "host"},
+    )
+
+
+def test_stage_is_a_typed_attribute() -> None:
+    """A delivery error names its failing stage as `.stage` (one of STAGES), not in details."""
+    error = errors.Refused("no", code="sender_refused", stage="mail", smtp_code=550)
+    assert error.stage == "mail" and "stage" not in error.details
+    assert errors.DeliveryError("x").stage is None
+    assert set(STAGES) == set(errors.STAGES) and "end_of_data" in STAGES
+
+
+@pytest.mark.parametrize(
+    ("cls", "transient"),
+    [
+        (errors.DeliveryError, True),
+        (errors.ConnectionFailed, True),
+        (errors.SendTimeout, True),
+        (errors.TLSFailure, False),
+        (errors.AuthenticationFailed, False),
+        (errors.Refused, False),
+        (errors.OutcomeUnknown, False),
+    ],
+)
+def test_transient_follows_from_the_class(cls: type[errors.DeliveryError], transient: bool) -> None:
+    """Without an override, `transient` is the kind of the error."""
+    assert cls("x").transient is transient
+
+
+def test_outcome_unknown_is_never_transient() -> None:
+    """Even a caller that says otherwise cannot make an unknown outcome retryable."""
+    assert errors.OutcomeUnknown("x", transient=True).transient is False
+
+
+@pytest.mark.parametrize(
+    ("code", "transient"),
+    [(421, True), (451, True), (454, True), (500, False), (535, False), (554, False)],
+)
+def test_transient_reply_is_4xx(code: int, transient: bool) -> None:
+    """RFC 5321 4.2.1: 4yz is a transient failure, 5yz a permanent one."""
+    assert transient_reply(code) is transient
+
+
+def test_exit_code_table_is_most_specific_first() -> None:
+    """No class in the CLI table comes after one of its own bases (it would never be chosen)."""
+    classes = [cls for cls, _ in BY_CLASS]
+    for i, cls in enumerate(classes):
+        assert not any(issubclass(cls, earlier) for earlier in classes[:i]), cls
+    assert classes[-1] is errors.FluxMailException
+
+
+def test_errors_carry_no_exit_code_and_the_old_table_still_imports() -> None:
+    """Exit codes are the CLI's; `fluxmail.errors.EXIT_CODES` stays for old code, equal to it."""
+    assert not hasattr(errors.Refused, "exit_code")
+    assert dict(errors.EXIT_CODES) == dict(EXIT_CODES)
+    assert exit_code(errors.RecordNotFound("x")) == 9 and exit_code(errors.SendTimeout) == 5

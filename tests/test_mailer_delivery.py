@@ -14,6 +14,7 @@ from fluxmail import (
     Refused,
     TLSFailure,
 )
+from fluxmail.cli.exit_codes import exit_code
 from tests.mailing import SENDER, Send, mailer_for
 from tests.servers import Faults, drop, reply, stall
 
@@ -216,7 +217,7 @@ def test_non_ascii_local_part_needs_smtputf8(smtp_server: Any, send: Send) -> No
     with pytest.raises(DeliveryError) as info:
         send(mailer_for(server, max_retries=2).create("Hi", "josé@example.com", "x"))
     assert info.value.code == "smtputf8_required" and server.deliveries == 0
-    assert info.value.exit_code == 5 and not info.value.transient
+    assert exit_code(info.value) == 5 and not info.value.transient
     assert info.value.result is not None and info.value.result.status == "failed"
     assert len(info.value.attempts) == 1 and server.connections == 1
     assert "MAIL" not in server.commands

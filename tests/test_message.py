@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -253,10 +255,43 @@ def test_bodies_follow_the_upstream_meaning() -> None:
 
 def test_inline_css_is_applied_to_html() -> None:
     """inline_css=True moves simple <style> rules into style attributes."""
+    pytest.importorskip("css_inline")
     html = "<style>p { color: red }</style><p>Hi</p>"
     message = build(body=html, html_body=True, inline_css=True)
-    assert message.html == '<p style="color: red">Hi</p>'
+    assert message.html is not None and '<p style="color: red;">Hi</p>' in message.html
+    assert "<style" not in message.html
     assert build(body=html, html_body=True).html == html
+
+
+# Runs build_message in a fresh interpreter where `import css_inline` fails, as it does when the
+# css extra is not installed (a meta path finder refuses it; nothing is mocked).
+WITHOUT_CSS_INLINE = """
+import sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "css_inline":
+            raise ImportError("No module named " + repr(name))
+sys.meta_path.insert(0, Refuse())
+from fluxmail.errors import ConfigurationError
+from fluxmail.message.model import build_message
+args = dict(subject="s", recipients="a@example.com", body="<p>x</p>", sender="b@example.com")
+print(build_message(**args, html_body=True).html)
+try:
+    build_message(**args, html_body=True, inline_css=True)
+except ConfigurationError as exc:
+    print(exc.code, exc)
+"""
+
+
+def test_inline_css_without_the_extra_names_it() -> None:
+    """Without css-inline, inline_css=True is a ConfigurationError that says what to install."""
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_CSS_INLINE],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    plain, error = done.stdout.splitlines()
+    assert plain == "<p>x</p>"  # without inline_css nothing needs the extra
+    assert error.startswith("missing_extra ") and "pip install 'fluxmail[css]'" in error
 
 
 def test_envelope_recipients_dedup_across_to_cc_bcc() -> None:

@@ -10,7 +10,18 @@ import pytest
 
 import fluxmail
 
-HEAVY = ["aiosmtplib", "rich", "yaml", "sqlite3", "typer", "psycopg", "aiosmtpd"]
+# idna and css_inline too: imported only when an international domain or inline_css=True needs them.
+HEAVY = [
+    "aiosmtplib",
+    "rich",
+    "yaml",
+    "sqlite3",
+    "typer",
+    "psycopg",
+    "aiosmtpd",
+    "idna",
+    "css_inline",
+]
 
 
 def test_all_names_resolve_and_are_complete() -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from fluxmail.config.settings import FluxMailSettings, collect_layers
+from fluxmail.config.settings import FluxMailSettings, settings_class
+from fluxmail.config.sources import read_layers
 from fluxmail.errors import ConfigurationError
 
 # (variable, raw value, field, parsed value)
@@ -190,7 +192,8 @@ def test_secret_file_named_in_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pw").write_text("from-file\n")
     (tmp_path / ".env").write_text(f"FLUXMAIL_PASSWORD_FILE={tmp_path / 'pw'}\n")
-    assert [label for label, values in collect_layers() if "password" in values] == ["secret file"]
+    layers = read_layers(settings_class()).layers
+    assert [label for label, values in layers if "password" in values] == ["secret file"]
 
 
 def test_settings_are_frozen() -> None:
@@ -198,3 +201,125 @@ def test_settings_are_frozen() -> None:
     settings = FluxMailSettings()
     with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
         settings.host = "x"  # type: ignore[misc]
+
+
+# --- the sources, in one precedence --------------------------------------------------------
+
+
+def _file(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "secret"
+    path.write_text(text + "\n")
+    return str(path)
+
+
+def _argument_over_environment(mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, object]:
+    mp.setenv("FLUXMAIL_TIMEOUT", "5")
+    return {"timeout": 7}
+
+
+def _environment_over_dotenv(mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, object]:
+    mp.setenv("FLUXMAIL_TIMEOUT", "7")
+    (tmp / ".env").write_text("FLUXMAIL_TIMEOUT=5\n")
+    return {}
+
+
+def _dotenv_over_secret_file(mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, object]:
+    (tmp / ".env").write_text("FLUXMAIL_PASSWORD=winner\n")
+    mp.setenv("FLUXMAIL_PASSWORD_FILE", _file(tmp, "loser"))
+    return {}
+
+
+def _secret_file_over_url(mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, object]:
+    mp.setenv("FLUXMAIL_PASSWORD_FILE", _file(tmp, "winner"))
+    mp.setenv("FLUXMAIL_URL", "smtp://u:loser@mail.example.com")
+    return {}
+
+
+def _url_over_preset(mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, object]:
+    mp.setenv("FLUXMAIL_URL", "sendgrid://winner:key@")  # the preset's login is "apikey"
+    return {}
+
+
+def _preset_over_default(mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, object]:
+    mp.setenv("FLUXMAIL_PROVIDER", "sendgrid")
+    mp.setenv("FLUXMAIL_PASSWORD", "key")
+    return {}
+
+
+# (set one setting in two adjacent sources, the setting, the value that wins, its source)
+ADJACENT = [
+    (_argument_over_environment, "timeout", 7.0, "argument"),
+    (_environment_over_dotenv, "timeout", 7.0, "environment"),
+    (_dotenv_over_secret_file, "password", "winner", ".env"),
+    (_secret_file_over_url, "password", "winner", "secret file"),
+    (_url_over_preset, "username", "winner", "url"),
+    (_preset_over_default, "username", "apikey", "provider preset"),
+]
+
+
+@pytest.mark.parametrize(
+    ("setup", "name", "value", "source"), ADJACENT, ids=[c[0].__name__ for c in ADJACENT]
+)
+def test_adjacent_sources_higher_wins_and_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    setup: Any,
+    name: str,
+    value: object,
+    source: str,
+) -> None:
+    """One setting in two adjacent sources: the higher one wins and describe() names it."""
+    from fluxmail.config.resolve import resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    config = resolve_config(object_type="memory", **setup(monkeypatch, tmp_path))
+    got = getattr(config, name)
+    assert (got.get_secret_value() if hasattr(got, "get_secret_value") else got) == value
+    assert config.describe()[name]["source"] == source
+
+
+def test_precedence_is_the_order_of_the_sources() -> None:
+    """settings_customise_sources returns the layers in PRECEDENCE order (before the preset)."""
+    from fluxmail.config.sources import Trace, dotenv, environment, layers
+    from fluxmail.config.urls import PRECEDENCE
+
+    cls = settings_class()
+    env = environment(cls, {})
+    chain = layers(cls, dict, env, dotenv(cls, None, env.env_vars), Trace())
+    assert tuple(layer.__name__ for layer in chain) == PRECEDENCE[:5]
+
+
+def test_settings_know_the_source_of_each_value(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """FluxMailSettings().origins names the source of every value read (pydantic-settings)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("FLUXMAIL_PORT=2525\n")
+    monkeypatch.setenv("FLUXMAIL_HOST", "env.example.com")
+    settings = FluxMailSettings(timeout=3)
+    assert settings.origins == {"timeout": "argument", "host": "environment", "port": ".env"}
+
+
+def test_plain_settings_do_not_expand_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FluxMailSettings() keeps FLUXMAIL_URL as one secret; resolve_config applies its parts."""
+    from fluxmail.config.resolve import resolve_config
+
+    monkeypatch.setenv("FLUXMAIL_URL", "smtp://u:pw@mail.example.com:2525")
+    assert FluxMailSettings().host is None
+    assert resolve_config().describe()["port"] == {"value": 2525, "source": "url"}
+
+
+def test_pydantic_settings_debug_log_shows_no_secret(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PYDANTIC_SETTINGS_DEBUG logs every source's values: the secrets are SecretStr there."""
+    import logging
+
+    from fluxmail.config.resolve import resolve_config
+
+    monkeypatch.setenv("PYDANTIC_SETTINGS_DEBUG", "1")
+    monkeypatch.setenv("FLUXMAIL_PASSWORD", "Zq9-debug-secret")
+    monkeypatch.setenv("FLUXMAIL_URL", "smtp://u:Zq9-url-secret@mail.example.com")
+    caplog.set_level(logging.DEBUG, logger="pydantic_settings")
+    resolve_config()
+    assert caplog.records and "Zq9" not in caplog.text

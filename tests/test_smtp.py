@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -314,3 +316,15 @@ def test_params_hide_password_and_validate() -> None:
         values.update(bad)
         with pytest.raises(ConfigurationError):
             SMTPParams(**values)
+
+
+def test_importing_the_smtp_stack_loads_no_aiosmtplib() -> None:
+    """The session modules import aiosmtplib only when a connection runs (cold start)."""
+    probe = (
+        "import sys, fluxmail.transport.smtp.session, fluxmail.transport.smtp.pool\n"
+        "print('aiosmtplib' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "False"

@@ -47,7 +47,7 @@ def test_connection_refused_is_transient() -> None:
     error = fails(SMTPParams("127.0.0.1", port, "none", None))
     assert isinstance(error, ConnectionFailed) and not isinstance(error, SendTimeout)
     assert error.transient and error.code == "connection_failed"
-    assert error.details["stage"] == "connect"
+    assert error.stage == "connect"
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_fault_table(
     params = server.params(command_timeout=0.5, data_timeout=0.5)
     error = fails(params)
     assert type(error) is cls
-    assert (error.code, error.transient, error.details["stage"]) == (code, transient, stage)
+    assert (error.code, error.transient, error.stage) == (code, transient, stage)
     if fault.action == "reply":
         assert fault.text is not None
         assert error.smtp_code == int(fault.text[:3])
@@ -172,7 +172,7 @@ def test_421_in_the_middle_of_rcpt(smtp_server: Server, pipelining: bool) -> Non
     server = smtp_server(pipelining=pipelining, faults=faults)
     error = fails(server.params())
     assert isinstance(error, ConnectionFailed) and error.transient
-    assert error.details["stage"] == "rcpt" and error.smtp_code == 421
+    assert error.stage == "rcpt" and error.smtp_code == 421
     assert server.deliveries == 0
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from fluxmail.cli._common import explain
+from fluxmail.cli.exit_codes import exit_code
 from fluxmail.errors import AuthenticationFailed, Refused, TLSFailure
 from fluxmail.transport.smtp.replies import timed_out
 from fluxmail.transport.smtp.session import SMTPParams, SMTPSession
@@ -43,9 +44,9 @@ def test_legacy_tls_server_is_a_tls_failure_not_retried(
         send(mailer_for(server, max_retries=3).create("Hi", "a@example.com", "x"))
     error = info.value
     assert error.code == "tls_handshake_failed" and not error.transient
-    assert error.exit_code == 6 and len(error.attempts) == 1
+    assert exit_code(error) == 6 and len(error.attempts) == 1
     assert "TLS >= 1.2" in error.message and "TLS 1.0/1.1" in error.message
-    assert error.details["stage"] == ("starttls" if tls == "starttls" else "tls")
+    assert error.stage == ("starttls" if tls == "starttls" else "tls")
     assert server.connections == 1 and "MAIL" not in server.commands
 
 

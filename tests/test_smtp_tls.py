@@ -70,7 +70,7 @@ def test_starttls_not_offered_fails_before_auth(smtp_server: Server, advertise: 
     error = fail(params)
     assert isinstance(error, TLSFailure)
     assert error.code == "starttls_unavailable" and not error.transient
-    assert error.details["stage"] == "starttls"
+    assert error.stage == "starttls"
     assert "AUTH" not in server.commands and "MAIL" not in server.commands
 
 

@@ -25,6 +25,22 @@ def _run(*args: str | Path, cwd: Path) -> str:
     return done.stdout
 
 
+def _assert_lean_core(meta: str) -> None:
+    """The core needs idna but not aiosmtpd nor css-inline: those come with their extras only."""
+    requires = [line[len("Requires-Dist: ") :] for line in meta.splitlines() if line.startswith(
+        "Requires-Dist: ")]  # fmt: skip
+    core = [r for r in requires if "extra ==" not in r]
+    assert any(r.startswith("idna") for r in core), core
+    assert not any(r.startswith(("aiosmtpd", "css-inline", "css_inline")) for r in core), core
+    assert "Provides-Extra: dev-server" in meta and "Provides-Extra: css" in meta
+    assert any(r.startswith("aiosmtpd") and "extra == 'dev-server'" in r for r in requires)
+    assert any(r.startswith("css-inline") and "extra == 'css'" in r for r in requires)
+    # The dev extra (make install) pulls in the other extras, so make test has them all.
+    dev = [r for r in requires if "extra == 'dev'" in r]
+    for package in ("aiosmtpd", "css-inline", "psycopg"):
+        assert any(r.startswith(package) for r in dev), dev
+
+
 @pytest.mark.slow
 def test_wheel_installs_and_loads_catalog(tmp_path: Path) -> None:
     """Build the wheel, install it into a fresh venv, load the catalog from the installed copy."""
@@ -50,6 +66,7 @@ def test_wheel_installs_and_loads_catalog(tmp_path: Path) -> None:
     meta = zipfile.ZipFile(wheel).read(f"fluxmail-{fluxmail.__version__}.dist-info/METADATA")
     assert f"Version: {fluxmail.__version__}\n" in meta.decode()
     assert "Provides-Extra: postgres" in meta.decode() and ".invalid" not in meta.decode()
+    _assert_lean_core(meta.decode())
 
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from fluxmail.audit.records import OutboundRecord
 from fluxmail.audit.snapshots import write_folder
-from fluxmail.audit.store import OutboundRecord
 from fluxmail.errors import AuditError
 
 __all__ = ["BATCH", "INSERT_PENDING", "PENDING_SCHEMA", "Materializer", "pending_row"]

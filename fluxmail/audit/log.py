@@ -6,10 +6,13 @@ import threading
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from fluxmail.audit.contract import AuditStore
+from fluxmail.audit.open import open_store
+from fluxmail.audit.records import AuditRecord, OutboundRecord
+
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
-    from fluxmail.audit.store import AuditRecord, AuditStore, OutboundRecord
     from fluxmail.config.resolve import Config
     from fluxmail.message.model import Message
 
@@ -20,8 +23,6 @@ def _secret(value: SecretStr | None) -> str | None:
 
 def outbound_record(config: Config, message: Message, data: bytes, status: str) -> OutboundRecord:
     """Everything the store keeps about a message; never a credential."""
-    from fluxmail.audit.store import OutboundRecord
-
     return OutboundRecord(
         message_id=message.message_id,
         idempotency_key=message.idempotency_key,
@@ -65,8 +66,6 @@ class AuditLog:
     def store(self) -> AuditStore:
         with self._lock:
             if self._store is None:
-                from fluxmail.audit import open_store
-
                 c = self._config
                 self._store = open_store(
                     directory=c.audit_dir,

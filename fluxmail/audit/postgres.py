@@ -17,30 +17,22 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from fluxmail.audit.postgres_runs import (
+from fluxmail.audit.contract import AuditStore
+from fluxmail.audit.ids import new_id
+from fluxmail.audit.postgres_claims import claim_one
+from fluxmail.audit.postgres_runs import PostgresRun, recover_runs
+from fluxmail.audit.postgres_schema import (
+    LATEST_VERSION,
     MESSAGES_TABLE,
-    RUNS_TABLE,
-    PostgresRun,
-    recover_runs,
-    resolve_run,
+    MIGRATIONS,
+    SELECT,
+    migrate,
 )
-from fluxmail.audit.store import (
-    AuditRecord,
-    Claim,
-    OutboundRecord,
-    cutoff_epoch,
-    dumps,
-    existing_claim,
-    finish_values,
-    list_query,
-    loads,
-    new_id,
-    newer_schema,
-    not_found,
-    record_from_row,
-    redact_url,
-)
+from fluxmail.audit.problems import not_found
+from fluxmail.audit.records import AuditRecord, Claim, OutboundRecord
+from fluxmail.audit.rows import cutoff_epoch, finish_values, list_query, loads, record_from_row
 from fluxmail.errors import AuditError
 from fluxmail.redaction import redact_words
 from fluxmail.results import SendResult
@@ -49,88 +41,7 @@ __all__ = ["LATEST_VERSION", "MIGRATIONS", "PostgresStore"]
 
 CONNECT_TIMEOUT = 5  # seconds; a fleet must fail fast, not hang a send
 IDLE_CHECK = 30.0  # seconds idle after which the connection is pinged before use
-_LOCK_ID = 0x666C7578  # pg_advisory_xact_lock key for migrations ("flux")
 _T = MESSAGES_TABLE
-_A = "fluxmail_audit_attachments"
-_R = RUNS_TABLE
-
-# Forward migrations, applied in order under an advisory lock. Append, never edit.
-MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
-    (
-        1,
-        (
-            f"""CREATE TABLE {_T} (
-                id text PRIMARY KEY,
-                created_at timestamptz NOT NULL,
-                updated_at timestamptz NOT NULL,
-                sent_at timestamptz,
-                status text NOT NULL,
-                backend text NOT NULL,
-                provider text,
-                host text,
-                sender text NOT NULL,
-                to_addrs jsonb NOT NULL,
-                cc_addrs jsonb NOT NULL,
-                bcc_addrs jsonb NOT NULL,
-                subject text NOT NULL,
-                message_id text NOT NULL,
-                idempotency_key text UNIQUE,
-                content_hash text NOT NULL,
-                recipients jsonb NOT NULL DEFAULT '{{}}',
-                attempts jsonb NOT NULL DEFAULT '[]',
-                base_attempts integer NOT NULL DEFAULT 0,
-                final_reply jsonb,
-                duration double precision,
-                metadata jsonb NOT NULL DEFAULT '{{}}',
-                attachments jsonb NOT NULL DEFAULT '[]',
-                eml bytea NOT NULL,
-                body_text text,
-                body_html text
-            )""",
-            f"CREATE INDEX {_T}_status ON {_T} (status, updated_at)",
-            f"CREATE INDEX {_T}_created ON {_T} (created_at)",
-            f"""CREATE TABLE {_A} (
-                audit_id text NOT NULL REFERENCES {_T}(id) ON DELETE CASCADE,
-                position integer NOT NULL,
-                content bytea NOT NULL,
-                PRIMARY KEY (audit_id, position)
-            )""",
-        ),
-    ),
-    # 2: bulk-run leases; a record's run and when it was handed to the wire (RunLease).
-    (
-        2,
-        (
-            f"ALTER TABLE {_T} ADD COLUMN run_id text, ADD COLUMN on_wire_at timestamptz",
-            f"CREATE INDEX {_T}_run ON {_T} (run_id) WHERE status = 'sending'",
-            f"""CREATE TABLE {_R} (
-                token text PRIMARY KEY,
-                lock_key integer NOT NULL,
-                started_at timestamptz NOT NULL DEFAULT now()
-            )""",
-        ),
-    ),
-]
-LATEST_VERSION = MIGRATIONS[-1][0]
-
-_COLUMNS = (
-    "id, created_at, updated_at, sent_at, status, backend, provider, host, sender, to_addrs, "
-    "cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, recipients, "
-    "attempts, base_attempts, final_reply, duration, metadata, attachments, run_id"
-)
-_SELECT = f"SELECT {_COLUMNS} FROM {_T}"
-_INSERT = (
-    f"INSERT INTO {_T} (id, created_at, updated_at, status, backend, provider, host, sender, "
-    "to_addrs, cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, "
-    "metadata, attachments, eml, body_text, body_html, run_id) VALUES (%s, to_timestamp(%s), "
-    "to_timestamp(%s), %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s, %s, %s, %s, "
-    "%s::jsonb, %s::jsonb, %s, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
-)
-_RETRY = (
-    f"UPDATE {_T} SET status=%s, updated_at=to_timestamp(%s), sent_at=NULL, message_id=%s, "
-    "attachments=%s::jsonb, eml=%s, body_text=%s, body_html=%s, run_id=%s, on_wire_at=NULL, "
-    "base_attempts=jsonb_array_length(attempts) WHERE id=%s"
-)
 _FINISH = (
     f"UPDATE {_T} SET status=%s, recipients=%s::jsonb, attempts=%s::jsonb, "
     "final_reply=%s::jsonb, duration=%s, sent_at=to_timestamp(%s), updated_at=to_timestamp(%s) "
@@ -150,7 +61,7 @@ def _psycopg() -> Any:
     return psycopg
 
 
-class PostgresStore:
+class PostgresStore(AuditStore):
     """The audit store in one PostgreSQL database; one lazy connection per process."""
 
     def __init__(
@@ -211,7 +122,7 @@ class PostgresStore:
         weakref.finalize(self, _close_if_owner, conn, self._pid)
         if not self._ready:
             try:
-                self._migrate(conn)
+                migrate(conn, self.location)
                 self._ready = True
                 self._recover(conn, self._stale_after)
             except BaseException as exc:
@@ -262,26 +173,6 @@ class PostgresStore:
             cursor.row_factory = dict_row
             yield cursor
 
-    def _migrate(self, conn: Any) -> None:
-        """Bring the schema to LATEST_VERSION; the advisory lock serializes starting instances."""
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS fluxmail_audit_schema "
-                "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM fluxmail_audit_schema")
-            current = row.fetchone()[0]
-            if current > LATEST_VERSION:
-                raise newer_schema(self.location, current, LATEST_VERSION)
-            for version, steps in MIGRATIONS:
-                if version > current:
-                    for sql in steps:
-                        conn.execute(sql)
-                    conn.execute(
-                        "INSERT INTO fluxmail_audit_schema (version) VALUES (%s)", (version,)
-                    )
-
     # --- claiming ---------------------------------------------------------------------------
 
     def claim(self, record: OutboundRecord) -> Claim:
@@ -304,57 +195,8 @@ class PostgresStore:
         claims: list[Claim | None] = [None] * len(records)
         with self._reading() as cursor:
             for i in order:
-                claims[i] = self._claim_one(cursor, records[i], run)
+                claims[i] = claim_one(cursor, records[i], run)
         return [c for c in claims if c is not None]
-
-    def _claim_one(self, cursor: Any, record: OutboundRecord, run: str | None) -> Claim:
-        now = time.time()
-        audit_id = new_id(now)
-        manifest = [
-            {k: v for k, v in item.items() if k != "stored_as"} for item in _manifest(record)
-        ]
-        cursor.execute(
-            _INSERT,
-            (
-                audit_id, now, now, record.status, record.backend, record.provider, record.host,
-                record.sender, dumps(record.to), dumps(record.cc), dumps(record.bcc),
-                record.subject, record.message_id, record.idempotency_key, record.content_hash,
-                dumps(dict(record.metadata)), dumps(manifest), record.eml, record.text,
-                record.html, run,
-            ),
-        )  # fmt: skip
-        if cursor.fetchone() is not None:
-            self._store_attachments(cursor, audit_id, record, replace=False)
-            return Claim(audit_id)
-        cursor.execute(f"{_SELECT} WHERE idempotency_key=%s FOR UPDATE", (record.idempotency_key,))
-        row = cursor.fetchone()
-        if row["status"] == "sending" and row["run_id"] and resolve_run(cursor, row["run_id"]):
-            # Its run had died while this store was open: read what the recovery made of it.
-            cursor.execute(f"{_SELECT} WHERE id=%s", (row["id"],))
-            row = cursor.fetchone()
-        found = existing_claim(row, record, None)
-        if found is not None:
-            return found
-        cursor.execute(
-            _RETRY,
-            (
-                record.status, now, record.message_id, dumps(manifest), record.eml, record.text,
-                record.html, run, row["id"],
-            ),
-        )  # fmt: skip
-        self._store_attachments(cursor, row["id"], record, replace=True)
-        return Claim(row["id"])
-
-    def _store_attachments(
-        self, cursor: Any, audit_id: str, record: OutboundRecord, *, replace: bool
-    ) -> None:
-        if replace:
-            cursor.execute(f"DELETE FROM {_A} WHERE audit_id=%s", (audit_id,))
-        if record.attachments:
-            cursor.executemany(
-                f"INSERT INTO {_A} (audit_id, position, content) VALUES (%s, %s, %s)",
-                [(audit_id, n, content) for n, (_, _, content) in enumerate(record.attachments)],
-            )
 
     # --- outcomes ---------------------------------------------------------------------------
 
@@ -391,14 +233,14 @@ class PostgresStore:
         include_bcc: bool = False,
     ) -> list[AuditRecord]:
         """Newest first; BCC left out unless ``include_bcc``."""
-        sql, args = list_query(_SELECT, status, since, limit, mark="%s", epoch="to_timestamp(%s)")
+        sql, args = list_query(SELECT, status, since, limit, mark="%s", epoch="to_timestamp(%s)")
         with self._reading() as cursor:
             rows = cursor.execute(sql, args).fetchall()
         return [record_from_row(r, include_bcc=include_bcc, folder=None) for r in rows]
 
     def get(self, audit_id: str, *, include_bcc: bool = False) -> AuditRecord:
         with self._reading() as cursor:
-            row = cursor.execute(f"{_SELECT} WHERE id=%s", (audit_id,)).fetchone()
+            row = cursor.execute(f"{SELECT} WHERE id=%s", (audit_id,)).fetchone()
         if row is None:
             raise not_found(audit_id)
         return record_from_row(row, include_bcc=include_bcc, folder=None)
@@ -465,10 +307,6 @@ class PostgresStore:
         )
         return int(cursor.rowcount)
 
-    def materialize_pending(self) -> int:
-        """Nothing is ever pending: snapshots are written with the claim."""
-        return 0
-
     def close(self) -> None:
         with self._lock:
             if self._pid == os.getpid():
@@ -482,7 +320,18 @@ def _close_if_owner(conn: Any, pid: int) -> None:
             conn.close()
 
 
-def _manifest(record: OutboundRecord) -> list[dict[str, Any]]:
-    from fluxmail.audit.snapshots import write_attachments
-
-    return write_attachments(None, record.attachments)
+def redact_url(url: str) -> str:
+    """A database URL with any password removed (for ``location``, reprs and errors)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid database URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}@{hostport}" if user else hostport
+    query = "&".join(
+        p for p in parts.query.split("&") if p and not p.lower().startswith("password=")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

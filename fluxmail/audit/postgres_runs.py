@@ -20,13 +20,12 @@ from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
 
-from fluxmail.audit.store import never_sent_recipients
+from fluxmail.audit.postgres_schema import MESSAGES_TABLE, RUNS_TABLE
+from fluxmail.audit.rows import never_sent_recipients
 from fluxmail.errors import AuditError
 
-__all__ = ["MESSAGES_TABLE", "RUNS_TABLE", "PostgresRun", "recover_runs", "resolve_run"]
+__all__ = ["PostgresRun", "recover_runs", "resolve_run"]
 
-MESSAGES_TABLE = "fluxmail_audit_messages"
-RUNS_TABLE = "fluxmail_audit_runs"
 _LOCKS = 0x666C7578  # first key of the (int, int) advisory locks of run leases ("flux")
 _T, _R = MESSAGES_TABLE, RUNS_TABLE
 

@@ -18,15 +18,13 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fluxmail.audit.store import OutboundRecord
+from fluxmail.audit.records import OutboundRecord
 from fluxmail.errors import AuditError
 
 __all__ = [
@@ -35,7 +33,6 @@ __all__ = [
     "remove_snapshot",
     "resolve_directory",
     "safe_filename",
-    "snapshot_dir",
     "write_file",
     "write_folder",
     "write_snapshot",
@@ -55,6 +52,8 @@ def resolve_directory(directory: Path | None, *, explicit: bool) -> Path:
     An explicit folder that cannot be written is an error; otherwise fall back to a private
     folder under the temp dir (read-only code directories, as in AWS Lambda) with one warning.
     """
+    import tempfile
+
     folder = Path(directory) if directory is not None else Path.cwd() / DEFAULT_DIRNAME
     try:
         _prepare(folder)
@@ -115,11 +114,6 @@ def _uid() -> str:
 def day_dir(created: float) -> str:
     """The day folder of messages created at ``created``, relative to the audit folder."""
     return time.strftime("messages/%Y-%m-%d", time.gmtime(created))
-
-
-def snapshot_dir(audit_id: str, created: float) -> str:
-    """The folder of one message, relative to the audit folder (``messages/<day>/<id>``)."""
-    return f"{day_dir(created)}/{audit_id}"
 
 
 def safe_filename(name: str, taken: set[str]) -> str:
@@ -220,6 +214,8 @@ def write_attachments(
 
 def remove_snapshot(root: Path, rel: str) -> None:
     """Delete one message folder, and its day folder once empty."""
+    import shutil
+
     folder = root / rel
     shutil.rmtree(folder, ignore_errors=True)
     with contextlib.suppress(OSError):  # other messages of that day remain

@@ -2,7 +2,7 @@
 
 ``main()`` is the console script; ``run(argv)`` does the work and returns the exit code (tests
 call it in-process). Library errors become one readable line and their class's exit code
-(``fluxmail.errors.EXIT_CODES``); ``--debug`` anywhere on the line adds the traceback.
+(``fluxmail.cli.exit_codes``); ``--debug`` anywhere on the line adds the traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import typer
 from fluxmail.cli import audit, check, config, dev_server, providers, send
 from fluxmail.cli._common import output, report, set_output
 from fluxmail.cli._output import Output
-from fluxmail.errors import EXIT_CODES, FluxMailException
+from fluxmail.cli.exit_codes import EXIT_CODES, INTERRUPTED
+from fluxmail.errors import FluxMailException
 
 __all__ = ["app", "main", "run"]
 
@@ -36,9 +37,11 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from fluxmail import __version__
+        # The installed distribution's version (hatch takes it from fluxmail.__version__): the
+        # CLI is below the package facade and does not import it.
+        from importlib.metadata import version
 
-        output().print(f"fluxmail {__version__}")
+        output().print(f"fluxmail {version('fluxmail')}")
         raise typer.Exit(0)
 
 
@@ -102,7 +105,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         out.error("interrupted")
-        return 130
+        return INTERRUPTED
     except FluxMailException as exc:
         return report(exc)
     except Exception as exc:

@@ -6,16 +6,15 @@ import contextlib
 import getpass
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from fluxmail.cli._output import Output
-from fluxmail.errors import EXIT_CODES, FluxMailException
-
-if TYPE_CHECKING:
-    from fluxmail.config.resolve import Config
-    from fluxmail.mailer import FluxMail
+from fluxmail.cli.exit_codes import EXIT_CODES, exit_code
+from fluxmail.config.resolve import Config, resolve_config
+from fluxmail.errors import DeliveryError, FluxMailException
+from fluxmail.mailer import FluxMail
 
 _state: dict[str, Output] = {}
 
@@ -94,7 +93,7 @@ EXPLAIN: dict[str, str] = {
 
 def explain(exc: FluxMailException) -> str | None:
     """The plain-words hint for ``exc``: for its code at its stage, else for its code."""
-    stage = exc.details.get("stage")
+    stage = exc.stage if isinstance(exc, DeliveryError) else None
     return EXPLAIN.get(f"{exc.code}@{stage}") or EXPLAIN.get(exc.code)
 
 
@@ -153,8 +152,6 @@ def _remember_secrets(config: Config) -> None:
 
 def build_config(**kwargs: Any) -> Config:
     """The resolved configuration (environment, ``.env``, files, flags); nothing connects."""
-    from fluxmail.config.resolve import resolve_config
-
     config = resolve_config(**kwargs)
     _remember_secrets(config)
     return config
@@ -162,8 +159,6 @@ def build_config(**kwargs: Any) -> Config:
 
 def build_mailer(**kwargs: Any) -> FluxMail:
     """``FluxMail.from_env(**kwargs)``: exactly what a service using fluxmail would build."""
-    from fluxmail.mailer import FluxMail
-
     mailer = FluxMail.from_env(**kwargs)
     _remember_secrets(mailer.config)
     return mailer
@@ -178,7 +173,7 @@ def report(exc: FluxMailException) -> int:
     hint = explain(exc)
     if hint is not None and hint not in exc.message:
         out.hint(hint)
-    return exc.exit_code
+    return exit_code(exc)
 
 
 def error_dict(exc: FluxMailException) -> dict[str, Any]:
@@ -195,4 +190,4 @@ def json_errors(enabled: bool) -> Iterator[None]:
         if not enabled:
             raise
         output().json({"ok": False, "error": error_dict(exc)})
-        raise typer.Exit(exc.exit_code) from exc
+        raise typer.Exit(exit_code(exc)) from exc

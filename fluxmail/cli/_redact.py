@@ -11,18 +11,20 @@ turn a password such as ``default`` into a marker inside every word "default" an
 from __future__ import annotations
 
 import base64
-import os
 import re
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from fluxmail.config.secrets import REDACTED
+from pydantic import SecretStr
+
+from fluxmail.config.settings import SECRET_FIELDS, settings_class
+from fluxmail.config.sources import Trace, dotenv, environment, read_layers
+from fluxmail.errors import FluxMailException
+from fluxmail.redaction import REDACTED
 
 __all__ = ["REDACTED", "Secrets", "dotenv_values_of"]
 
-_SECRET_VARS = ("PASSWORD", "URL", "AUDIT_URL", "AUDIT_PASSWORD")
 # A repr()-style quoted value ('x' or "x") inside a message: the form errors echo input in.
 _QUOTED = re.compile(r"'([^'\n]*)'|\"([^\"\n]*)\"")
 # scheme://user:password@ : RFC 3986 section 3.2.1 userinfo with a password part.
@@ -31,34 +33,29 @@ _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*):[^\s/@'\"]
 
 def dotenv_values_of(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``.env`` file the settings would read (``FLUXMAIL_ENV_FILE`` or ``./.env``)."""
-    path = environ.get("FLUXMAIL_ENV_FILE") or ".env"
-    if not Path(path).is_file():
-        return {}
-    from dotenv import dotenv_values
-
-    return {k.upper(): v for k, v in dotenv_values(path).items() if v is not None}
+    cls = settings_class()
+    dot = dotenv(cls, None, environment(cls, environ).env_vars, lenient=True)
+    return {k.upper(): v for k, v in dot.env_vars.items() if v is not None}
 
 
-def _read_small(path: str) -> str | None:
+def _configured(environ: Mapping[str, str] | None) -> Trace:
+    """What the config layer's sources say before any config is built: every layer's own
+    values, so a password in ``.env`` shadowed by the environment is still redacted."""
     try:
-        file = Path(path)
-        if not file.is_file() or file.stat().st_size > 65536:
-            return None
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+        return read_layers(settings_class(), environ, lenient=True)
+    except (FluxMailException, OSError, ValueError):
+        return Trace()  # an unreadable .env: the build reports it, naming no secret
 
 
-def _configured(environ: Mapping[str, str]) -> Iterable[str]:
-    """Secret values from the environment, ``.env`` and ``*_FILE`` (before any config is built)."""
-    for layer in (environ, dotenv_values_of(environ)):
-        for name in _SECRET_VARS:
-            value = layer.get(f"FLUXMAIL_{name}")
-            path = layer.get(f"FLUXMAIL_{name}_FILE")
-            for candidate in (value, _read_small(path) if path else None):
-                if candidate:
-                    yield candidate
+def _secret_values(trace: Trace) -> set[str]:
+    found: set[str] = set()
+    for _, values in trace.layers:
+        for name in SECRET_FIELDS:
+            value: object = values.get(name)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if isinstance(text, str) and text:
+                found.add(text)
+    return found
 
 
 def _derived(value: str, username: str | None) -> set[str]:
@@ -80,9 +77,10 @@ class Secrets:
     """The secret values of this run, and the two structural ways they are redacted."""
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        env = os.environ if environ is None else environ
-        self.username = env.get("FLUXMAIL_USERNAME")
-        self._raw: set[str] = set(_configured(env))
+        trace = _configured(environ)
+        username = trace.raw("username")
+        self.username = username if isinstance(username, str) else None
+        self._raw: set[str] = _secret_values(trace)
         self._values: set[str] = set()
         self._refresh()
 

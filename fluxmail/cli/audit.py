@@ -5,15 +5,14 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
+from fluxmail.audit.store import STATUSES, AuditRecord, AuditStore, open_store
 from fluxmail.cli._common import JsonFlag, json_errors, output, usage_error
 from fluxmail.cli.send import reply_text
-
-if TYPE_CHECKING:
-    from fluxmail.audit.store import AuditRecord, AuditStore
+from fluxmail.config.settings import FluxMailSettings
 
 app = typer.Typer(
     help="Read the audit trail: what was sent, to whom, and what the server said.",
@@ -64,9 +63,6 @@ def parse_since(value: str) -> datetime:
 
 def open_audit(audit_dir: Path | None) -> AuditStore:
     """The store the mailer writes to, from the same settings (the SMTP ones are not needed)."""
-    from fluxmail.audit.store import open_store
-    from fluxmail.config.settings import FluxMailSettings
-
     settings = FluxMailSettings()
     url, password = settings.audit_url, settings.audit_password
     output().secrets.add(
@@ -112,8 +108,6 @@ def list_records(
     json_output: JsonFlag = False,
 ) -> None:
     """List recent audit records, newest first (Bcc recipients are never shown here)."""
-    from fluxmail.audit.store import STATUSES
-
     if status is not None and status not in STATUSES:
         raise usage_error(f"--status {status!r}: use one of {', '.join(STATUSES)}")
     moment = parse_since(since) if since is not None else None

@@ -20,18 +20,20 @@ from fluxmail.cli._common import (
     report,
 )
 from fluxmail.cli.config import print_warnings
-from fluxmail.config.secrets import REDACTED
+from fluxmail.cli.exit_codes import exit_code
 from fluxmail.errors import (
     AuthenticationFailed,
     ConfigurationError,
+    DeliveryError,
     FluxMailException,
     TLSFailure,
 )
+from fluxmail.redaction import REDACTED
+from fluxmail.transport.smtp.session import SMTPParams, SMTPSession, TLSInfo
+from fluxmail.transport.smtp.transport import smtp_params
 
 if TYPE_CHECKING:
     from fluxmail.config.resolve import Config
-    from fluxmail.transport.smtp.model import TLSInfo
-    from fluxmail.transport.smtp.session import SMTPParams
 
 EPILOG = """Examples:
 
@@ -56,8 +58,6 @@ class Probe:
 
 async def probe(params: SMTPParams) -> Probe:
     """Greeting, EHLO, STARTTLS, EHLO, AUTH; then QUIT. Never sends a message."""
-    from fluxmail.transport.smtp.session import SMTPSession
-
     session = SMTPSession(params)
     found = Probe()
     try:
@@ -155,7 +155,7 @@ def _print(params: SMTPParams, found: Probe, config: Config) -> None:
         login = f"ok as {_login_name(params)} ({_ms(t.get('auth'))})"
     else:
         failed = isinstance(found.error, AuthenticationFailed) or (
-            found.error is not None and found.error.details.get("stage") == "auth"
+            isinstance(found.error, DeliveryError) and found.error.stage == "auth"
         )
         login = "failed" if failed else "not attempted"
     rows: list[tuple[str, object]] = [
@@ -187,8 +187,6 @@ def check(
     """Connect and log in without sending; explain what failed in plain words."""
     import asyncio
 
-    from fluxmail.transport.local import SMTPBackend
-
     with json_errors(json_output):
         config = build_config(**overrides(provider, password_stdin))
         print_warnings(config.warnings)  # misspelled FLUXMAIL_* names
@@ -198,7 +196,7 @@ def check(
                 f"{config.backend!r}; set FLUXMAIL_TYPE=smtp",
                 code="invalid_config",
             )
-        params = SMTPBackend(config).params()
+        params = smtp_params(config)
         found = asyncio.run(probe(params))
     if json_output:
         data = as_dict(params, found, config)
@@ -208,7 +206,7 @@ def check(
     else:
         _print(params, found, config)
     if found.error is not None:
-        raise typer.Exit(found.error.exit_code if json_output else report(found.error))
+        raise typer.Exit(exit_code(found.error) if json_output else report(found.error))
     if not json_output:
         output().out.print(
             "[bold green]ok[/]: connected"

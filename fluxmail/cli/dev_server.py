@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fluxmail.cli._common import output, usage_error
+from fluxmail.config.urls import is_loopback
+from fluxmail.devserver import (
+    DevServer,
+    ReceivedMessage,
+    require_aiosmtpd,
+    self_signed_files,
+    tls_context,
+)
 
 if TYPE_CHECKING:
     import ssl
-
-    from fluxmail.devserver import DevServer, ReceivedMessage
 
 EPILOG = """Examples:
 
@@ -32,8 +40,6 @@ Then, in another shell:
 
 
 def _tls(tls: bool, cert: Path | None, key: Path | None, folder: Path) -> ssl.SSLContext | None:
-    from fluxmail.devserver import self_signed_files, tls_context
-
     if (cert is None) != (key is None):
         raise usage_error("give both --cert and --key, or neither")
     if cert is not None and key is not None:
@@ -48,8 +54,6 @@ def _tls(tls: bool, cert: Path | None, key: Path | None, folder: Path) -> ssl.SS
 
 def exposure_warning(host: str) -> str | None:
     """Why listening on ``host`` is risky, or None for loopback (``''`` means every interface)."""
-    from fluxmail.config.urls import is_loopback
-
     if is_loopback(host):
         return None
     return (
@@ -92,8 +96,7 @@ def dev_server(
     """A local SMTP server that catches every message: prints it and saves it as .eml."""
     import asyncio
 
-    from fluxmail.devserver import DevServer
-
+    require_aiosmtpd()  # before the warning and the certificate: nothing can run without it
     warning = exposure_warning(host)
     if warning is not None:
         output().warning(warning)
@@ -112,8 +115,6 @@ def dev_server(
 async def _serve(server: DevServer) -> None:
     """Serve until Ctrl-C or SIGTERM (``kill``, ``make demo``) and then close cleanly."""
     import asyncio
-    import contextlib
-    import signal
 
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from fluxmail.cli._common import JsonFlag, json_errors, output
+from fluxmail.cli._redact import dotenv_values_of
+from fluxmail.config.providers import Provider, get_provider, load_catalog
 from fluxmail.docgen import env_example, region_summary
-
-if TYPE_CHECKING:
-    from fluxmail.config.providers import Provider
 
 EPILOG = """Examples:
 
@@ -26,8 +25,6 @@ EPILOG = """Examples:
 
 def _extra_file() -> Path | None:
     # The override file the mailer would read: the environment first, then .env.
-    from fluxmail.cli._redact import dotenv_values_of
-
     value = os.environ.get("FLUXMAIL_PROVIDERS_FILE") or dotenv_values_of(os.environ).get(
         "FLUXMAIL_PROVIDERS_FILE"
     )
@@ -128,8 +125,6 @@ def providers(
     json_output: JsonFlag = False,
 ) -> None:
     """List the provider catalog, or show one provider with a ready environment example."""
-    from fluxmail.config.providers import get_provider, load_catalog
-
     with json_errors(json_output):
         if name is not None:
             provider = get_provider(name, _extra_file())

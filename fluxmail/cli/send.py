@@ -21,6 +21,7 @@ from fluxmail.cli._common import (
     report,
     usage_error,
 )
+from fluxmail.cli.exit_codes import exit_code
 from fluxmail.errors import DeliveryError
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ def _failed(exc: DeliveryError, hidden: set[str], json_output: bool) -> None:
     data = visible(exc.result, hidden) if exc.result is not None else None
     if json_output:
         output().json({"ok": False, "error": error_dict(exc), "result": data})
-        raise typer.Exit(exc.exit_code) from exc
+        raise typer.Exit(exit_code(exc)) from exc
     if data is not None:
         _summary(data)
     raise typer.Exit(report(exc)) from exc

@@ -16,6 +16,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from fluxmail.config.ports import PORT_MAX, PORT_MIN, is_port
+from fluxmail.config.tls import SECURITY_MODES, Security
 from fluxmail.errors import ConfigurationError
 
 __all__ = [
@@ -28,7 +30,6 @@ __all__ = [
     "normalize_name",
 ]
 
-SECURITY_MODES = ("starttls", "implicit", "none")
 USERNAME_KINDS = ("address", "literal", "token", "any")
 _REGION_RE = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$")
 _KEYS: dict[str, type | tuple[type, ...]] = {
@@ -64,7 +65,7 @@ class Provider:
     aliases: tuple[str, ...]
     host: str
     port: int
-    security: str
+    security: Security
     ports: Mapping[str, tuple[int, ...]] = field(hash=False)
     username_kind: str
     username_literal: str | None
@@ -157,8 +158,10 @@ def _ports(name: str, raw: Mapping[str, Any], origin: str) -> dict[str, tuple[in
         if not isinstance(values, list) or not values:
             raise _fail(name, "ports", f"{mode} must be a non-empty list of ports", origin)
         for port in values:
-            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-                raise _fail(name, "ports", f"{mode} port {port!r} not in 1-65535", origin)
+            if not is_port(port):
+                raise _fail(
+                    name, "ports", f"{mode} port {port!r} not in {PORT_MIN}-{PORT_MAX}", origin
+                )
         result[mode] = tuple(values)
     return result
 

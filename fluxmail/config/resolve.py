@@ -1,37 +1,38 @@
-"""The resolved, validated configuration a mailer runs on (``Config``) and how it is resolved.
+"""How a configuration is resolved: ``resolve_config(**kwargs) -> Config``.
 
-``resolve_config(**kwargs)`` layers, highest first: keyword argument > environment > ``.env`` >
-``*_FILE`` secret file > ``FLUXMAIL_URL`` > provider preset > default, then checks every rule of
-"bad input" before any network traffic. Settings (pydantic-settings, which imports asyncio) and
-the provider catalog (PyYAML) are imported only when a configuration is resolved.
+Precedence, highest first: keyword argument > environment > ``.env`` > ``*_FILE`` secret file >
+``FLUXMAIL_URL`` > provider preset > default. The first five are the pydantic-settings sources
+of :mod:`fluxmail.config.sources`; the provider preset is applied here, after them, because it
+depends on the resolved provider name (and region). Then every rule of "bad input" is checked
+before any network traffic. pydantic-settings (which imports asyncio) and the provider catalog
+(PyYAML) are imported only when a configuration is resolved.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import SecretStr
-
-from fluxmail.config.secrets import REDACTED, build_ssl_context, check_smtp, preset_username
+from fluxmail.config.model import NOT_SETTINGS, Config
+from fluxmail.config.providers import get_provider, load_catalog
+from fluxmail.config.secrets import check_smtp, preset_username
+from fluxmail.config.settings import SettingsFields, load_settings, where
+from fluxmail.config.sources import is_file
 from fluxmail.config.urls import (
     PRECEDENCE,
     EmailInstance,
-    Security,
-    UrlParts,
     explicit_port,
     parse_host,
-    parse_url,
     resolve_domain,
     resolve_host,
     resolve_port,
     resolve_security,
 )
-from fluxmail.errors import ConfigurationError
+from fluxmail.errors import ConfigurationError, MessageError
+from fluxmail.message.addresses import parse_address
 
 if TYPE_CHECKING:
     import ssl
@@ -46,109 +47,6 @@ __all__ = [
     "resolve_config",
     "resolve_sender",
 ]
-
-_ADDRESS = re.compile(r"^[^@\s<>\"(),;:]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.[A-Za-z]{2,}$")
-
-
-def is_address(value: str | None) -> bool:
-    """A bare addr-spec that can serve as a From address (not ``apikey``, not a token)."""
-    return bool(value) and _ADDRESS.match(value or "") is not None
-
-
-@dataclass(frozen=True, repr=False)
-class Config:
-    """Everything a mailer needs, validated; secrets are ``SecretStr`` and never shown."""
-
-    backend: str
-    host: str | None
-    port: int | None
-    domain: str
-    security: Security
-    username: str | None
-    password: SecretStr | None
-    ssl_context_override: ssl.SSLContext | None
-    tls_verify: bool
-    ca_file: Path | None
-    local_hostname: str | None
-    connect_timeout: float
-    command_timeout: float
-    data_timeout: float
-    timeout: float
-    max_retries: int
-    retry_delay: float
-    retry_deadline: float | None
-    sender: str | None
-    provider: Provider | None
-    region: str | None
-    allow_insecure_auth: bool
-    dry_run: bool
-    audit: bool
-    audit_dir: Path | None
-    audit_url: SecretStr | None
-    audit_password: SecretStr | None
-    file_dir: Path
-    rate_limit: float | None
-    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
-    _ssl_cache: dict[str, ssl.SSLContext] = field(default_factory=dict, compare=False)
-    # Unknown FLUXMAIL_* names found while resolving (misspellings); the mailer logs them.
-    warnings: tuple[str, ...] = field(default=(), compare=False)
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context (None without TLS): override > ca_file > certifi; built once."""
-        if self.security == "none":
-            return None
-        if self.ssl_context_override is not None:
-            return self.ssl_context_override
-        return self._built_context()
-
-    def _built_context(self) -> ssl.SSLContext:
-        """The context of the TLS policy (ca_file or certifi), built once."""
-        cached = self._ssl_cache.get("ctx")
-        if cached is None:
-            context = build_ssl_context(self.ca_file, tls_verify=self.tls_verify)
-            cached = self._ssl_cache.setdefault("ctx", context)
-        return cached
-
-    def describe(self) -> dict[str, dict[str, object]]:
-        """Every field with its value (secrets redacted) and where it came from."""
-        result: dict[str, dict[str, object]] = {}
-        for f in dataclasses.fields(self):
-            if f.name in _NOT_SETTINGS:
-                continue
-            value = self._shown(f.name, getattr(self, f.name))
-            result[f.name] = {"value": value, "source": self.sources.get(f.name, "default")}
-        return result
-
-    def _shown(self, name: str, value: object) -> object:
-        if isinstance(value, SecretStr):
-            return REDACTED
-        if name == "username" and value is not None and self.password is not None:
-            # Postmark-style logins reuse the token as the username: never print it.
-            return REDACTED if value == self.password.get_secret_value() else value
-        if name == "ssl_context_override":
-            return None if value is None else "<ssl.SSLContext given as argument>"
-        if name == "provider":
-            return None if value is None else getattr(value, "name", str(value))
-        if isinstance(value, Path):
-            return str(value)
-        return value
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v['value']!r}" for k, v in self.describe().items())
-        return f"Config({shown})"
-
-    __str__ = __repr__
-
-    def default_sender(self) -> str | None:
-        """FLUXMAIL_SENDER, else the username when it is an address and the provider says the
-        login is an address. A literal (``apikey``) or token username never becomes a sender."""
-        if self.sender:
-            return self.sender
-        if self.provider is not None and (
-            self.provider.username_kind != "address" or self.provider.sender_required
-        ):
-            return None
-        return self.username if is_address(self.username) else None
 
 
 def resolve_sender(config: Config, explicit: str | None) -> str:
@@ -172,8 +70,6 @@ def resolve_sender(config: Config, explicit: str | None) -> str:
 
 def idempotency_needs_audit(config: Config) -> ConfigurationError:
     """Why this configuration cannot keep an ``idempotency_key``: no audit remembers keys."""
-    from fluxmail.config.settings import where
-
     source = config.sources.get("audit", "default")
     if config.backend == "memory" and source == "default":
         why = "the memory backend keeps no audit unless asked"
@@ -194,20 +90,19 @@ def resolve_config(**kwargs: object) -> Config:
     Accepts the upstream constructor arguments (``object_type``, ``use_tls``, ``use_ssl``,
     ``ssl_context``, ...) and every setting by its field name, plus ``env_file``.
     """
-    from fluxmail.config.settings import build_settings, collect_layers, merge_layers, where
-
-    args, override, env_file = _split_kwargs(kwargs)
-    merged, src = merge_layers([("argument", args), *collect_layers(env_file)])
-    url = _apply_url(merged, src)
-    host_raw = merged.pop("host", None)
-    label = str(env_file) if env_file is not None else None
-    s = build_settings(merged, src, label)
-    warnings = _unknown_variables(env_file, strict=s.strict)
+    args, host_arg, override, env_file = _split_kwargs(kwargs)
+    s = load_settings(args, env_file)
+    src = dict(s.origins)
+    warnings = _unknown_variables(s)
     provider = _provider(s.provider, s.providers_file, src)
+    host_raw: Any = s.host
+    if host_arg is not None:  # an EmailInstance argument: not a settings string
+        host_raw, src["host"] = host_arg, "argument"
     spec = None
     if host_raw is not None:
-        name = where("host", src["host"], label)
-        spec = parse_host(host_raw, name)  # type: ignore[arg-type]
+        label = str(env_file) if env_file is not None else None
+        spec = parse_host(host_raw, where("host", src["host"], label))
+    url = s.url_parts
     host = resolve_host(spec, provider, s.region, src)
     domain = resolve_domain(spec, url, src)
     given_port = explicit_port(spec, s.port, src)
@@ -235,12 +130,10 @@ def resolve_config(**kwargs: object) -> Config:
     return config
 
 
-def _unknown_variables(env_file: Any, *, strict: bool) -> tuple[str, ...]:
+def _unknown_variables(s: SettingsFields) -> tuple[str, ...]:
     """Misspelled FLUXMAIL_* names: an error with FLUXMAIL_STRICT=true, else warnings."""
-    from fluxmail.config.settings import unknown_variables
-
-    found = unknown_variables(env_file)
-    if found and strict:
+    found = s.unknown
+    if found and s.strict:
         raise ConfigurationError(
             "FLUXMAIL_STRICT=true refuses variables fluxmail does not read: " + "; ".join(found),
             code="unknown_setting",
@@ -271,11 +164,11 @@ _COPIED = (
 _UPSTREAM_ARGS = {"object_type": "type", "use_tls": "tls", "use_ssl": "ssl"}
 
 
-def _split_kwargs(kwargs: Mapping[str, object]) -> tuple[dict[str, object], Any, Any]:
-    from fluxmail.config.settings import FluxMailSettings
-
-    known = set(FluxMailSettings.model_fields) - {"type", "tls", "ssl"}
+def _split_kwargs(kwargs: Mapping[str, object]) -> tuple[dict[str, object], Any, Any, Any]:
+    """Settings arguments, a non-string host, the ssl_context override and env_file."""
+    known = set(SettingsFields.model_fields) - {"type", "tls", "ssl"}
     args: dict[str, object] = {}
+    host: Any = None
     override: Any = None
     env_file: Any = None
     for name, value in kwargs.items():
@@ -285,6 +178,8 @@ def _split_kwargs(kwargs: Mapping[str, object]) -> tuple[dict[str, object], Any,
             override = _check_context(value)
         elif name == "env_file":
             env_file = _check_env_file(value)
+        elif name == "host" and not isinstance(value, str):
+            host = value  # EmailInstance(relay, domain): parse_host checks its shape
         elif name in _UPSTREAM_ARGS or name in known:
             args[_UPSTREAM_ARGS.get(name, name)] = getattr(value, "value", value)
         else:
@@ -292,10 +187,10 @@ def _split_kwargs(kwargs: Mapping[str, object]) -> tuple[dict[str, object], Any,
             raise ConfigurationError(
                 f"unknown argument {name!r}; allowed: {allowed}", code="invalid_config"
             )
-    return args, override, env_file
+    return args, host, override, env_file
 
 
-def _check_context(value: object) -> object:
+def _check_context(value: object) -> ssl.SSLContext:
     import ssl
 
     if not isinstance(value, ssl.SSLContext):
@@ -306,8 +201,6 @@ def _check_context(value: object) -> object:
 
 
 def _check_env_file(value: object) -> object:
-    import os
-
     if not isinstance(value, (str, os.PathLike)):
         raise ConfigurationError(
             f"argument env_file= must be a path (str or os.PathLike), not {type(value).__name__}",
@@ -316,31 +209,12 @@ def _check_env_file(value: object) -> object:
     return value
 
 
-def _apply_url(merged: dict[str, object], src: dict[str, str]) -> UrlParts | None:
-    raw = merged.get("url")
-    if raw is None:
-        return None
-    text = raw.get_secret_value() if isinstance(raw, SecretStr) else str(raw)
-    if not text.strip():
-        return None
-    parts = parse_url(text)
-    for key, value in parts.values.items():
-        if key not in merged:  # explicit variables override URL parts
-            merged[key] = value
-            src[key] = "url"
-    return parts
-
-
 def _provider(name: str | None, extra: Path | None, src: Mapping[str, str]) -> Provider | None:
-    from fluxmail.config.settings import is_file
-
     if extra is not None and not is_file(extra):
         raise ConfigurationError(
             f"FLUXMAIL_PROVIDERS_FILE={str(extra)!r} is not a file; give the path of a YAML file",
             code="invalid_providers_file",
         )
-    from fluxmail.config.providers import get_provider, load_catalog
-
     if extra is not None:
         load_catalog(extra)  # validated whenever set, not only once a provider is chosen
     if not name:
@@ -359,8 +233,6 @@ def _provider(name: str | None, extra: Path | None, src: Mapping[str, str]) -> P
 
 def _check(c: Config) -> None:
     """Cross-field rules; all before any network traffic."""
-    from fluxmail.config.settings import is_file
-
     if c.ca_file is not None and not is_file(c.ca_file):
         raise ConfigurationError(
             f"FLUXMAIL_CA_FILE={str(c.ca_file)!r} is not a file; give a PEM bundle path",
@@ -383,24 +255,28 @@ def _check(c: Config) -> None:
         raise ConfigurationError(
             "FLUXMAIL_LOCAL_HOSTNAME must be a host name (no spaces)", code="invalid_host"
         )
-    if c.sender is not None and not _has_address(c.sender):
-        raise ConfigurationError(
-            f"FLUXMAIL_SENDER={c.sender!r} has no email address; use 'addr@example.com' or "
-            "'Name <addr@example.com>'",
-            code="invalid_config",
-        )
+    if c.sender is not None:
+        _check_sender(c.sender)
     if c.backend == "smtp":
         check_smtp(c)
 
 
-def _has_address(value: str) -> bool:
-    from email.utils import parseaddr
-
-    return "@" in parseaddr(value)[1]
+def _check_sender(sender: str) -> None:
+    """FLUXMAIL_SENDER by the strict parser every message's From goes through."""
+    try:
+        parse_address(sender, field="FLUXMAIL_SENDER")
+        why = None
+    except MessageError as exc:
+        why = exc.message
+    if why is not None:  # raised outside the except block: one error, not a chain
+        raise ConfigurationError(
+            f"FLUXMAIL_SENDER={sender!r} is not one email address ({why}); use "
+            "'addr@example.com' or 'Name <addr@example.com>'",
+            code="invalid_config",
+        )
 
 
 _FIELD_SOURCES = {"backend": "type", "ssl_context_override": "ssl_context"}
-_NOT_SETTINGS = ("sources", "_ssl_cache", "warnings")
 
 
 def _sources(src: Mapping[str, str], provider: Provider | None, override: object) -> dict[str, str]:
@@ -414,6 +290,6 @@ def _sources(src: Mapping[str, str], provider: Provider | None, override: object
     if "rate_limit" not in src and provider is not None and provider.rate_limit_per_second:
         result["rate_limit"] = "provider preset"
     result["ssl_context_override"] = "argument" if override is not None else "default"
-    for name in _NOT_SETTINGS:
+    for name in NOT_SETTINGS:
         result.pop(name, None)
     return result

@@ -1,7 +1,7 @@
 """Secrets and the security rules around them.
 
 Secret files (``FLUXMAIL_PASSWORD_FILE`` and friends, as Docker and Kubernetes mount them), the
-TLS context, the preset login, and the rules that refuse credentials in the clear. Nothing here
+preset login, and the rules that refuse credentials in the clear. Nothing here
 ever puts a secret value into a message: errors name the variable, never its content.
 """
 
@@ -17,12 +17,10 @@ from fluxmail.errors import ConfigurationError
 from fluxmail.redaction import REDACTED
 
 if TYPE_CHECKING:
-    import ssl
-
+    from fluxmail.config.model import Config
     from fluxmail.config.providers import Provider
-    from fluxmail.config.resolve import Config
 
-__all__ = ["REDACTED", "build_ssl_context", "check_smtp", "preset_username", "read_secret_file"]
+__all__ = ["REDACTED", "check_smtp", "preset_username", "read_secret_file"]
 
 
 def read_secret_file(var: str, raw_path: str) -> str:
@@ -46,29 +44,6 @@ def read_secret_file(var: str, raw_path: str) -> str:
         "only the secret",
         code="secret_file",
     )
-
-
-def build_ssl_context(ca_file: Path | None, *, tls_verify: bool) -> ssl.SSLContext:
-    """Verify against ``ca_file`` (a private CA) or certifi's bundle; TLS 1.2 at least."""
-    import ssl
-
-    import certifi
-
-    cafile = str(ca_file) if ca_file is not None else certifi.where()
-    try:
-        context = ssl.create_default_context(cafile=cafile)
-    except (OSError, ssl.SSLError):
-        raise ConfigurationError(
-            f"FLUXMAIL_CA_FILE={cafile!r} is not a readable PEM certificate bundle; give a file "
-            "of CA certificates in PEM form (-----BEGIN CERTIFICATE-----)",
-            code="invalid_config",
-        ) from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not tls_verify:
-        # Explicit opt-out only (FLUXMAIL_TLS_VERIFY=false); the mailer logs a warning when built.
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def preset_username(

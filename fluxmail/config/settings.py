@@ -1,52 +1,73 @@
-"""``FluxMailSettings``: every ``FLUXMAIL_*`` variable, read from the environment, ``.env`` and
-``*_FILE`` secrets, validated, frozen.
+"""``FluxMailSettings``: every ``FLUXMAIL_*`` setting, validated, frozen, and where it came from.
 
-Precedence (highest first): keyword argument > environment > ``.env`` file > ``<NAME>_FILE``
-secret file > ``FLUXMAIL_URL`` parts > provider preset > default. This module handles the first
-four layers (:func:`collect_layers`); :mod:`fluxmail.config.resolve` adds the URL and the preset.
-
-Importing this module imports pydantic-settings (which itself imports asyncio and ssl), so
-``fluxmail.config.resolve`` imports it only when a configuration is resolved.
+The fields are declared once, on :class:`SettingsFields` (plain pydantic: docs, types, rules).
+``FluxMailSettings`` adds pydantic-settings on top: ``settings_customise_sources`` returns the
+layers of :mod:`fluxmail.config.sources` (argument > environment > ``.env`` > ``*_FILE``
+secret file > ``FLUXMAIL_URL``), and every instance knows the source of each value
+(:attr:`SettingsFields.origins`). pydantic-settings imports asyncio, so the class is built on
+first use (:func:`settings_class`) and ``import fluxmail`` stays light.
 """
 
 from __future__ import annotations
 
 import builtins
 import difflib
-import math
-import os
-from collections.abc import Iterable, Mapping
-from contextvars import ContextVar
+import functools
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+)
 
-from fluxmail.config.secrets import read_secret_file
+from fluxmail.config.ports import PORT_MAX, PORT_MIN
+from fluxmail.config.sources import (
+    ENV_PREFIX,
+    SECRET_FIELDS,
+    Trace,
+    active_trace,
+    dotenv,
+    env_name,
+    environment,
+    is_file,
+    layers,
+    tracing,
+)
+from fluxmail.config.urls import UrlParts
 from fluxmail.errors import ConfigurationError, shown
+
+if TYPE_CHECKING:
+    from pydantic_settings import (
+        DotEnvSettingsSource,
+        EnvSettingsSource,
+        PydanticBaseSettingsSource,
+    )
 
 __all__ = [
     "ENV_PREFIX",
     "SECRET_FIELDS",
     "FluxMailSettings",
-    "build_settings",
-    "collect_layers",
+    "SettingsFields",
     "env_name",
+    "is_file",
     "known_variables",
-    "merge_layers",
+    "load_settings",
     "parse_bool",
+    "settings_class",
     "unknown_variables",
     "where",
 ]
 
-ENV_PREFIX = "FLUXMAIL_"
-SECRET_FIELDS = ("password", "url", "audit_url", "audit_password")
 ARG_NAMES = {"type": "object_type", "tls": "use_tls", "ssl": "use_ssl"}
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
-_META = {"ENV_FILE"}
 
 
 def parse_bool(value: object) -> object:
@@ -81,7 +102,7 @@ def _lower(value: object) -> object:
 
 
 Bool = Annotated[bool, BeforeValidator(parse_bool)]
-Port = Annotated[int, BeforeValidator(_strict_int), Field(ge=1, le=65535)]
+Port = Annotated[int, BeforeValidator(_strict_int), Field(ge=PORT_MIN, le=PORT_MAX)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Text = Annotated[str | None, BeforeValidator(_blank_is_none)]
 Secret = Annotated[SecretStr | None, BeforeValidator(_blank_is_none)]
@@ -93,17 +114,17 @@ def _doc(default: Any, text: str, *, upstream: bool = False, secret: bool = Fals
     return Field(default, description=text, json_schema_extra=extra)
 
 
-class FluxMailSettings(BaseSettings):
-    """Every ``FLUXMAIL_*`` setting. ``FluxMailSettings()`` reads env, ``.env`` and secret files."""
+class SettingsFields(BaseModel):
+    """Every ``FLUXMAIL_*`` setting (``FluxMailSettings`` reads them from their sources)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, case_sensitive=False, frozen=True, extra="ignore", env_file=None
-    )
+    # Never validated itself (defer_build): FluxMailSettings builds the schema on first use.
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     type: Annotated[Literal["smtp", "console", "file", "memory"], BeforeValidator(_lower)] = _doc(
         "smtp", "Backend: `smtp`, `console`, `file` or `memory` (`object_type=`).", upstream=True
     )
-    host: Text = _doc(
+    # Not blank-is-None: an empty FLUXMAIL_HOST is the invalid_host error, not "no host".
+    host: str | None = _doc(
         None,
         "SMTP relay: `host`, `relay:domain`, `host:port` or `[ipv6]:port`. Required for smtp "
         "unless FLUXMAIL_PROVIDER or FLUXMAIL_URL gives it.",
@@ -163,59 +184,112 @@ class FluxMailSettings(BaseSettings):
         "instead of a logged warning.",
     )
 
-    def __init__(self, **values: Any) -> None:
-        prelayered = _PRELAYERED.get()
-        if prelayered is not None:
-            merged, sources, env_file = dict(values), prelayered[0], prelayered[1]
-        else:  # called directly: read env, .env and secret files here
-            merged, sources = merge_layers([("argument", values), *collect_layers()])
-            env_file = None
-        try:
-            super().__init__(**merged)
-            return
-        except ValidationError as exc:
-            error = settings_error(exc, merged, sources, env_file)
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _url: UrlParts | None = PrivateAttr(default=None)
+    _unknown: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def origins(self) -> Mapping[str, str]:
+        """field -> the source that gave it (``PRECEDENCE`` labels); absent fields: default."""
+        return dict(self._origins)
+
+    @property
+    def url_parts(self) -> UrlParts | None:
+        """The TLS mode and domain FLUXMAIL_URL implies (its fields are already applied)."""
+        return self._url
+
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        """One line per FLUXMAIL_* name read from the environment or .env that is no setting."""
+        return self._unknown
+
+    def _keep(self, trace: Trace) -> None:
+        self._origins = trace.origins()
+        self._url = trace.url
+        self._unknown = tuple(_unknown_lines(trace.variables))
+
+
+if TYPE_CHECKING:
+    FluxMailSettings = SettingsFields  # the real class is built on first use: settings_class()
+
+
+def _build(settings: SettingsFields, init: Callable[[], None]) -> None:
+    """Run pydantic-settings' ``__init__`` recording the sources; refuse bad values readably."""
+    trace = active_trace() or Trace()
+    undo = tracing(trace)
+    error: ConfigurationError | None = None
+    try:
+        init()
+    except ValidationError as exc:
+        error = settings_error(exc, trace)
+    finally:
+        undo()
+    if error is not None:
         # Raised outside the except block: pydantic's error (which echoes input values, maybe
         # a secret) must not even ride along as __context__.
         raise error
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: builtins.type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Layering (and source tracking) happens in __init__ / build_settings, not here.
-        return (init_settings,)
+    settings._keep(trace)
 
 
-_PRELAYERED: ContextVar[tuple[Mapping[str, str], str | None] | None] = ContextVar(
-    "fluxmail_prelayered", default=None
-)
+@functools.cache
+def settings_class() -> builtins.type[SettingsFields]:
+    """``FluxMailSettings``, built once: the fields above on pydantic-settings' BaseSettings."""
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class FluxMailSettings(SettingsFields, BaseSettings):
+        __doc__ = SettingsFields.__doc__
+        model_config = SettingsConfigDict(
+            env_prefix=ENV_PREFIX,
+            case_sensitive=False,
+            frozen=True,
+            extra="ignore",
+            env_file=None,
+            defer_build=False,
+        )
+
+        def __init__(self, **values: Any) -> None:
+            _build(self, lambda: super(FluxMailSettings, self).__init__(**values))
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: builtins.type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            env = cast("EnvSettingsSource", env_settings)
+            chosen = dotenv(
+                settings_cls, cast("DotEnvSettingsSource", dotenv_settings).env_file, env.env_vars
+            )
+            chain = layers(settings_cls, init_settings, env, chosen, active_trace() or Trace())
+            # Plain callables: pydantic-settings calls each source and merges the returned dicts.
+            return cast("tuple[PydanticBaseSettingsSource, ...]", chain)
+
+    return FluxMailSettings
 
 
-def merge_layers(
-    layers: Iterable[tuple[str, Mapping[str, object]]],
-) -> tuple[dict[str, object], dict[str, str]]:
-    """Highest layer first; returns the winning value and its source label for every field."""
-    merged: dict[str, object] = {}
-    sources: dict[str, str] = {}
-    for label, values in layers:
-        for key, value in values.items():
-            if key not in merged and value is not None:
-                merged[key] = value
-                sources[key] = label
-    return merged, sources
+def __getattr__(name: str) -> Any:
+    # ``from fluxmail.config.settings import FluxMailSettings`` builds the class on first use.
+    if name == "FluxMailSettings":
+        return settings_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def env_name(field: str) -> str:
-    return ENV_PREFIX + field.upper()
+def load_settings(args: Mapping[str, object], env_file: Any = None) -> SettingsFields:
+    """Settings from ``args`` and every source, the URL's parts applied (as resolve needs)."""
+    undo = tracing(Trace(expand_url=True))
+    try:
+        extra = {} if env_file is None else {"_env_file": env_file}
+        build: Any = settings_class()
+        settings: SettingsFields = build(**args, **extra)
+        return settings
+    finally:
+        undo()
 
 
-def where(field: str, source: str, env_file: str | None = None) -> str:
+def where(field: str, source: str, env_file: str | Path | None = None) -> str:
     """Name the thing the user must change: the argument, the variable or the file variable."""
     if source == "argument":
         return f"argument {ARG_NAMES.get(field, field)}"
@@ -228,57 +302,6 @@ def where(field: str, source: str, env_file: str | None = None) -> str:
     return env_name(field)
 
 
-def _fields() -> Mapping[str, FieldInfo]:
-    return FluxMailSettings.model_fields
-
-
-def _prefixed(items: Iterable[tuple[str, str | None]]) -> dict[str, str]:
-    return {k.upper(): v for k, v in items if v is not None and k.upper().startswith(ENV_PREFIX)}
-
-
-def _to_fields(variables: Mapping[str, str]) -> dict[str, object]:
-    names = _fields()
-    result: dict[str, object] = {}
-    for var, value in variables.items():
-        name = var[len(ENV_PREFIX) :]
-        if name not in _META and name.lower() in names:
-            result[name.lower()] = value
-    return result
-
-
-def _env_file_path(env_file: str | Path | None, env: Mapping[str, str]) -> Path | None:
-    chosen = env_file if env_file is not None else env.get("FLUXMAIL_ENV_FILE")
-    if chosen is None or str(chosen) == "":
-        default = Path(".env")
-        return default if default.is_file() else None
-    path = Path(chosen)
-    if not is_file(path):
-        raise ConfigurationError(
-            f"FLUXMAIL_ENV_FILE / env_file= names {str(path)!r}, which is not a readable file; "
-            "point it at a .env file or unset it",
-            code="invalid_config",
-        )
-    return path
-
-
-def collect_layers(
-    env_file: str | Path | None = None, environ: Mapping[str, str] | None = None
-) -> list[tuple[str, dict[str, object]]]:
-    """The raw values of the environment, ``.env`` and ``*_FILE`` layers, highest first."""
-    from dotenv import dotenv_values
-
-    env = _prefixed((os.environ if environ is None else environ).items())
-    path = _env_file_path(env_file, env)
-    dot = _prefixed(dotenv_values(path).items()) if path is not None else {}
-    secrets: dict[str, object] = {}
-    for name in SECRET_FIELDS:
-        var = f"{env_name(name)}_FILE"
-        raw_path = env.get(var) or dot.get(var)
-        if raw_path:
-            secrets[name] = read_secret_file(var, raw_path)
-    return [("environment", _to_fields(env)), (".env", _to_fields(dot)), ("secret file", secrets)]
-
-
 # Read outside the model: the .env switch, and the benchmarks' scratch folder (bench/,
 # docs/performance.md), so FLUXMAIL_STRICT=true never trips on the project's own tools.
 _OTHER_VARIABLES = ("FLUXMAIL_ENV_FILE", "FLUXMAIL_BENCH_DIR")
@@ -286,7 +309,7 @@ _OTHER_VARIABLES = ("FLUXMAIL_ENV_FILE", "FLUXMAIL_BENCH_DIR")
 
 def known_variables() -> frozenset[str]:
     """Every FLUXMAIL_* name fluxmail reads: the settings, the secrets' ``_FILE`` forms, ..."""
-    names = {env_name(name) for name in _fields()}
+    names = {env_name(name) for name in SettingsFields.model_fields}
     names |= {f"{env_name(name)}_FILE" for name in SECRET_FIELDS}
     return frozenset(names | set(_OTHER_VARIABLES))
 
@@ -297,15 +320,19 @@ def unknown_variables(
     """One line per FLUXMAIL_* name in the environment or the ``.env`` file that fluxmail
     does not read (a misspelling is otherwise silently ignored), with the closest known name.
     Names only: values may be secrets."""
-    from dotenv import dotenv_values
+    cls = settings_class()
+    env = environment(cls, environ)
+    dot = dotenv(cls, env_file, env.env_vars)
+    trace = Trace()
+    layers(cls, dict, env, dot, trace)  # the same sources a build reads; nothing is read yet
+    return _unknown_lines(trace.variables)
 
-    env = _prefixed((os.environ if environ is None else environ).items())
-    found = [_unknown(name, "") for name in sorted(env) if name not in known_variables()]
-    path = _env_file_path(env_file, env)
-    if path is not None:
-        dot = _prefixed(dotenv_values(path).items())
-        found += [_unknown(n, f" (in {path})") for n in sorted(dot) if n not in known_variables()]
-    return found
+
+def _unknown_lines(variables: Mapping[str, list[str]]) -> list[str]:
+    known = known_variables()
+    return [
+        _unknown(n, place) for place, names in variables.items() for n in names if n not in known
+    ]
 
 
 def _unknown(name: str, place: str) -> str:
@@ -324,7 +351,7 @@ def _unknown(name: str, place: str) -> str:
 
 
 _ALLOWED = {
-    "port": ("invalid_port", "an integer from 1 to 65535"),
+    "port": ("invalid_port", f"an integer from {PORT_MIN} to {PORT_MAX}"),
     "max_retries": ("invalid_config", "an integer >= 0"),
     "retry_delay": ("invalid_timeout", "a finite number of seconds >= 0"),
     "rate_limit": ("invalid_config", "a finite number of messages per second > 0"),
@@ -335,7 +362,7 @@ _ALLOWED = {
 def _allowed(field: str) -> tuple[str, str]:
     if field in _ALLOWED:
         return _ALLOWED[field]
-    annotation = str(_fields()[field].annotation)
+    annotation = str(SettingsFields.model_fields[field].annotation)
     if "bool" in annotation:
         return "invalid_boolean", "true/1/yes/on or false/0/no/off (any case)"
     if "float" in annotation:
@@ -343,46 +370,19 @@ def _allowed(field: str) -> tuple[str, str]:
     return "invalid_config", "a string"
 
 
-def settings_error(
-    exc: ValidationError,
-    values: Mapping[str, object],
-    sources: Mapping[str, str],
-    env_file: str | None = None,
-) -> ConfigurationError:
+def settings_error(exc: ValidationError, trace: Trace) -> ConfigurationError:
     """One readable error naming each bad setting; secret values are never echoed."""
     lines: list[str] = []
     code = "invalid_config"
     for index, err in enumerate(exc.errors(include_url=False, include_input=False)):
         field = str(err["loc"][0]) if err["loc"] else "?"
-        if field not in _fields():
+        if field not in SettingsFields.model_fields:
             lines.append(f"{field}: {err['msg']}")
             continue
         field_code, allowed = _allowed(field)
         code = field_code if index == 0 else code
-        label = where(field, sources.get(field, "argument"), env_file)
-        value = "" if field in SECRET_FIELDS else f"={shown(values.get(field))}"
+        origin = trace.origin(field)
+        label = where(field, "argument" if origin == "default" else origin, trace.env_file)
+        value = "" if field in SECRET_FIELDS else f"={shown(trace.raw(field))}"
         lines.append(f"{label}{value} is not valid; use {allowed}")
     return ConfigurationError("; ".join(lines), code=code)
-
-
-def build_settings(
-    values: Mapping[str, object], sources: Mapping[str, str], env_file: str | None = None
-) -> FluxMailSettings:
-    """Validate already-layered raw values (no environment is read here)."""
-    token = _PRELAYERED.set((sources, env_file))
-    try:
-        return FluxMailSettings(**values)
-    finally:
-        _PRELAYERED.reset(token)
-
-
-def is_file(path: Path) -> bool:
-    """``Path.is_file()`` that answers False, not OSError, for a name too long or unreadable."""
-    try:
-        return path.is_file()
-    except OSError:
-        return False
-
-
-def is_finite_positive(value: float) -> bool:
-    return value > 0 and math.isfinite(value)

@@ -22,10 +22,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from fluxmail.config.ports import DEFAULT_PORTS, check_port
+from fluxmail.config.tls import SECURITY_MODES, Security
 from fluxmail.errors import ConfigurationError
+from fluxmail.message.domains import idna_domain
 
 if TYPE_CHECKING:
     from fluxmail.config.providers import Provider
@@ -46,7 +49,6 @@ __all__ = [
     "resolve_security",
 ]
 
-Security = Literal["starttls", "implicit", "none"]
 PRECEDENCE = (
     "argument",
     "environment",
@@ -56,10 +58,9 @@ PRECEDENCE = (
     "provider preset",
     "default",
 )
-_MODES: tuple[Security, ...] = ("starttls", "implicit", "none")
 
 
-SCHEMES = {"smtp": "starttls", "smtps": "implicit", "smtp+plain": "none"}
+SCHEMES: dict[str, Security] = {"smtp": "starttls", "smtps": "implicit", "smtp+plain": "none"}
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 # Fields a query parameter may set. Secrets, and what the URL's own parts say, are excluded.
 _QUERY_FIELDS = frozenset(
@@ -109,7 +110,7 @@ class UrlParts:
     """Settings found in a URL (field -> raw value), plus the TLS mode its scheme implies."""
 
     values: dict[str, object] = field(default_factory=dict)
-    security: str | None = None
+    security: Security | None = None
     domain: str = ""
 
 
@@ -129,22 +130,12 @@ def _check_hostname(value: str, name: str) -> str:
     except ValueError:
         pass
     try:
-        ascii_host = host.encode("idna").decode("ascii")
+        ascii_host = idna_domain(host)
     except UnicodeError:
         raise _host_error(name, f"{value!r} is not a valid host name") from None
     if not ascii_host or not all(_LABEL.match(label) for label in ascii_host.split(".")):
         raise _host_error(name, f"{value!r} is not a valid host name")
     return ascii_host
-
-
-def _check_port(text: str, name: str) -> int:
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise ConfigurationError(
-            f"{name}: port {port} is out of range; use an integer from 1 to 65535",
-            code="invalid_port",
-        )
-    return port
 
 
 def parse_host(value: str | EmailInstance, name: str = "FLUXMAIL_HOST") -> HostSpec:
@@ -166,7 +157,7 @@ def parse_host(value: str | EmailInstance, name: str = "FLUXMAIL_HOST") -> HostS
             ipaddress.IPv6Address(match.group(1))
         except ValueError:
             raise _host_error(name, f"{match.group(1)!r} is not an IPv6 address") from None
-        port = _check_port(match.group(2), name) if match.group(2) else None
+        port = check_port(match.group(2), name) if match.group(2) else None
         return HostSpec(match.group(1).lower(), port)
     if text.count(":") > 1:
         try:
@@ -178,7 +169,7 @@ def parse_host(value: str | EmailInstance, name: str = "FLUXMAIL_HOST") -> HostS
         raise _host_error(name, f"{text!r} ends with ':'")
     host = _check_hostname(relay, name)
     if rest.isdigit():  # upstream reads "relay:domain"; all digits can only be a port
-        return HostSpec(host, _check_port(rest, name))
+        return HostSpec(host, check_port(rest, name))
     return HostSpec(host, None, _check_hostname(rest, name) if rest else "")
 
 
@@ -246,7 +237,7 @@ def parse_url(url: str) -> UrlParts:
     if parts.password:
         values["password"] = unquote(parts.password)
     if port is not None:
-        values["port"] = _check_port(str(port), "FLUXMAIL_URL")
+        values["port"] = check_port(str(port), "FLUXMAIL_URL")
     domain = str(values.pop("domain", "") or "")
     lowered = scheme.lower()
     if lowered in SCHEMES:
@@ -330,11 +321,11 @@ def resolve_security(
         return _mark(src, "security", src["tls"], "none")
     mode: Security
     if url is not None and url.security is not None:
-        mode, origin = url.security, "url"  # type: ignore[assignment]
+        mode, origin = url.security, "url"
     elif provider is not None:
-        mode, origin = provider.security, "provider preset"  # type: ignore[assignment]
+        mode, origin = provider.security, "provider preset"
         if port is not None and not provider.offers(mode, port):
-            mode = next((m for m in _MODES if provider.offers(m, port)), mode)
+            mode = next((m for m in SECURITY_MODES if provider.offers(m, port)), mode)
     elif port == 465:
         mode, origin = "implicit", "default"
     else:  # loopback traffic never leaves the machine: a local catcher needs no TLS
@@ -372,7 +363,7 @@ def resolve_port(
         return port
     if port is None:
         src["port"] = "default"
-        return {"starttls": 587, "implicit": 465, "none": 25}[security]
+        return DEFAULT_PORTS[security]
     return port
 
 

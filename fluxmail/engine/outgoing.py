@@ -1,99 +1,75 @@
-"""A message on its way out: built bytes, SMTP envelope and audit record id, in three steps.
-
-``prepare`` (build, no I/O) -> the audit claim (by the caller, alone or in a batch) ->
-``transmit`` (the backend). ``FluxMail`` runs them for one message; ``fluxmail.bulk`` runs them
-as a pipeline so claims are group-committed while other messages are on the wire.
-"""
+"""A message on its way out: the transport's ``Mail``, the caller's address spellings and the
+audit record id; and the ``SendResult`` it ends as, built once from the transport's result."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
+from fluxmail.audit.log import outbound_record
+from fluxmail.audit.store import OutboundRecord
+from fluxmail.config.resolve import Config
+from fluxmail.message.model import Message
 from fluxmail.results import RecipientStatus, SendResult
-
-if TYPE_CHECKING:
-    from fluxmail.audit.store import OutboundRecord
-    from fluxmail.config.resolve import Config
-    from fluxmail.draft import Draft
-    from fluxmail.errors import DeliveryError
-    from fluxmail.transport.local import Backend
-    from fluxmail.transport.smtp.pool import ConnectionPool
-    from fluxmail.transport.smtp.retry import Envelope
-    from fluxmail.transport.smtp.session import Staged
+from fluxmail.transport.base import Envelope, Mail, TransportResult
 
 
 @dataclass
 class Outgoing:
-    draft: Draft
-    data: bytes
-    env: Envelope
+    mail: Mail
     names: Mapping[str, str]  # envelope address -> the address as the caller gave it
     dry: bool
     audit_id: str | None = None
 
     @classmethod
-    def prepare(cls, draft: Draft, *, dry: bool) -> Outgoing:
-        env, names = envelope(draft)
-        return cls(draft, draft.as_bytes(), env, names, dry)
+    def prepare(cls, message: Message, data: bytes, *, dry: bool) -> Outgoing:
+        """The SMTP envelope (IDNA domains unless SMTPUTF8 is needed) and who is who."""
+        utf8 = message.needs_smtputf8
+        names = {a.envelope(smtputf8=utf8): a.addr for a in message.envelope_recipients}
+        envelope = Envelope(message.sender.envelope(smtputf8=utf8), tuple(names), utf8)
+        return cls(Mail(envelope, data, message), names, dry)
+
+    @property
+    def message_id(self) -> str:
+        return self.mail.message.message_id
 
     def record(self, config: Config) -> OutboundRecord:
-        from fluxmail.audit.log import outbound_record
-
         status = "dry_run" if self.dry else "sending"
-        return outbound_record(config, self.draft.message, self.data, status)
-
-    def staged(self) -> Staged:
-        from fluxmail.transport.smtp.session import Staged
-
-        return Staged(self.env.sender, self.env.recipients, self.data, self.env.smtputf8)
+        return outbound_record(config, self.mail.message, self.mail.data, status)
 
     def dry_result(self) -> SendResult:
-        return SendResult("dry_run", self.draft.message_id, audit_id=self.audit_id)
+        return SendResult("dry_run", self.message_id, audit_id=self.audit_id)
 
     def unsent(self, reason: str) -> SendResult:
         """Claimed but never transmitted (a run stopped first): failed, nothing went out."""
-        return self._all("failed", reason)
+        return self._all("failed", "deferred", reason)
 
     def interrupted(self, exc: BaseException) -> SendResult:
         """Stopped mid-transmission: what reached the server is unknown; never resent."""
-        return self._all("unknown", f"interrupted: {type(exc).__name__}")
+        return self._all("unknown", "unknown", f"interrupted: {type(exc).__name__}")
 
-    def _all(self, status: str, text: str) -> SendResult:
+    def _all(self, status: str, each: str, text: str) -> SendResult:
+        recipients = {a: RecipientStatus(a, each, text=text) for a in self.names.values()}  # type: ignore[arg-type]
+        return SendResult(status, self.message_id, recipients, audit_id=self.audit_id)  # type: ignore[arg-type]
+
+    def result(self, sent: TransportResult) -> SendResult:
+        """The caller's result: recipients under the addresses as given (IDNA domains are
+        shown as typed), with the message and audit ids."""
+        names = self.names
         recipients = {
-            a: RecipientStatus(a, "unknown" if status == "unknown" else "deferred", text=text)
-            for a in self.names.values()
+            names.get(a, a): r if names.get(a, a) == a else _renamed(r, names.get(a, a))
+            for a, r in sent.recipients.items()
         }
         return SendResult(
-            status,  # type: ignore[arg-type]
-            self.draft.message_id,
+            status=sent.status,
+            message_id=self.message_id,
             recipients=recipients,
+            attempts=sent.attempts,
+            final_reply=sent.final_reply,
+            elapsed=sent.elapsed,
             audit_id=self.audit_id,
         )
 
-    async def transmit(
-        self, backend: Backend, pool: ConnectionPool | None = None, then: Staged | None = None
-    ) -> tuple[SendResult, DeliveryError | None]:
-        """Hand the bytes to the backend; results keyed by the addresses as given."""
-        result, error = await backend.deliver(self.env, self.data, self.draft.message, pool, then)
-        names = self.names
-        if any(k != v for k, v in names.items()):  # IDNA: report the addresses as given
-            recipients = {
-                names.get(a, a): replace(r, address=names.get(a, a))
-                for a, r in result.recipients.items()
-            }
-            result = replace(result, recipients=recipients)
-        if self.audit_id is not None:
-            result = replace(result, audit_id=self.audit_id)
-        return result, error
 
-
-def envelope(draft: Draft) -> tuple[Envelope, dict[str, str]]:
-    """The SMTP envelope (IDNA domains unless SMTPUTF8 is needed) and envelope -> given address."""
-    from fluxmail.transport.smtp.retry import Envelope
-
-    message = draft.message
-    utf8 = message.needs_smtputf8
-    names = {a.envelope(smtputf8=utf8): a.addr for a in message.envelope_recipients}
-    return Envelope(message.sender.envelope(smtputf8=utf8), tuple(names), utf8), names
+def _renamed(status: RecipientStatus, address: str) -> RecipientStatus:
+    return RecipientStatus(address, status.status, status.code, status.enhanced_status, status.text)

@@ -6,8 +6,12 @@
   background thread writes the folders while the run goes on. No claim waits for a thread:
   the loop is CPU-bound and holds the GIL, and a worker thread doing the claims (and a mkdir
   and several writes per message) got it back only between the loop's own syscalls.
-- Each sender owns one kept-open connection. With PIPELINING, the next message's MAIL/RCPT/DATA
-  ride behind the current message's final "." (RFC 2920), saving a round trip per message.
+- Each sender owns a lane of the transport (``transport.lane()``): for SMTP one kept-open
+  connection, where with PIPELINING the next message's MAIL/RCPT/DATA ride behind the current
+  message's final "." (RFC 2920), saving a round trip per message.
+- Every message goes through the send protocol of ``protocol.py``, the same as a single send:
+  ``after_claim`` (replay and dry-run rules) and ``transmit`` (interrupt rule); this module
+  supplies batched claims and finishes.
 - A run holds a lease on its claims (``store.begin_run``) and marks each record as handed to
   the wire (``lease.mark``, durable before it returns) right before its bytes may go out: as
   the message of a ``transmit``, or primed behind one (PostgreSQL: the marks of one loop turn
@@ -23,34 +27,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any
 
-from fluxmail.draft import Draft
+from fluxmail.audit.store import AuditStore, Claim, RunLease
+from fluxmail.engine.outcomes import BulkOutcome, RateLimiter
 from fluxmail.engine.outgoing import Outgoing
-from fluxmail.errors import FluxMailException, MessageError
-
-if TYPE_CHECKING:
-    from fluxmail.audit.store import AuditStore, RunLease
-    from fluxmail.bulk import BulkOutcome, RateLimiter
-    from fluxmail.mailer import FluxMail
-    from fluxmail.results import SendResult
-    from fluxmail.transport.smtp.pool import ConnectionPool
+from fluxmail.engine.protocol import Outcome, after_claim, transmit
+from fluxmail.engine.sending import Engine
+from fluxmail.errors import FluxMailException
+from fluxmail.message.model import Message
+from fluxmail.results import SendResult
+from fluxmail.transport.base import Lane
 
 CLAIM_BATCH = 64
 FINISH_BATCH = 64
 FINISH_DELAY = 0.2  # seconds an outcome may wait for its batch (slow, rate-limited runs)
 _NOTHING = object()
-Emit = Callable[["BulkOutcome"], Awaitable[None]]
+Emit = Callable[[BulkOutcome], Awaitable[None]]
+Build = Callable[[Any], tuple[Message, bytes]]  # an input item -> the message and its bytes
 
 
 class Pipeline:
     def __init__(
         self,
-        mailer: FluxMail,
+        engine: Engine,
         source: Any,
+        build: Build,
         emit: Emit,
         *,
         concurrency: int,
@@ -59,14 +63,15 @@ class Pipeline:
         per_connection: int | None,
         dry_run: bool,
     ) -> None:
-        self._mailer = mailer
+        self._engine = engine
         self._source = source
+        self._build_item = build
         self._emit = emit
         self._concurrency = concurrency
         self._limiter = limiter
         self._connection_rate = connection_rate
         self._per_conn = per_connection
-        self._dry = dry_run or mailer.config.dry_run
+        self._dry = engine.dry(dry_run)
         self._store: AuditStore | None = None
         self._lease: RunLease | None = None
         self._marks: _WireMarks | None = None
@@ -78,8 +83,8 @@ class Pipeline:
     async def run(self) -> None:
         work: asyncio.Queue[Any] = asyncio.Queue(maxsize=CLAIM_BATCH)
         ready: asyncio.Queue[Any] = asyncio.Queue(maxsize=self._concurrency * 4)
-        if self._mailer.audit.enabled:
-            self._store = self._mailer.audit.store()
+        if self._engine.audit.enabled:
+            self._store = self._engine.audit.store()
             if not self._dry:
                 self._lease = self._store.begin_run()
                 self._marks = _WireMarks(self._lease)
@@ -89,9 +94,8 @@ class Pipeline:
             asyncio.ensure_future(self._prepare(work, ready)),
             *(asyncio.ensure_future(self._send(ready)) for _ in range(self._concurrency)),
         ]
-        hold = getattr(self._store, "hold_snapshots", None)
         try:
-            with hold() if hold is not None else contextlib.nullcontext():
+            with self._store.hold_snapshots() if self._store else contextlib.nullcontext():
                 await asyncio.gather(*tasks)
         finally:
             for task in tasks:
@@ -146,9 +150,18 @@ class Pipeline:
     async def _prepare(self, work: asyncio.Queue[Any], ready: asyncio.Queue[Any]) -> None:
         async for batch in self._batches(work):
             prepared = [p for p in [await self._build(job) for job in batch] if p]
-            for index, out in await self._claim(prepared):
-                if out.dry:
-                    await self._emit(_outcome(index, out.dry_result(), None))
+            claimed, refused = self._claim(prepared)
+            # Every claimed record is tracked before the first await below: a run cancelled
+            # while the queue is full must still resolve the rest of the batch (_close).
+            ends = [(index, out, after_claim(out, claim)) for index, out, claim in claimed]
+            for _, out, done in ends:
+                if done is None and out.audit_id is not None:
+                    self._claimed[out.audit_id] = out
+            for index, exc in refused:
+                await self._emit(_failed(index, exc))
+            for index, out, done in ends:
+                if done is not None:
+                    await self._emit(_outcome(index, done))
                 else:
                     await ready.put((index, out))
         for _ in range(self._concurrency):
@@ -157,24 +170,26 @@ class Pipeline:
     async def _build(self, job: tuple[int, Any]) -> tuple[int, Outgoing] | None:
         index, item = job
         try:
-            draft = item if isinstance(item, Draft) else self._mailer.create(**_create_args(item))
-            return index, Outgoing.prepare(draft, dry=self._dry)
+            return index, Outgoing.prepare(*self._build_item(item), dry=self._dry)
         except FluxMailException as exc:
             await self._emit(_failed(index, exc))
             return None
 
-    async def _claim(self, batch: list[tuple[int, Outgoing]]) -> list[tuple[int, Outgoing]]:
-        """Claim audit records for a batch (one commit); replays and errors are emitted here."""
+    def _claim(
+        self, batch: list[tuple[int, Outgoing]]
+    ) -> tuple[list[tuple[int, Outgoing, Claim | None]], list[tuple[int, FluxMailException]]]:
+        """Claim audit records for a batch (one commit): the claims, and the items refused."""
         if self._store is None or not batch:
-            return batch
-        records = [out.record(self._mailer.config) for _, out in batch]
+            return [(index, out, None) for index, out in batch], []
+        records = [out.record(self._engine.config) for _, out in batch]
         claim_many = self._store.claim_many
         run = self._lease.token if self._lease is not None else None
         try:  # on the loop, synchronously: committed before any of these is handed on
             claims = claim_many(records, defer_snapshots=True, run=run)
         except FluxMailException:
             claims = None  # one bad record (e.g. a key conflict) spoils the batch: go one by one
-        kept = []
+        kept: list[tuple[int, Outgoing, Claim | None]] = []
+        refused: list[tuple[int, FluxMailException]] = []
         for n, (index, out) in enumerate(batch):
             try:
                 claim = (
@@ -183,23 +198,14 @@ class Pipeline:
                     else claim_many([records[n]], defer_snapshots=True, run=run)[0]
                 )
             except FluxMailException as exc:
-                await self._emit(_failed(index, exc))
+                refused.append((index, exc))
                 continue
-            if claim.replay is not None:
-                await self._emit(_outcome(index, claim.replay, None))
-                continue
-            out.audit_id = claim.audit_id
-            if not out.dry:
-                self._claimed[claim.audit_id] = out
-            kept.append((index, out))
-        return kept
+            kept.append((index, out, claim))
+        return kept, refused
 
     async def _send(self, ready: asyncio.Queue[Any]) -> None:
-        from fluxmail.bulk import RateLimiter
-
         own = RateLimiter(self._connection_rate)  # this connection's own pace, if any
-        make = getattr(self._mailer._backend, "private_pool", None)
-        pool: ConnectionPool | None = make() if make is not None else None
+        lane = self._engine.transport.lane()
         on_conn = 0
         primed: Outgoing | None = None  # marked already, as the previous message's `then`
         job = await ready.get()
@@ -211,27 +217,26 @@ class Pipeline:
                 await own.wait()
                 last = self._per_conn is not None and on_conn + 1 >= self._per_conn
                 then: Outgoing | None = None
-                if nxt is not _NOTHING and nxt is not None and not last:
+                if lane.primes and nxt is not _NOTHING and nxt is not None and not last:
                     polite = self._limiter.active or own.active
                     then = None if polite else nxt[1]
-                if pool is not None and self._marks is not None and primed is not job[1]:
+                if self._marks is not None and primed is not job[1]:
                     # Connect before marking: a run killed while a server is slow to greet
                     # (or to log in) leaves those messages known never-sent, not unknown. A
-                    # failure here is left to transmit, which retries or reports it.
+                    # failure here is left to the send, which retries or reports it.
                     with contextlib.suppress(FluxMailException):
-                        await pool.warm()
+                        await lane.ready()
                 go, then = await self._to_wire(job[0], job[1], primed is job[1], then)
                 primed = then
                 if go:
-                    await self._send_one(job[0], job[1], pool, then and then.staged())
+                    await self._send_one(job[0], job[1], lane, then)
                 on_conn += 1
-                if pool is not None and last:
-                    await pool.close()
+                if last:
+                    await lane.close()
                     on_conn = 0
                 job = nxt if nxt is not _NOTHING else await ready.get()
         finally:
-            if pool is not None:
-                await pool.close()
+            await lane.close()
 
     async def _to_wire(
         self, index: int, out: Outgoing, marked: bool, then: Outgoing | None
@@ -245,35 +250,31 @@ class Pipeline:
             refused = await self._marks.mark(wanted) if wanted else frozenset()
         except FluxMailException as exc:
             self._claimed.pop(out.audit_id or "", None)
-            self._finish(out, out.unsent(str(exc)))
+            self.finish_now(out, out.unsent(str(exc)))
             await self._emit(_failed(index, exc))
             return False, None
         if then is not None and then.audit_id in refused:
             then = None
         if out.audit_id in refused:  # resolved by a recovery meanwhile: no longer this run's
             self._claimed.pop(out.audit_id, None)
-            await self._emit(_outcome(index, out.unsent("the run lost its audit lease"), None))
+            await self._emit(_outcome(index, Outcome(out.unsent("the run lost its audit lease"))))
             return False, then
         return True, then
 
-    async def _send_one(self, index: int, out: Outgoing, pool: Any, then: Any) -> None:
+    async def _send_one(self, index: int, out: Outgoing, lane: Lane, then: Outgoing | None) -> None:
         if out.audit_id is not None:
             self._claimed.pop(out.audit_id, None)
-        try:
-            result, error = await out.transmit(self._mailer._backend, pool, then)
-        except MessageError as exc:  # found before MAIL FROM: nothing was sent
-            self._finish(out, out.unsent(str(exc)))
-            await self._emit(_failed(index, exc))
-            return
-        except BaseException as exc:
-            self._finish(out, out.interrupted(exc))
-            raise
-        self._finish(out, result)
-        await self._emit(_outcome(index, result, error))
+        following = then.mail if then is not None else None
+        done = await transmit(out, lambda: lane.send(out.mail, following), self)
+        await self._emit(_outcome(index, done))
 
     # -- finishes ----------------------------------------------------------------------------
 
-    def _finish(self, out: Outgoing, result: SendResult) -> None:
+    async def finish(self, out: Outgoing, result: SendResult) -> None:
+        self.finish_now(out, result)
+
+    def finish_now(self, out: Outgoing, result: SendResult) -> None:
+        """Queue the outcome for the next batched commit (the protocol's Recorder)."""
         if out.audit_id is None:
             return
         self._finishes.append((out.audit_id, result))
@@ -295,7 +296,7 @@ class Pipeline:
         except FluxMailException as exc:
             # The records stay 'sending'; recovery reads the marked ones as 'unknown' later.
             self._unrecorded = True
-            self._mailer._log.error("could not record %d outcomes: %s", len(batch), exc)
+            self._engine.log.error("could not record %d outcomes: %s", len(batch), exc)
 
 
 class _WireMarks:
@@ -330,53 +331,9 @@ class _WireMarks:
             done.exception()  # retrieved: no warning when every waiter was cancelled
 
 
-def _create_args(item: Any) -> Mapping[str, Any]:
-    """A bulk item that is not a Draft: the keyword arguments of ``create()``, checked here so
-    a bad item is that item's MessageError, never a TypeError that ends the whole run."""
-    if not isinstance(item, Mapping) or not all(isinstance(k, str) for k in item):
-        raise MessageError(
-            f"a message to send_many() must be a Draft or a mapping of create() arguments, "
-            f"not {type(item).__name__}",
-            code="invalid_message",
-        )
-    names, required = _create_arg_names()
-    unknown, missing = sorted(set(item) - names), sorted(required - set(item))
-    if unknown or missing:
-        what = f"unknown: {', '.join(unknown)}" if unknown else f"missing: {', '.join(missing)}"
-        raise MessageError(
-            f"a send_many() message has bad create() arguments ({what})",
-            code="invalid_message",
-        )
-    return item
-
-
-@functools.cache
-def _create_arg_names() -> tuple[frozenset[str], frozenset[str]]:
-    """create()'s argument names, and the required ones (from its code object: importing
-    ``inspect`` for this would cost every bulk run's start more than the whole lookup)."""
-    from fluxmail.mailer import FluxMail
-
-    code = FluxMail.create.__code__
-    names = code.co_varnames[1 : code.co_argcount]  # after self
-    required = names[: len(names) - len(FluxMail.create.__defaults__ or ())]
-    return frozenset(names), frozenset(required)
-
-
-def _outcome(index: int, result: SendResult, error: Any) -> BulkOutcome:
-    from fluxmail.bulk import BulkOutcome
-
-    if result.ok or result.replayed:
-        return BulkOutcome(index, result)
-    from fluxmail.mailer import raise_for
-
-    try:
-        raise_for(result, error)
-    except FluxMailException as exc:
-        return BulkOutcome(index, result, exc)
-    return BulkOutcome(index, result)
+def _outcome(index: int, done: Outcome) -> BulkOutcome:
+    return BulkOutcome(index, done.result, done.error)
 
 
 def _failed(index: int, exc: FluxMailException) -> BulkOutcome:
-    from fluxmail.bulk import BulkOutcome
-
     return BulkOutcome(index, None, exc)

@@ -8,6 +8,7 @@ Attachment, ``(filename, bytes[, mimetype])``, inline image bytes) is converted 
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import os
 import re
 import stat
@@ -75,8 +76,6 @@ def check_mimetype(mimetype: str, *, filename: str) -> None:
 
 def guess_mimetype(filename: str, content: bytes | None) -> str:
     """Guess from the name (``mimetypes``), then from magic bytes; octet-stream otherwise."""
-    import mimetypes
-
     guessed = mimetypes.guess_type(filename, strict=False)[0] if filename else None
     if guessed and not guessed.startswith(("multipart/", "message/")):
         return guessed
@@ -116,6 +115,8 @@ def _read_regular_file(path: str | os.PathLike[str]) -> bytes:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise not_regular
             return handle.read()
+    except MessageError:
+        raise  # not a regular file: already says so (MessageError is a ValueError too)
     except FileNotFoundError as exc:
         raise MessageError(f"attachment not found: {shown}", code="attachment_not_found") from exc
     except ValueError as exc:  # a NUL byte, or a lone surrogate the file system cannot encode
@@ -197,8 +198,6 @@ def inline_from(content_id: str, item: InlineInput) -> Attachment:
     if isinstance(item, Attachment):
         return Attachment(item.filename, item.content, item.mimetype, cid)
     if isinstance(item, (bytes, bytearray, memoryview)):
-        import mimetypes
-
         data = bytes(item)
         mimetype = guess_mimetype("", data)
         name = cid.partition("@")[0] + (mimetypes.guess_extension(mimetype) or "")

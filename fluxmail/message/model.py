@@ -34,6 +34,16 @@ from fluxmail.message.attachments import (
     attachment_items,
     inline_images_from,
 )
+from fluxmail.message.css import inline_css as inline_styles
+from fluxmail.message.headers import (
+    make_message_id,
+    normalize_headers,
+    normalize_msg_id,
+    normalize_msg_ids,
+    normalize_priority,
+    normalize_text_header,
+    normalize_unsubscribe_url,
+)
 
 __all__ = ["Attachment", "Message", "build_message"]
 
@@ -48,7 +58,7 @@ def _now() -> datetime:
 
 @dataclass(frozen=True)
 class Message:
-    """An immutable, validated message; :func:`fluxmail.mime.render` gives its wire bytes."""
+    """An immutable, validated message; :func:`~fluxmail.message.mime.render` writes its bytes."""
 
     sender: Address
     to: tuple[Address, ...] = ()
@@ -74,8 +84,6 @@ class Message:
 
     def __post_init__(self) -> None:
         if not self.message_id:
-            from fluxmail.message.mime import make_message_id
-
             object.__setattr__(self, "message_id", make_message_id(self.sender.domain))
 
     @property
@@ -154,8 +162,6 @@ def _flag(value: object, name: str) -> bool:
 
 def _optional_msg_id(value: object, field: str) -> str | None:
     """None or "" means none; anything else must be a message id string."""
-    from fluxmail.message.mime import normalize_msg_id
-
     if value is None or (isinstance(value, str) and not value):
         return None
     return normalize_msg_id(value, field=field)  # type: ignore[arg-type]
@@ -257,8 +263,6 @@ def build_message(
     date: datetime | None = None,
 ) -> Message:
     """Validate every input and return a frozen :class:`Message` (upstream parameter meanings)."""
-    from fluxmail.message import mime
-
     if sender is None:
         raise MessageError("a sender is required", code="invalid_address")
     from_ = parse_address(sender, field="sender")
@@ -269,8 +273,6 @@ def build_message(
         raise MessageError("the message has no recipients", code="no_recipients")
     text, html = _bodies(body, _flag(html_body, "html_body"), plain_body)
     if _flag(inline_css, "inline_css") and html is not None:
-        from fluxmail.message.css import inline_css as inline_styles
-
         html = inline_styles(html)
     images = inline_images_from(inline_images)
     if images and html is None:
@@ -283,16 +285,16 @@ def build_message(
         cc=cc_,
         bcc=bcc_,
         reply_to=parse_addresses(reply_to, field="reply_to"),
-        subject=mime.normalize_text_header("Subject", subject),
+        subject=normalize_text_header("Subject", subject),
         text=text,
         html=html,
         attachments=tuple(attachment_from(item) for item in attachment_items(attachments)),
         inline_images=images,
         in_reply_to=_optional_msg_id(in_reply_to, "in_reply_to"),
-        references=mime.normalize_msg_ids(references),
-        priority=mime.normalize_priority(priority),
-        unsubscribe_url=mime.normalize_unsubscribe_url(unsubscribe_url),
-        headers=mime.normalize_headers(headers, used={k for k, v in used.items() if v}),
+        references=normalize_msg_ids(references),
+        priority=normalize_priority(priority),
+        unsubscribe_url=normalize_unsubscribe_url(unsubscribe_url),
+        headers=normalize_headers(headers, used={k for k, v in used.items() if v}),
         message_id=_optional_msg_id(message_id, "message_id") or "",
         date=_when(date),
         idempotency_key=_idempotency_key(idempotency_key),

@@ -16,10 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from fluxmail.config.ports import PORT_MAX, PORT_MIN, is_port
+from fluxmail.config.tls import SECURITY_MODES, Security
 from fluxmail.config.urls import is_loopback as is_loopback_host
-from fluxmail.errors import ConfigurationError, TLSFailure
+from fluxmail.errors import ConfigurationError, Stage, TLSFailure
 from fluxmail.results import ServerReply
 
 if TYPE_CHECKING:
@@ -36,8 +38,6 @@ __all__ = [
     "is_loopback_host",
     "tls_info",
 ]
-
-Security = Literal["starttls", "implicit", "none"]
 
 _BAD_HOST = re.compile(r"[\x00-\x20\x7f<>]")
 
@@ -61,9 +61,11 @@ class SMTPParams:
     def __post_init__(self) -> None:
         if not self.host or _BAD_HOST.search(self.host):
             raise ConfigurationError(f"Invalid SMTP host {self.host!r}", field="host")
-        if not 0 < self.port < 65536:
-            raise ConfigurationError(f"SMTP port must be 1-65535, not {self.port}", field="port")
-        if self.security not in ("starttls", "implicit", "none"):
+        if not is_port(self.port):
+            raise ConfigurationError(
+                f"SMTP port must be {PORT_MIN}-{PORT_MAX}, not {self.port}", field="port"
+            )
+        if self.security not in SECURITY_MODES:
             raise ConfigurationError(
                 f"security must be starttls, implicit or none, not {self.security!r}"
             )
@@ -173,14 +175,13 @@ def tls_info(transport: asyncio.BaseTransport | None) -> TLSInfo | None:
     )
 
 
-def certificate_error(exc: ssl.SSLError, where: str, stage: str) -> TLSFailure:
+def certificate_error(exc: ssl.SSLError, where: str, stage: Stage) -> TLSFailure:
     reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
     return TLSFailure(
         f"The TLS certificate of {where} was not accepted: {reason}. If the server uses a "
         "private CA, trust it (FLUXMAIL_CA_FILE); check that the host name matches the "
         "certificate and that it has not expired",
         code="certificate_error",
-        transient=False,
         stage=stage,
         verify_code=getattr(exc, "verify_code", None),
     )

@@ -1,6 +1,8 @@
-"""SMTP on the wire: aiosmtplib's protocol made pipelining-safe, and envelope encoding.
+"""SMTP on the wire: a pipelining-safe client protocol on asyncio, and envelope encoding.
 
-Used only by ``fluxmail.transport.smtp.session``; together they are the one SMTP implementation.
+Used only by the SMTP connection and session modules; together they are the one SMTP
+implementation. No aiosmtplib here: importing the transport stays cheap (cold start), and
+aiosmtplib's helpers (EHLO parsing, AUTH encoding) are imported where a connection uses them.
 """
 
 from __future__ import annotations
@@ -9,15 +11,15 @@ import asyncio
 import re
 import ssl
 from collections import deque
-
-from aiosmtplib.errors import SMTPResponseException, SMTPServerDisconnected, SMTPTimeoutError
-from aiosmtplib.protocol import SMTPProtocol
-from aiosmtplib.response import SMTPResponse
+from typing import NamedTuple, cast
 
 from fluxmail.errors import MessageError, Refused
 
 __all__ = [
+    "BadReply",
     "PipelinedProtocol",
+    "RawReply",
+    "ServerDisconnected",
     "envelope_path",
     "has_8bit",
     "mail_options",
@@ -29,60 +31,94 @@ _MAX_PENDING = 64 * 1024  # unparsed reply bytes; bounds memory against a babbli
 _BAD_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 
 
-class PipelinedProtocol(SMTPProtocol):
-    """aiosmtplib's protocol, keeping every reply that arrives, in order.
+class RawReply(NamedTuple):
+    """One reply as read: the code and the text (continuation lines joined by newlines)."""
 
-    The stock protocol holds one reply and drops bytes received while no command waits, which
-    loses replies when several commands are written at once (RFC 2920 pipelining).
+    code: int
+    message: str
+
+
+class ServerDisconnected(ConnectionError):
+    """The connection is closed: by the server, by a reset, or it was never open."""
+
+
+class BadReply(Exception):
+    """A reply line that is not SMTP (RFC 5321 4.2), or more reply text than any server sends."""
+
+
+class PipelinedProtocol(asyncio.Protocol):
+    """An SMTP client connection that keeps every reply that arrives, in order.
+
+    Several commands may be written at once (RFC 2920 pipelining): their replies queue up here
+    and ``read_response`` hands them out one by one.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
         self._pending = bytearray()
-        self._replies: deque[SMTPResponse] = deque()
+        self._replies: deque[RawReply] = deque()
         self._failure: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._paused = False  # the transport's write buffer is full (asyncio flow control)
+        self._drained: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
 
     @property
     def lost(self) -> bool:
         return self._failure is not None
 
+    @property
+    def is_connected(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
     def data_received(self, data: bytes) -> None:
         self._pending.extend(data)
         try:
             while (reply := self._parse_one()) is not None:
                 self._replies.append(reply)
-        except SMTPResponseException as exc:
+        except BadReply as exc:
             self._fail(exc)
         if len(self._pending) > _MAX_PENDING:
-            self._fail(SMTPResponseException(-1, "Response too long"))
+            self._fail(BadReply("Response too long"))
         self._wake()
 
-    def _parse_one(self) -> SMTPResponse | None:
+    def _parse_one(self) -> RawReply | None:
         lines: list[bytes] = []
         offset = 0
         while (end := self._pending.find(b"\n", offset)) != -1:
             line = bytes(self._pending[offset : end + 1])
             offset = end + 1
             if len(line) < 4 or not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r"):
-                raise SMTPResponseException(-1, "Malformed SMTP reply line")
+                raise BadReply("Malformed SMTP reply line")
             lines.append(line)
             if line[3:4] != b"-":
                 del self._pending[:offset]
                 text = b"\n".join(x[4:].strip(b" \t\r\n") for x in lines)
-                return SMTPResponse(int(line[:3]), text.decode("utf-8", "surrogateescape"))
+                return RawReply(int(line[:3]), text.decode("utf-8", "surrogateescape"))
         return None
 
     def eof_received(self) -> bool:
-        self._fail(SMTPServerDisconnected("Unexpected EOF received"))
-        return False
+        self._fail(ServerDisconnected("Unexpected EOF received"))
+        return False  # asyncio closes the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self._fail(SMTPServerDisconnected("Connection lost"))
+        self.transport = None
+        self._fail(ServerDisconnected("Connection lost"))
+        self.resume_writing()  # a writer waiting in drain() learns of the loss
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     def _fail(self, exc: Exception) -> None:
         if self._failure is None:
@@ -93,7 +129,23 @@ class PipelinedProtocol(SMTPProtocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def read_response(self, timeout: float | None = None) -> SMTPResponse:
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ServerDisconnected("Connection lost")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer has room again (or the connection is gone)."""
+        if self._paused and self.is_connected:
+            self._drained = self._loop.create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+        if not self.is_connected:
+            raise ServerDisconnected("Connection lost")
+
+    async def read_response(self, timeout: float | None = None) -> RawReply:
         deadline = None if timeout is None else self._loop.time() + timeout
         while not self._replies and self._failure is None:
             remaining = None if deadline is None else max(deadline - self._loop.time(), 0.0)
@@ -101,7 +153,7 @@ class PipelinedProtocol(SMTPProtocol):
             try:
                 await asyncio.wait_for(self._waiter, remaining)
             except asyncio.TimeoutError as exc:
-                raise SMTPTimeoutError("Timed out waiting for server response") from exc
+                raise TimeoutError("Timed out waiting for server response") from exc
             finally:
                 self._waiter = None
         if self._replies:
@@ -109,7 +161,7 @@ class PipelinedProtocol(SMTPProtocol):
         assert self._failure is not None
         raise self._failure
 
-    def take_unsolicited(self) -> list[SMTPResponse]:
+    def take_unsolicited(self) -> list[RawReply]:
         """Replies nobody asked for (a server announcing 421 while idle)."""
         replies, self._replies = list(self._replies), deque()
         return replies
@@ -123,7 +175,7 @@ class PipelinedProtocol(SMTPProtocol):
         """Run the TLS handshake on this connection (implicit TLS, or STARTTLS after its 220)."""
         transport = self.transport
         if transport is None or transport.is_closing() or self.lost:
-            raise SMTPServerDisconnected("Connection lost")
+            raise ServerDisconnected("Connection lost")
         try:
             upgraded = await self._loop.start_tls(
                 transport,
@@ -134,11 +186,9 @@ class PipelinedProtocol(SMTPProtocol):
             )
         except ConnectionAbortedError as exc:  # how asyncio reports the handshake timeout
             raise asyncio.TimeoutError("TLS handshake timed out") from exc
+        if upgraded is None:  # typeshed allows it; asyncio returns None only for a closed loop
+            raise ServerDisconnected("Connection lost")
         self.transport = upgraded
-        self._over_ssl = True
-
-    async def drain(self) -> None:
-        await self._drain_helper()
 
 
 def message_payload(data: bytes) -> bytes:
@@ -190,7 +240,6 @@ def mail_options(extensions: dict[str, str], payload: bytes, smtputf8: bool, whe
                 f"The message ({len(payload)} bytes) exceeds the {limit}-byte limit that "
                 f"{where} announces",
                 code="message_too_large",
-                transient=False,
                 stage="mail",
             )
         options += b" SIZE=%d" % len(payload)

@@ -1,8 +1,9 @@
 """SMTP replies and events -> fluxmail errors (the table "What is retried" in docs/delivery.md).
 
-Pure functions, no network and no aiosmtplib: ``fluxmail.transport.smtp.session`` calls them at each
-stage. Every error carries ``transient`` (may the caller retry?), the reply code, the RFC 3463
-enhanced status, the reply text (with any echoed credentials removed) and ``details["stage"]``.
+Pure functions, no network and no aiosmtplib: the SMTP connection and session call them at each
+stage. Every error carries its ``stage``, the reply code, the RFC 3463 enhanced status and the
+reply text (with any echoed credentials removed). ``transient`` (may the caller retry?) is the
+error class's kind; for an error built from a reply, ``transient_reply`` decides it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from fluxmail.errors import (
+    STAGES,
     AuthenticationFailed,
     ConnectionFailed,
     DeliveryError,
     OutcomeUnknown,
     Refused,
     SendTimeout,
+    Stage,
     TLSFailure,
 )
 from fluxmail.results import ServerReply
@@ -34,29 +37,15 @@ __all__ = [
     "parse_reply",
     "reply_error",
     "timed_out",
+    "transient_reply",
     "wire_error",
     "with_replies",
 ]
 
-STAGES = (
-    "connect",
-    "tls",
-    "greeting",
-    "ehlo",
-    "starttls",
-    "auth",
-    "mail",
-    "rcpt",
-    "data",
-    "end_of_data",
-    "rset",
-    "noop",
-)
-
 # RFC 3463 section 2: class "." subject "." detail, at the start of the reply text.
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 
-_WHAT = {
+_WHAT: dict[Stage, str] = {
     "tls": "the TLS handshake",
     "greeting": "The server's greeting",
     "ehlo": "EHLO",
@@ -80,13 +69,19 @@ def parse_reply(code: int, text: str) -> ServerReply:
     return ServerReply(code=code, text=text, enhanced_status=enhanced)
 
 
+def transient_reply(code: int) -> bool:
+    """RFC 5321 4.2.1: a 4yz reply is a transient failure (the same command may succeed later),
+    5yz a permanent one. 552 to RCPT is the one exception (``TransactionResult.deferred``)."""
+    return 400 <= code < 500
+
+
 def _err(
-    cls: type[DeliveryError], msg: str, code: str, transient: bool, stage: str, reply: ServerReply
+    cls: type[DeliveryError], msg: str, code: str, stage: Stage, reply: ServerReply
 ) -> DeliveryError:
     return cls(
         msg,
         code=code,
-        transient=transient,
+        transient=transient_reply(reply.code),
         smtp_code=reply.code,
         smtp_text=reply.text,
         enhanced_status=reply.enhanced_status,
@@ -95,27 +90,27 @@ def _err(
 
 
 def reply_error(
-    stage: str, reply: ServerReply, where: str, *, logged_in: bool = False
+    stage: Stage, reply: ServerReply, where: str, *, logged_in: bool = False
 ) -> DeliveryError:
     """The error for an unexpected reply at ``stage``; ``where`` is ``host:port``."""
     msg = f"{_WHAT.get(stage, stage)} failed at {where}: the server replied {reply}"
-    temporary = 400 <= reply.code < 500
+    temporary = transient_reply(reply.code)
     if stage == "auth":
-        cls, code, transient, msg = _auth_error(reply, msg)
-        return _err(cls, msg, code, transient, stage, reply)
+        code, msg = _auth_error(reply, msg)
+        return _err(AuthenticationFailed, msg, code, stage, reply)
     if reply.code == 530 and _LOGIN_WANTED.search(reply.text) and not _TLS.search(reply.text):
         msg += _NOT_LOGGED_IN if not logged_in else _LOGGED_IN
-        return _err(AuthenticationFailed, msg, "auth_required", False, stage, reply)
+        return _err(AuthenticationFailed, msg, "auth_required", stage, reply)
     if reply.code == 421:
         # RFC 5321 3.8: the server is closing the connection; try again later.
-        return _err(ConnectionFailed, msg, "service_unavailable", True, stage, reply)
+        return _err(ConnectionFailed, msg, "service_unavailable", stage, reply)
     if stage == "starttls":
-        return _err(TLSFailure, msg, "starttls_failed", temporary, stage, reply)
+        return _err(TLSFailure, msg, "starttls_failed", stage, reply)
     if stage in ("greeting", "ehlo"):
         if temporary:
-            return _err(ConnectionFailed, msg, "service_unavailable", True, stage, reply)
-        return _err(Refused, msg, f"{stage}_refused", False, stage, reply)
-    codes = {
+            return _err(ConnectionFailed, msg, "service_unavailable", stage, reply)
+        return _err(Refused, msg, f"{stage}_refused", stage, reply)
+    codes: dict[Stage, tuple[str, str]] = {
         "mail": ("sender_deferred", "sender_refused"),
         "data": ("data_deferred", "data_refused"),
         "end_of_data": ("message_deferred", "message_refused"),
@@ -123,9 +118,9 @@ def reply_error(
     if stage in codes:
         deferred, refused = codes[stage]
         if temporary:
-            return _err(DeliveryError, msg, deferred, True, stage, reply)
-        return _err(Refused, msg, refused, False, stage, reply)
-    return _err(DeliveryError, msg, f"{stage}_failed", True, stage, reply)
+            return _err(DeliveryError, msg, deferred, stage, reply)
+        return _err(Refused, msg, refused, stage, reply)
+    return _err(DeliveryError, msg, f"{stage}_failed", stage, reply)
 
 
 # RFC 4954 section 6: "530 5.7.0 Authentication required" answers any command but AUTH, EHLO,
@@ -140,60 +135,55 @@ _NOT_LOGGED_IN = (
 _LOGGED_IN = "; the server asks for a login although fluxmail logged in: check the account"
 
 
-def _auth_error(reply: ServerReply, msg: str) -> tuple[type[DeliveryError], str, bool, str]:
+def _auth_error(reply: ServerReply, msg: str) -> tuple[str, str]:
     """RFC 4954 section 6: 535 bad credentials, 530/538 TLS needed, 534 too weak, 4xx later."""
-    cls = AuthenticationFailed
-    if 400 <= reply.code < 500:
-        return cls, "auth_deferred", True, msg
+    if transient_reply(reply.code):
+        return "auth_deferred", msg
     if reply.code in (530, 538):
         hint = "; the server requires TLS (or a stronger mechanism) before login"
-        return cls, "auth_requires_tls", False, msg + hint
+        return "auth_requires_tls", msg + hint
     if reply.code == 534:
-        return cls, "auth_mechanism_too_weak", False, msg
+        return "auth_mechanism_too_weak", msg
     if reply.code == 504:
-        return cls, "auth_unsupported", False, msg
+        return "auth_unsupported", msg
     hint = "; check the username and password" if reply.code == 535 else ""
-    return cls, "auth_failed", False, msg + hint
+    return "auth_failed", msg + hint
 
 
-def connection_lost(stage: str, where: str, *, after_dot: bool) -> DeliveryError:
+def connection_lost(stage: Stage, where: str, *, after_dot: bool) -> DeliveryError:
     """Before the final "." a lost connection is retryable; after it the outcome is unknown."""
     if after_dot:
         return OutcomeUnknown(
             f"The connection to {where} was lost after the message was sent and before the "
             "server confirmed it; it may or may not have been accepted (not resent)",
             code="outcome_unknown",
-            transient=False,
             stage=stage,
         )
     return ConnectionFailed(
         f"The connection to {where} was lost during {_WHAT.get(stage, stage)}",
         code="connection_lost",
-        transient=True,
         stage=stage,
     )
 
 
-def timed_out(stage: str, where: str, seconds: float, *, after_dot: bool) -> DeliveryError:
+def timed_out(stage: Stage, where: str, seconds: float, *, after_dot: bool) -> DeliveryError:
     """No answer in time: before the final "." retryable, after it (RFC 5321 4.5.3.2) unknown."""
     if after_dot:
         return OutcomeUnknown(
             f"{where} did not confirm the message within {seconds:g} s after it was sent; it "
             "may or may not have been accepted (not resent)",
             code="outcome_unknown",
-            transient=False,
             stage=stage,
         )
     return SendTimeout(
         f"{where} did not answer within {seconds:g} s ({_WHAT.get(stage, stage)})",
         code="timeout",
-        transient=True,
         stage=stage,
     )
 
 
 def wire_error(
-    exc: BaseException, stage: str, where: str, seconds: float, *, after_dot: bool
+    exc: BaseException, stage: Stage, where: str, seconds: float, *, after_dot: bool
 ) -> DeliveryError:
     """A timeout, TLS failure, socket error or garbled reply at ``stage``, as a fluxmail error."""
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):  # distinct types before 3.11
@@ -204,14 +194,12 @@ def wire_error(
         return TLSFailure(
             f"TLS with {where} failed: {exc.reason or exc}",
             code="tls_handshake_failed",
-            transient=False,
             stage=stage,
         )
     if stage == "connect" and isinstance(exc, OSError):
         return ConnectionFailed(
             f"Could not connect to {where}: {exc}",
             code="connection_failed",
-            transient=True,
             stage=stage,
         )
     return connection_lost(stage, where, after_dot=after_dot)
@@ -231,7 +219,7 @@ _VERSION_NAMES = {
 
 
 def handshake_error(
-    exc: BaseException, stage: str, where: str, seconds: float, context: ssl.SSLContext
+    exc: BaseException, stage: Stage, where: str, seconds: float, context: ssl.SSLContext
 ) -> DeliveryError:
     """The TLS handshake on an open connection failed: never transient but for a timeout.
 
@@ -258,9 +246,7 @@ def handshake_error(
             f"fluxmail offered TLS {floor} and newer: most likely it offers only older versions "
             f"(TLS 1.0/1.1) or no cipher in common, and {requires}"
         )
-    return TLSFailure(
-        f"TLS with {where} failed: {why}", code="tls_handshake_failed", transient=False, stage=stage
-    )
+    return TLSFailure(f"TLS with {where} failed: {why}", code="tls_handshake_failed", stage=stage)
 
 
 def insecure_auth(where: str) -> DeliveryError:
@@ -269,7 +255,6 @@ def insecure_auth(where: str) -> DeliveryError:
         f"Refusing to send credentials to {where} over an unencrypted connection; use "
         "STARTTLS or implicit TLS (or allow insecure auth explicitly)",
         code="insecure_auth",
-        transient=False,
         stage="auth",
     )
 

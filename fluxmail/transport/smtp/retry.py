@@ -14,14 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fluxmail.errors import ConnectionFailed, DeliveryError, OutcomeUnknown
-from fluxmail.results import (
-    Attempt,
-    MessageStatus,
-    RecipientOutcome,
-    RecipientStatus,
-    SendResult,
-    ServerReply,
-)
+from fluxmail.results import Attempt, MessageStatus, RecipientOutcome, RecipientStatus, ServerReply
+from fluxmail.transport.base import Envelope, TransportResult
 from fluxmail.transport.smtp.pool import ConnectionPool
 from fluxmail.transport.smtp.session import Staged, TransactionResult
 
@@ -41,16 +35,9 @@ class RetryPolicy:
         return random.uniform(base / 2, base)
 
 
-@dataclass(frozen=True)
-class Envelope:
-    sender: str
-    recipients: tuple[str, ...]
-    smtputf8: bool = False
-
-
 @dataclass
 class _Progress:
-    """Mutable bookkeeping for one delivery; frozen into a SendResult at the end."""
+    """Mutable bookkeeping for one delivery; frozen into a TransportResult at the end."""
 
     pending: list[str]
     final: dict[str, RecipientStatus] = field(default_factory=dict)
@@ -83,7 +70,7 @@ class _Progress:
         capped = any(r.code in TOO_MANY_RECIPIENTS for r in self.deferred.values())
         return capped and bool(tr.accepted) and tr.data_reply is not None
 
-    def result(self, message_id: str, started: float) -> SendResult:
+    def result(self, started: float) -> TransportResult:
         for addr in self.pending:  # still deferred after the last attempt
             reply = self.deferred.get(addr)
             if reply is not None:
@@ -100,13 +87,13 @@ class _Progress:
             status = "partial"
         else:
             status = "failed"
-        return SendResult(
+        return TransportResult(
             status=status,
-            message_id=message_id,
             recipients=self.final,
             attempts=tuple(self.attempts),
             final_reply=self.final_reply,
             elapsed=time.monotonic() - started,
+            error=self.error,
         )
 
 
@@ -155,11 +142,10 @@ async def deliver(
     pool: ConnectionPool,
     env: Envelope,
     data: bytes,
-    message_id: str,
     policy: RetryPolicy,
     then: Staged | None = None,
-) -> tuple[SendResult, DeliveryError | None]:
-    """Deliver ``data`` to every envelope recipient; returns the result and the last error.
+) -> TransportResult:
+    """Deliver ``data`` to every envelope recipient; the result carries the last error.
 
     ``then`` (bulk) is the message the same connection sends next, primed on the first attempt.
     """
@@ -197,7 +183,7 @@ async def deliver(
         if policy.deadline is not None and time.monotonic() - started + delay > policy.deadline:
             break
         await asyncio.sleep(delay)
-    return progress.result(message_id, started), progress.error
+    return progress.result(started)
 
 
 def _attempt(number: int, wall: float, t0: float, exc: DeliveryError | None) -> Attempt:

@@ -1,0 +1,148 @@
+"""What an audit store keeps: the record handed in before sending, and the record read back.
+
+Plain frozen data with no I/O, shared by both backends, the engine and the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from fluxmail.results import SendResult
+
+__all__ = [
+    "ACCEPTED_STATUSES",
+    "NEVER_HANDED",
+    "REPLAY_STATUSES",
+    "STATUSES",
+    "AuditRecord",
+    "Claim",
+    "OutboundRecord",
+]
+
+# ``draft`` is not written yet: it is kept for saved drafts, which will be.
+STATUSES = ("draft", "dry_run", "sending", "sent", "partial", "queued", "failed", "unknown")
+# Anything may have been accepted: a send with the same key returns the record, never resends.
+# The others (failed, dry_run, draft): nothing was accepted, a new attempt uses the same record.
+REPLAY_STATUSES = frozenset({"sent", "partial", "queued", "unknown", "sending"})
+# Statuses whose finish() stamps sent_at.
+ACCEPTED_STATUSES = frozenset({"sent", "partial", "queued"})
+_RESULT_STATUSES = frozenset({"sent", "partial", "queued", "dry_run", "failed", "unknown"})
+# What a recovered bulk record that no connection was ever given says (see RunLease).
+NEVER_HANDED = "never handed to the server: the sending process stopped first"
+
+
+@dataclass(frozen=True)
+class OutboundRecord:
+    """What the mailer hands in before contacting the server (``eml`` carries no Bcc header)."""
+
+    message_id: str
+    idempotency_key: str | None
+    content_hash: str
+    backend: str
+    provider: str | None
+    host: str | None
+    sender: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...]
+    subject: str
+    metadata: Mapping[str, Any]
+    eml: bytes
+    text: str | None
+    html: str | None
+    attachments: tuple[tuple[str, str, bytes], ...]
+    status: Literal["sending", "dry_run", "draft"] = "sending"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One stored record, as reading returns it (``bcc`` is None unless asked for)."""
+
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    status: str
+    backend: str
+    provider: str | None
+    host: str | None
+    sender: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...] | None
+    subject: str
+    message_id: str
+    idempotency_key: str | None
+    recipients: Mapping[str, Any]
+    attempts: tuple[Mapping[str, Any], ...]
+    final_reply: Mapping[str, Any] | None
+    duration: float | None
+    metadata: Mapping[str, Any]
+    folder: Path | None
+    # Manifest of the attachment copies: filename, stored name, mimetype, size, sha256.
+    attachments: tuple[Mapping[str, Any], ...] = field(default=())
+
+    def result(self) -> SendResult:
+        """The recorded outcome as a SendResult (``sending`` reads as ``unknown``)."""
+        status = self.status if self.status in _RESULT_STATUSES else "unknown"
+        if self.status == "draft":
+            status = "dry_run"
+        recipients = dict(self.recipients)
+        if not recipients and status == "unknown":
+            # Killed or still in flight: every envelope recipient's outcome is unknown.
+            for address in (*self.to, *self.cc, *(self.bcc or ())):
+                recipients[address] = {"address": address, "status": "unknown"}
+        return SendResult.from_dict(
+            {
+                "status": status,
+                "message_id": self.message_id,
+                "recipients": recipients,
+                "attempts": self.attempts,
+                "final_reply": self.final_reply,
+                "elapsed": self.duration or 0.0,
+                "audit_id": self.id,
+            }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (datetimes as ISO 8601, folder as a string)."""
+
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value is not None else None
+
+        return {
+            "id": self.id,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "sent_at": iso(self.sent_at),
+            "status": self.status,
+            "backend": self.backend,
+            "provider": self.provider,
+            "host": self.host,
+            "sender": self.sender,
+            "to": list(self.to),
+            "cc": list(self.cc),
+            "bcc": list(self.bcc) if self.bcc is not None else None,
+            "subject": self.subject,
+            "message_id": self.message_id,
+            "idempotency_key": self.idempotency_key,
+            "recipients": {k: dict(v) for k, v in self.recipients.items()},
+            "attempts": [dict(a) for a in self.attempts],
+            "final_reply": dict(self.final_reply) if self.final_reply is not None else None,
+            "duration": self.duration,
+            "metadata": dict(self.metadata),
+            "folder": str(self.folder) if self.folder is not None else None,
+            "attachments": [dict(a) for a in self.attachments],
+        }
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to claim(): ``replay`` not None means "do not contact the server"."""
+
+    audit_id: str
+    replay: SendResult | None = None

@@ -1,0 +1,141 @@
+"""``Config``: the resolved, validated configuration a mailer runs on (frozen data).
+
+:func:`fluxmail.config.resolve.resolve_config` builds it; every field keeps the name of the
+source it came from (``Config.sources``, shown by ``describe()`` and ``fluxmail config``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
+
+from fluxmail.config.tls import Security, client_context
+from fluxmail.errors import MessageError
+from fluxmail.message.addresses import parse_address
+from fluxmail.redaction import REDACTED
+
+if TYPE_CHECKING:
+    import ssl
+
+    from fluxmail.config.providers import Provider
+
+__all__ = ["NOT_SETTINGS", "Config", "is_address"]
+
+# Config fields that are bookkeeping, not settings: describe() leaves them out.
+NOT_SETTINGS = ("sources", "_ssl_cache", "warnings")
+
+
+def is_address(value: str | None) -> bool:
+    """A bare address the strict parser accepts (not ``apikey``, not a token, no display name).
+
+    The same rule as every From of a message (fluxmail.message.addresses), so a login that
+    passes here never fails as the sender later.
+    """
+    if not value:
+        return False
+    try:
+        parsed = parse_address(value, field="username")
+    except MessageError:
+        return False
+    return not parsed.name and parsed.addr == value
+
+
+@dataclass(frozen=True, repr=False)
+class Config:
+    """Everything a mailer needs, validated; secrets are ``SecretStr`` and never shown."""
+
+    backend: str
+    host: str | None
+    port: int | None
+    domain: str
+    security: Security
+    username: str | None
+    password: SecretStr | None
+    ssl_context_override: ssl.SSLContext | None
+    tls_verify: bool
+    ca_file: Path | None
+    local_hostname: str | None
+    connect_timeout: float
+    command_timeout: float
+    data_timeout: float
+    timeout: float
+    max_retries: int
+    retry_delay: float
+    retry_deadline: float | None
+    sender: str | None
+    provider: Provider | None
+    region: str | None
+    allow_insecure_auth: bool
+    dry_run: bool
+    audit: bool
+    audit_dir: Path | None
+    audit_url: SecretStr | None
+    audit_password: SecretStr | None
+    file_dir: Path
+    rate_limit: float | None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    _ssl_cache: dict[str, ssl.SSLContext] = field(default_factory=dict, compare=False)
+    # Unknown FLUXMAIL_* names found while resolving (misspellings); the mailer logs them.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context (None without TLS): override > ca_file > certifi; built once."""
+        if self.security == "none":
+            return None
+        if self.ssl_context_override is not None:
+            return self.ssl_context_override
+        return self._built_context()
+
+    def _built_context(self) -> ssl.SSLContext:
+        """The context of the TLS policy (ca_file or certifi), built once."""
+        cached = self._ssl_cache.get("ctx")
+        if cached is None:
+            context = client_context(self.ca_file, verify=self.tls_verify)
+            cached = self._ssl_cache.setdefault("ctx", context)
+        return cached
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Every field with its value (secrets redacted) and where it came from."""
+        result: dict[str, dict[str, object]] = {}
+        for f in dataclasses.fields(self):
+            if f.name in NOT_SETTINGS:
+                continue
+            value = self._shown(f.name, getattr(self, f.name))
+            result[f.name] = {"value": value, "source": self.sources.get(f.name, "default")}
+        return result
+
+    def _shown(self, name: str, value: object) -> object:
+        if isinstance(value, SecretStr):
+            return REDACTED
+        if name == "username" and value is not None and self.password is not None:
+            # Postmark-style logins reuse the token as the username: never print it.
+            return REDACTED if value == self.password.get_secret_value() else value
+        if name == "ssl_context_override":
+            return None if value is None else "<ssl.SSLContext given as argument>"
+        if name == "provider":
+            return None if value is None else getattr(value, "name", str(value))
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v['value']!r}" for k, v in self.describe().items())
+        return f"Config({shown})"
+
+    __str__ = __repr__
+
+    def default_sender(self) -> str | None:
+        """FLUXMAIL_SENDER, else the username when it is an address and the provider says the
+        login is an address. A literal (``apikey``) or token username never becomes a sender."""
+        if self.sender:
+            return self.sender
+        if self.provider is not None and (
+            self.provider.username_kind != "address" or self.provider.sender_required
+        ):
+            return None
+        return self.username if is_address(self.username) else None
