@@ -1,7 +1,7 @@
-"""Shared fixtures: a clean FLUXMAIL_* environment for every test, and real SMTP servers.
+"""Shared fixtures: a clean FLUXMAIL_* environment for every test, real SMTP and PostgreSQL servers.
 
 ``ca`` (session-scoped trustme CA) and ``smtp_server`` (a factory of aiosmtpd servers, stopped at
-teardown) come from ``tests/servers.py``; its docstring explains every option and fault.
+teardown) come from ``tests/support/servers.py``; its docstring explains every option and fault.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.servers import SMTPTestServer, TestCA
+from tests.support.postgres import pg_database_fixture, pg_server_fixture  # noqa: F401  (fixtures)
+from tests.support.servers import SMTPTestServer, TestCA
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +52,6 @@ def smtp_server(ca: TestCA) -> Iterator[Callable[..., SMTPTestServer]]:
 @pytest.fixture(params=["sync", "async"])
 def send(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """Runs a draft through the sync face and, in a second run, the async face."""
-    from tests.mailing import send_with
+    from tests.support.mailing import send_with
 
     return send_with(request.param)

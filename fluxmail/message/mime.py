@@ -2,7 +2,7 @@
 
 Building an ``EmailMessage`` and flattening it is slow for bulk sending (``email`` is general), so
 the bytes are written here directly (RFC 5322 headers, RFC 2045-2047 MIME, RFC 2231 filenames).
-``tests/test_mime_properties.py`` proves that the standard library parses the result back to
+``tests/message/test_mime_properties.py`` proves that the standard library parses the result back to
 the same structure, headers and decoded parts as the ``EmailMessage`` equivalent.
 
 Guarantees: CRLF line endings only, no bare CR or LF (CVE-2023-51764), every line <= 998 octets
