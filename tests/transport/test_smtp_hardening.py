@@ -1,9 +1,8 @@
 """Issue 11: legacy TLS, a login the server requires, and hints that fit the failure.
 
 Every test talks to a real server on 127.0.0.1: the aiosmtpd servers of
-``tests/support/servers.py``, and, where aiosmtpd cannot show a behaviour (asyncio drops the TLS alert it should send), a
-small blocking TLS server in a thread.
-"""
+``tests/support/servers.py``, and, where aiosmtpd cannot show a behaviour (asyncio drops the TLS
+alert it should send), a small blocking TLS server in a thread. """
 
 from __future__ import annotations
 
