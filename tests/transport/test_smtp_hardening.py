@@ -2,7 +2,8 @@
 
 Every test talks to a real server on 127.0.0.1: the aiosmtpd servers of
 ``tests/support/servers.py``, and, where aiosmtpd cannot show a behaviour (asyncio drops the TLS
-alert it should send), a small blocking TLS server in a thread. """
+alert it should send), a small blocking TLS server in a thread.
+"""
 
 from __future__ import annotations
 
