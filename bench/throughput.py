@@ -1,10 +1,14 @@
 """Bulk throughput against Postfix's smtp-sink: messages per second, interleaved, medians.
 
     python bench/throughput.py [--messages 5000] [--rounds 3] [--quick] [--clients a,b]
+                               [--against DIR]
 
 Every client sends the same ~2.2 KB text messages (one recipient each) in its own interpreter,
 to a fresh smtp-sink whose counters confirm that every message arrived. Issue 6's targets are
 checked at the end. Clients: smtplib (baseline), aiosmtplib, fluxmail033, smtp-source, fluxmail.
+``--against DIR`` adds the send_many rows again for the fluxmail source tree in DIR (a checkout
+of an earlier commit, `git worktree add DIR <commit>`), interleaved in the same rounds: a change
+is compared with what it replaced on the same baselines, not across noisy runs.
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ CONCURRENCIES = (1, 4, 8)
 Runner = Callable[[int, int], ChildResult]  # (port, messages) -> figures
 
 
-def flux_key(concurrency: int, audit: bool) -> str:
-    return f"fluxmail send_many c={concurrency}, audit {'on' if audit else 'off'}"
+def flux_key(concurrency: int, audit: bool, tree: str = "") -> str:
+    suffix = f" [{tree}]" if tree else ""
+    return f"fluxmail send_many c={concurrency}, audit {'on' if audit else 'off'}{suffix}"
 
 
 @dataclass
@@ -63,8 +68,10 @@ class Row:
     note: str = ""  # why the row was not measured
 
 
-def worker_runner(python: str, client: str, *extra: object) -> Runner:
+def worker_runner(python: str, client: str, *extra: object, tree: str = "") -> Runner:
     env = clean_env(isolated=python != sys.executable)  # 0.3.3's venv: no PYTHONPATH
+    if tree:  # another fluxmail source tree, imported ahead of the installed one
+        env["PYTHONPATH"] = tree
 
     def run(port: int, messages: int) -> ChildResult:
         argv = worker_argv(python, client, "--port", port, "--messages", messages, *extra)
@@ -73,15 +80,15 @@ def worker_runner(python: str, client: str, *extra: object) -> Runner:
     return run
 
 
-def fluxmail_runner(concurrency: int, audit: bool) -> Runner:
+def fluxmail_runner(concurrency: int, audit: bool, tree: str = "") -> Runner:
     def run(port: int, messages: int) -> ChildResult:
         args: list[object] = ["--concurrency", concurrency]
         if not audit:
-            return worker_runner(sys.executable, "fluxmail", *args)(port, messages)
+            return worker_runner(sys.executable, "fluxmail", *args, tree=tree)(port, messages)
         with scratch_dir("audit-") as folder:  # a fresh audit store per run
-            return worker_runner(sys.executable, "fluxmail", *args, "--audit-dir", folder)(
-                port, messages
-            )
+            return worker_runner(
+                sys.executable, "fluxmail", *args, "--audit-dir", folder, tree=tree
+            )(port, messages)
 
     return run
 
@@ -111,7 +118,7 @@ def smtp_source_runner(sessions: int) -> Runner:
     return run
 
 
-def build_rows(wanted: set[str] | None) -> list[Row]:
+def build_rows(wanted: set[str] | None, against: str = "") -> list[Row]:
     python033, why = ensure_fluxmail033() if wanted is None or "fluxmail033" in wanted else ("", "")
     rows = [
         Row(BASELINE, "smtplib", worker_runner(sys.executable, "smtplib")),
@@ -121,10 +128,12 @@ def build_rows(wanted: set[str] | None) -> list[Row]:
         Row(CEILING, "smtp-source", smtp_source_runner(16)),
         Row("smtp-source -s 1", "smtp-source", smtp_source_runner(1)),
     ]  # fmt: skip
-    for audit in (False, True):
-        rows += [
-            Row(flux_key(c, audit), "fluxmail", fluxmail_runner(c, audit)) for c in CONCURRENCIES
-        ]
+    for tree in ("", against) if against else ("",):
+        for audit in (False, True):
+            rows += [
+                Row(flux_key(c, audit, tree), "fluxmail", fluxmail_runner(c, audit, tree))
+                for c in CONCURRENCIES
+            ]
     return [row for row in rows if wanted is None or row.group in wanted]
 
 
@@ -207,6 +216,25 @@ def target_checks(rows: list[Row]) -> list[Check]:
     return checks
 
 
+def against_checks(rows: list[Row], tree: str) -> list[Check]:
+    """This tree's send_many against the same rows of ``tree``, in the same rounds."""
+    medians = {row.key: median(row.rates) for row in rows if row.rates}
+    checks = []
+    for audit in (False, True):
+        pairs = [(medians.get(flux_key(c, audit)), medians.get(flux_key(c, audit, tree)), c)
+                 for c in CONCURRENCIES]  # fmt: skip
+        measured = [(now, then, c) for now, then, c in pairs if now and then]
+        if not measured:
+            continue
+        now, then, c = max(measured, key=lambda m: m[0])
+        for n, t, cc in measured:
+            print(f"  (audit {'on' if audit else 'off'}, c={cc}: {n / t:.2f}x {tree})")
+        side = "on" if audit else "off"
+        checks.append(ratio_check(f"send_many audit {side}: not slower than {tree}", now, then,
+                                  0.95, f"best concurrency of this tree, c={c}"))  # fmt: skip
+    return checks
+
+
 def main(argv: Sequence[str] | None = None) -> list[Check]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
@@ -214,17 +242,20 @@ def main(argv: Sequence[str] | None = None) -> list[Check]:
     parser.add_argument("--quick", action="store_true", help="smoke run: 500 messages, 1 round")
     parser.add_argument("--clients", help="comma-separated subset: smtplib,aiosmtplib,"
                         "fluxmail033,smtp-source,fluxmail")  # fmt: skip
+    parser.add_argument("--against", default="", help="another fluxmail source tree to compare")
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.rounds = 500, 1
     if find_tool("smtp-sink") is None:
         print(f"throughput: SKIPPED, smtp-sink not found: {DEPS_HINT}")
         return [Check("throughput targets", "smtp-sink not installed", None)]
-    rows = build_rows(set(args.clients.split(",")) if args.clients else None)
+    rows = build_rows(set(args.clients.split(",")) if args.clients else None, args.against)
     print(f"Throughput: {args.messages:,} messages x {args.rounds} interleaved rounds", flush=True)
     run_rounds(rows, args.messages, args.rounds)
     print_rows(rows, args.messages)
     checks = target_checks(rows)
+    if args.against:
+        checks += against_checks(rows, args.against)
     print_checks("Issue 6 throughput targets:", checks)
     save_results("throughput", {
         "messages": args.messages, "rounds": args.rounds,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import sys
 from pathlib import Path
 from typing import Any
@@ -272,13 +273,38 @@ def providers_md() -> str:
     return HEADER + intro + "\n".join(rows) + "\n\n" + body
 
 
+MODULE_MAP = "<!-- module-map -->"
+
+
+def module_map() -> str:
+    """A table of every module of the package with the first line of its docstring."""
+    package = Path(__file__).resolve().parent
+    rows = ["| Module | What it is |", "| --- | --- |"]
+    for path in sorted(package.rglob("*.py")):
+        name = path.relative_to(package.parent).as_posix()
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        first = " ".join(doc.split("\n\n")[0].split()).replace("|", "\\|")
+        rows.append(f"| `{name}` | {first} |")
+    return "\n".join(rows) + "\n"
+
+
+def architecture_md(current: str) -> str:
+    """docs/architecture.md with its module map (everything after the marker) regenerated."""
+    head = current.split(MODULE_MAP, 1)[0]
+    return f"{head}{MODULE_MAP}\n\n{module_map()}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Write both pages under ``docs/`` (or the folder given as the only argument)."""
+    """Write the generated pages under ``docs/`` (or the folder given as the only argument)."""
     args = sys.argv[1:] if argv is None else argv
     docs = Path(args[0]) if args else Path(__file__).resolve().parent.parent / "docs"
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "configuration.md").write_text(configuration_md(), encoding="utf-8")
     (docs / "providers.md").write_text(providers_md(), encoding="utf-8")
+    architecture = docs / "architecture.md"
+    if architecture.is_file():
+        page = architecture_md(architecture.read_text(encoding="utf-8"))
+        architecture.write_text(page, encoding="utf-8")
     return 0
 
 

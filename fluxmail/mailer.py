@@ -1,4 +1,4 @@
-"""FluxMail: settings + backend + audit, one async core with a sync face."""
+"""FluxMail: the public mailer, a sync and an async face over one engine."""
 
 from __future__ import annotations
 

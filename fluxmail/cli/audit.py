@@ -9,7 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from fluxmail.audit.store import STATUSES, AuditRecord, AuditStore, open_store
+from fluxmail.audit.contract import AuditStore
+from fluxmail.audit.open import open_store
+from fluxmail.audit.records import STATUSES, AuditRecord
 from fluxmail.cli._common import JsonFlag, json_errors, output, usage_error
 from fluxmail.cli.send import reply_text
 from fluxmail.config.settings import FluxMailSettings

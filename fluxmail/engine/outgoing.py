@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fluxmail.audit.log import outbound_record
-from fluxmail.audit.store import OutboundRecord
+from fluxmail.audit.records import OutboundRecord
 from fluxmail.config.resolve import Config
 from fluxmail.message.model import Message
 from fluxmail.results import RecipientStatus, SendResult

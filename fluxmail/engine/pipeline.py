@@ -31,7 +31,8 @@ import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fluxmail.audit.store import AuditStore, Claim, RunLease
+from fluxmail.audit.contract import AuditStore, RunLease
+from fluxmail.audit.records import Claim
 from fluxmail.engine.outcomes import BulkOutcome, RateLimiter
 from fluxmail.engine.outgoing import Outgoing
 from fluxmail.engine.protocol import Outcome, after_claim, transmit

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from fluxmail.audit.store import Claim
+from fluxmail.audit.records import Claim
 from fluxmail.engine.outgoing import Outgoing
 from fluxmail.errors import DeliveryError, FluxMailException, MessageError, OutcomeUnknown, Refused
 from fluxmail.results import SendResult

@@ -8,7 +8,7 @@ import pytest
 
 from fluxmail.config.providers import load_catalog
 from fluxmail.config.settings import FluxMailSettings, env_name
-from fluxmail.docgen import configuration_md, main, providers_md
+from fluxmail.docgen import architecture_md, configuration_md, main, providers_md
 from tests.support import ROOT
 
 DOCS = ROOT / "docs"
@@ -45,3 +45,11 @@ def test_main_writes_both_pages(tmp_path: Path) -> None:
     assert main([str(tmp_path)]) == 0
     assert (tmp_path / "configuration.md").read_text(encoding="utf-8") == configuration_md()
     assert (tmp_path / "providers.md").is_file()
+
+
+def test_architecture_module_map_is_current() -> None:
+    """docs/architecture.md lists every module of the package as it is now."""
+    page = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    assert page == architecture_md(page), "docs/architecture.md is stale: run fluxmail.docgen"
+    for path in (ROOT / "fluxmail").rglob("*.py"):
+        assert f"`{path.relative_to(ROOT).as_posix()}`" in page
