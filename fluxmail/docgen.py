@@ -110,6 +110,12 @@ wins. International host names are sent as IDNA.
   `domain`. Unknown or repeated parameters are the `invalid_url` error.
 - Explicit variables and arguments override URL parts (`FLUXMAIL_PORT=2465` beats the URL's port).
 - Error messages never repeat the URL: it holds a password.
+- Several servers: `failover(smtp://u:p@a.example:587 smtps://u:p@b.example:465)` or
+  `roundrobin(...)`, nestable, members separated by spaces, each a full URL with its own
+  credentials (or `memory://`, `console://`, `file:///path`). Each member is resolved on its own
+  and shares every other setting; a connection setting outside the members (`FLUXMAIL_HOST`,
+  `FLUXMAIL_USERNAME`, ...) is the `composite_conflict` error, a malformed composite
+  `invalid_composite_url`. See docs/delivery.md, "Failover and round-robin".
 
 ## Sender resolution
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from fluxmail.audit.log import AuditLog
 from fluxmail.bulk import BulkRun, MessageSource, send_many, send_many_async
+from fluxmail.config.composite import Composite, Kind
 from fluxmail.config.resolve import Config, idempotency_needs_audit, resolve_config, resolve_sender
 from fluxmail.draft import Draft
 from fluxmail.engine.sending import Engine
@@ -74,6 +75,24 @@ class FluxMail:
         """``smtp://user:pass@host:587`` (STARTTLS), ``smtps://...:465`` (implicit TLS), ..."""
         return cls(url=url, **overrides)
 
+    @classmethod
+    def failover(cls, *members: str | FluxMail, **overrides: Any) -> FluxMail:
+        """A mailer that tries ``members`` in order, moving on only when a message cannot have
+        been accepted (docs/delivery.md, "Failover and round-robin").
+
+        A member is a URL with its own credentials (``"smtps://u:p@b.example:465"``, a nested
+        ``"roundrobin(...)"``, ``"memory://"``) or a FluxMail, whose configuration (host, TLS,
+        credentials, timeouts, ``ssl_context=``) the member keeps; the sender, audit and the
+        other ``overrides`` are the new mailer's own.
+        """
+        return cls(composite=_composite("failover", members), **overrides)
+
+    @classmethod
+    def roundrobin(cls, *members: str | FluxMail, **overrides: Any) -> FluxMail:
+        """Like :meth:`failover`, but each message and each bulk connection starts at the
+        next member (spreading the load) and fails over from there."""
+        return cls(composite=_composite("roundrobin", members), **overrides)
+
     @property
     def config(self) -> Config:
         return self._config
@@ -84,6 +103,8 @@ class FluxMail:
 
     def __repr__(self) -> str:
         c = self._config
+        if c.members:  # failover(...) / roundrobin(...): the member URLs, no credentials
+            return f"<FluxMail {c.endpoint}>"
         if c.backend != "smtp":
             return f"<FluxMail backend={c.backend}>"
         user = c.describe()["username"]["value"]  # redacted when it is a token (Postmark)
@@ -194,6 +215,16 @@ class FluxMail:
     def send_many_async(self, messages: MessageSource, **options: Any) -> BulkRun:
         """The async face of send_many: ``async for result in mailer.send_many_async(...)``."""
         return send_many_async(self, messages, **options)
+
+
+def _composite(kind: Kind, members: tuple[object, ...]) -> Composite:
+    """The members of FluxMail.failover() / roundrobin(): URLs as given, mailers by config."""
+    if not members:
+        raise ConfigurationError(
+            f"FluxMail.{kind}() needs at least one member (a URL or a FluxMail)",
+            code="invalid_composite_url",
+        )
+    return Composite(kind, tuple(m.config if isinstance(m, FluxMail) else m for m in members))  # type: ignore[misc]
 
 
 def _logger(logger: object, log_level: object) -> logging.Logger:

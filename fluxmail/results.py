@@ -73,6 +73,8 @@ class SendResult:
     elapsed: float = 0.0
     audit_id: str | None = None
     replayed: bool = False
+    # Where it went, without credentials (``smtps://b.example:465``; the member of a failover).
+    transport: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recipients", MappingProxyType(dict(self.recipients)))
@@ -99,6 +101,7 @@ class SendResult:
             "elapsed": self.elapsed,
             "audit_id": self.audit_id,
             "replayed": self.replayed,
+            "transport": self.transport,
         }
 
     @classmethod
@@ -113,4 +116,5 @@ class SendResult:
             elapsed=float(data.get("elapsed", 0.0)),
             audit_id=data.get("audit_id"),
             replayed=bool(data.get("replayed", False)),
+            transport=data.get("transport"),
         )

@@ -2,6 +2,7 @@
 
 ``ca`` (session-scoped trustme CA) and ``smtp_server`` (a factory of aiosmtpd servers, stopped at
 teardown) come from ``tests/support/servers.py``; its docstring explains every option and fault.
+``oauth_server`` starts token endpoints (``tests/support/oauth_server.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.oauth_server import OAuthServer
 from tests.support.postgres import pg_database_fixture, pg_server_fixture  # noqa: F401  (fixtures)
 from tests.support.servers import SMTPTestServer, TestCA
 
@@ -43,6 +45,21 @@ def smtp_server(ca: TestCA) -> Iterator[Callable[..., SMTPTestServer]]:
         server = SMTPTestServer(ca, **options)
         servers.append(server)
         return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def oauth_server(ca: TestCA) -> Iterator[Callable[..., OAuthServer]]:
+    """Factory: ``oauth_server(lifetime=3600)``, a token endpoint over HTTPS (trust ``ca``)."""
+    servers: list[OAuthServer] = []
+
+    def start(**options: Any) -> OAuthServer:
+        server = OAuthServer(ca, **options).start()
+        servers.append(server)
+        return server
 
     yield start
     for server in servers:

@@ -44,8 +44,8 @@ IDLE_CHECK = 30.0  # seconds idle after which the connection is pinged before us
 _T = MESSAGES_TABLE
 _FINISH = (
     f"UPDATE {_T} SET status=%s, recipients=%s::jsonb, attempts=%s::jsonb, "
-    "final_reply=%s::jsonb, duration=%s, sent_at=to_timestamp(%s), updated_at=to_timestamp(%s) "
-    "WHERE id=%s"
+    "final_reply=%s::jsonb, duration=%s, sent_at=to_timestamp(%s), updated_at=to_timestamp(%s), "
+    "transport=%s WHERE id=%s"
 )
 
 

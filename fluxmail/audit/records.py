@@ -85,6 +85,8 @@ class AuditRecord:
     folder: Path | None
     # Manifest of the attachment copies: filename, stored name, mimetype, size, sha256.
     attachments: tuple[Mapping[str, Any], ...] = field(default=())
+    # The transport that took it, without credentials (a failover member: which one).
+    transport: str | None = None
 
     def result(self) -> SendResult:
         """The recorded outcome as a SendResult (``sending`` reads as ``unknown``)."""
@@ -105,6 +107,7 @@ class AuditRecord:
                 "final_reply": self.final_reply,
                 "elapsed": self.duration or 0.0,
                 "audit_id": self.id,
+                "transport": self.transport,
             }
         )
 
@@ -137,6 +140,7 @@ class AuditRecord:
             "metadata": dict(self.metadata),
             "folder": str(self.folder) if self.folder is not None else None,
             "attachments": [dict(a) for a in self.attachments],
+            "transport": self.transport,
         }
 
 

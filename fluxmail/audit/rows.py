@@ -109,7 +109,7 @@ def finish_values(
     result: SendResult, prior: Sequence[Any], now: float, audit_id: str
 ) -> tuple[Any, ...]:
     """Parameters of finish()'s UPDATE (status, recipients, attempts, final_reply, duration,
-    sent_at, updated_at, id); attempts extend those of earlier claims, renumbered."""
+    sent_at, updated_at, transport, id); attempts extend those of earlier claims, renumbered."""
     # The result dataclasses are flat, so their __dict__ encodes as asdict() would, without
     # asdict's recursive deep copies (this runs once per message in bulk).
     attempts = list(prior)
@@ -129,6 +129,7 @@ def finish_values(
         result.elapsed,
         now if status in ACCEPTED_STATUSES else None,
         now,
+        result.transport,
         audit_id,
     )
 
@@ -170,6 +171,7 @@ def record_from_row(
         metadata=loads(row["metadata"]) or {},
         folder=folder,
         attachments=tuple(loads(row["attachments"]) or ()),
+        transport=row.get("transport"),
     )
 
 

@@ -66,6 +66,8 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (3, PENDING_SCHEMA),
     # 4: the bulk run (lease token) a record was claimed by; NULL for single sends.
     (4, ("ALTER TABLE messages ADD COLUMN run_id TEXT",)),
+    # 5: the transport that took the message (a failover member's URL, no credentials).
+    (5, ("ALTER TABLE messages ADD COLUMN transport TEXT",)),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -95,7 +97,8 @@ def migrate(conn: sqlite3.Connection) -> None:
 COLUMNS = (
     "id, created_at, updated_at, sent_at, status, backend, provider, host, sender, to_addrs, "
     "cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, recipients, "
-    "attempts, base_attempts, final_reply, duration, metadata, folder, attachments, run_id"
+    "attempts, base_attempts, final_reply, duration, metadata, folder, attachments, run_id, "
+    "transport"
 )
 SELECT = f"SELECT {COLUMNS} FROM messages"
 

@@ -13,6 +13,7 @@ import typer
 from fluxmail.cli._output import Output
 from fluxmail.cli.exit_codes import EXIT_CODES, exit_code
 from fluxmail.config.resolve import Config, resolve_config
+from fluxmail.config.sources import SECRET_FIELDS
 from fluxmail.errors import DeliveryError, FluxMailException
 from fluxmail.mailer import FluxMail
 
@@ -143,11 +144,13 @@ def overrides(provider: str | None, password_stdin: bool, **extra: Any) -> dict[
 def _remember_secrets(config: Config) -> None:
     # The resolved secret fields, and the login they pair with in an AUTH PLAIN encoding.
     values = []
-    for name in ("password", "url", "audit_url", "audit_password"):
+    for name in SECRET_FIELDS:  # passwords, URLs, OAuth client secrets and refresh tokens
         value = getattr(config, name, None)
         if value is not None and hasattr(value, "get_secret_value"):
             values.append(str(value.get_secret_value()))
     output().secrets.add(*values, username=config.username)
+    for member in config.members:  # failover(...) / roundrobin(...): each has its own
+        _remember_secrets(member)
 
 
 def build_config(**kwargs: Any) -> Config:

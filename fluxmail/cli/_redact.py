@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import SecretStr
 
+from fluxmail.config.composite import is_composite, member_urls
 from fluxmail.config.settings import SECRET_FIELDS, settings_class
 from fluxmail.config.sources import Trace, dotenv, environment, read_layers
 from fluxmail.errors import FluxMailException
@@ -61,6 +62,10 @@ def _secret_values(trace: Trace) -> set[str]:
 def _derived(value: str, username: str | None) -> set[str]:
     """The forms a secret takes on the wire and in URLs (RFC 4616 PLAIN, LOGIN, RFC 3986)."""
     forms = {value, quote(value, safe=""), base64.b64encode(value.encode()).decode()}
+    if is_composite(value):  # failover(...): every member URL holds its own password
+        for member in member_urls(value):
+            forms |= _derived(member, username)
+        return forms
     if username is not None:
         forms.add(base64.b64encode(f"\0{username}\0{value}".encode()).decode())
     try:

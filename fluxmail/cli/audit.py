@@ -135,6 +135,7 @@ def _show(r: AuditRecord) -> None:
             ("sent", _when(r.sent_at)),
             ("backend", f"{r.backend} {r.host or ''}".strip()),
             ("provider", r.provider),
+            ("delivered by", r.transport),  # the failover member that took it
             ("from", r.sender),
             ("to", ", ".join(r.to)),
             ("cc", ", ".join(r.cc)),

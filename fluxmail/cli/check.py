@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -54,6 +55,7 @@ class Probe:
     timings: dict[str, float] = field(default_factory=dict)
     authenticated: bool = False
     error: FluxMailException | None = None
+    token_expires_at: float | None = None  # the OAuth token of the login (never the token)
 
 
 async def probe(params: SMTPParams) -> Probe:
@@ -69,12 +71,19 @@ async def probe(params: SMTPParams) -> Probe:
         found.tls = session.tls_info
         found.timings = dict(session.timings)
         found.authenticated = session.authenticated
+        found.token_expires_at = session.token_expires_at
         await session.close()
     return found
 
 
 def _ms(seconds: float | None) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds is not None else "-"
+
+
+def _when(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(round(epoch), timezone.utc).isoformat()
 
 
 def _tls_dict(tls: TLSInfo | None) -> dict[str, Any] | None:
@@ -133,6 +142,9 @@ def as_dict(params: SMTPParams, found: Probe, config: Config) -> dict[str, Any]:
         "tls": _tls_dict(found.tls),
         "extensions": found.extensions,
         "authenticated": found.authenticated,
+        "auth": params.auth if params.username is not None else None,
+        "token_ms": round(found.timings["token"] * 1000, 2) if "token" in found.timings else None,
+        "token_expires": _when(found.token_expires_at),
         "auth_offered_without_credentials": _auth_unused(params, found) is not None,
         "timings_ms": {k: round(v * 1000, 2) for k, v in found.timings.items()},
         "error": error_dict(found.error) if found.error is not None else None,
@@ -151,6 +163,14 @@ def _print(params: SMTPParams, found: Probe, config: Config) -> None:
         login = f"not configured, but {unused}"
     elif params.username is None:
         login = "skipped (no FLUXMAIL_USERNAME)"
+    elif found.authenticated and params.auth != "password":
+        # How long the token took and when it ends; never the token itself.
+        took, auth = t.get("token", 0.0), t.get("auth", 0.0)
+        expires = _when(found.token_expires_at) or "unknown"
+        login = (
+            f"ok as {_login_name(params)} with {params.auth.upper()} ({_ms(auth - took)}); "
+            f"token fetched in {_ms(took)}, expires {expires}"
+        )
     elif found.authenticated:
         login = f"ok as {_login_name(params)} ({_ms(t.get('auth'))})"
     else:
@@ -190,6 +210,9 @@ def check(
     with json_errors(json_output):
         config = build_config(**overrides(provider, password_stdin))
         print_warnings(config.warnings)  # misspelled FLUXMAIL_* names
+        if config.members:
+            _check_members(config, json_output)
+            return
         if config.backend != "smtp":
             raise ConfigurationError(
                 f"fluxmail check talks to an SMTP server, but FLUXMAIL_TYPE is "
@@ -214,6 +237,44 @@ def check(
             + (" (not logged in: no credentials)" if _auth_unused(params, found) else "")
             + ", nothing was sent"
         )
+
+
+def _leaves(config: Config) -> list[Config]:
+    """Every transport behind failover(...) / roundrobin(...), nested ones included."""
+    return [leaf for m in config.members for leaf in _leaves(m)] if config.members else [config]
+
+
+def _check_members(config: Config, json_output: bool) -> None:
+    """Probe each member in turn and report each; fail when any member fails (a dead
+    backup is what a check is for)."""
+    import asyncio
+
+    reports: list[dict[str, Any]] = []
+    failure: FluxMailException | None = None
+    for member in _leaves(config):
+        if member.backend != "smtp":
+            reports.append({"ok": True, "transport": member.endpoint, "probed": False})
+            if not json_output:
+                output().fields([("member", member.endpoint), ("probe", "skipped (not SMTP)")])
+            continue
+        params = smtp_params(member)
+        found = asyncio.run(probe(params))
+        failure = failure or found.error
+        data = {"transport": member.endpoint, "probed": True, **as_dict(params, found, member)}
+        if found.error is not None:
+            data["explanation"] = explain(found.error)
+        reports.append(data)
+        if not json_output:
+            output().fields([("member", member.endpoint)])
+            _print(params, found, member)
+            if found.error is not None:
+                report(found.error)
+    if json_output:
+        output().json({"ok": failure is None, "transport": config.endpoint, "members": reports})
+    if failure is not None:
+        raise typer.Exit(exit_code(failure))
+    if not json_output:
+        output().out.print("[bold green]ok[/]: every member answered, nothing was sent")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,10 +7,10 @@ source it came from (``Config.sources``, shown by ``describe()`` and ``fluxmail 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -78,6 +78,23 @@ class Config:
     audit_password: SecretStr | None
     file_dir: Path
     rate_limit: float | None
+    # The SMTP login mechanism, resolved ("auto" never stays): password, xoauth2, oauthbearer.
+    auth: str = "password"
+    # FluxMail(token_provider=...): a callable (sync or async) returning an OAuth access token.
+    token_provider: Callable[[], Any] | None = field(default=None, compare=False)
+    # FLUXMAIL_OAUTH_*: where the access tokens come from (fluxmail.config.oauth checks them).
+    oauth_provider: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: SecretStr | None = None
+    oauth_refresh_token: SecretStr | None = None
+    oauth_tenant_id: str | None = None
+    oauth_scope: str | None = None
+    oauth_token_url: str | None = None
+    oauth_service_account_file: Path | None = None
+    oauth_subject: str | None = None
+    # failover(...) / roundrobin(...): each member resolved on its own (config/composite.py).
+    members: tuple[Config, ...] = ()
+    failover_cooldown: float = 30.0
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     _ssl_cache: dict[str, ssl.SSLContext] = field(default_factory=dict, compare=False)
     # Unknown FLUXMAIL_* names found while resolving (misspellings); the mailer logs them.
@@ -99,6 +116,18 @@ class Config:
             cached = self._ssl_cache.setdefault("ctx", context)
         return cached
 
+    @property
+    def endpoint(self) -> str:
+        """Where mail goes, without credentials: ``smtps://b.example:465``, ``memory``, or
+        ``failover(smtp://a.example:587 smtps://b.example:465)``."""
+        if self.members:
+            return f"{self.backend}({' '.join(m.endpoint for m in self.members)})"
+        if self.backend != "smtp" or self.host is None:
+            return self.backend
+        scheme = {"starttls": "smtp", "implicit": "smtps"}.get(self.security, "smtp+plain")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
     def describe(self) -> dict[str, dict[str, object]]:
         """Every field with its value (secrets redacted) and where it came from."""
         result: dict[str, dict[str, object]] = {}
@@ -117,6 +146,10 @@ class Config:
             return REDACTED if value == self.password.get_secret_value() else value
         if name == "ssl_context_override":
             return None if value is None else "<ssl.SSLContext given as argument>"
+        if name == "token_provider":  # its repr may show a bound object's state: never print it
+            return None if value is None else "<callable given as argument>"
+        if name == "members":
+            return [m.endpoint for m in value] if isinstance(value, tuple) else value
         if name == "provider":
             return None if value is None else getattr(value, "name", str(value))
         if isinstance(value, Path):

@@ -52,7 +52,10 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "default_region": str,
     "docs_url": str,
     "notes": str,
+    "auth": str,
+    "auth_note": str,
 }
+AUTH_KINDS = ("password", "xoauth2", "oauthbearer")
 _REQUIRED = ("host", "port", "security", "ports", "username_kind", "docs_url")
 
 
@@ -80,6 +83,8 @@ class Provider:
     password_hint: str = ""
     sender_rule: str = ""
     username_is_password: bool = False
+    auth: str = "password"  # the login mechanism FLUXMAIL_AUTH=auto uses for this provider
+    auth_note: str = ""
 
     @property
     def needs_region(self) -> bool:
@@ -186,6 +191,8 @@ def _check_values(name: str, raw: Mapping[str, Any], origin: str) -> dict[str, t
         raise _fail(name, "rate_limit_per_second", "must be > 0", origin)
     if raw.get("daily_limit") is not None and raw["daily_limit"] <= 0:
         raise _fail(name, "daily_limit", "must be > 0", origin)
+    if raw.get("auth", "password") not in AUTH_KINDS:
+        raise _fail(name, "auth", f"must be one of {', '.join(AUTH_KINDS)}", origin)
     if not str(raw["docs_url"]).startswith("https://"):
         raise _fail(name, "docs_url", "must be an https:// link", origin)
     if "{region}" not in raw["host"] and (raw.get("regions") or raw.get("default_region")):
@@ -217,6 +224,8 @@ def _build(name: str, raw: Mapping[str, Any], origin: str) -> Provider:
         password_hint=raw.get("password_hint") or "",
         sender_rule=raw.get("sender_rule") or "",
         username_is_password=bool(raw.get("username_is_password")),
+        auth=raw.get("auth") or "password",
+        auth_note=(raw.get("auth_note") or "").strip(),
     )
 
 

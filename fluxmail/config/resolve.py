@@ -16,7 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fluxmail.config.auth import check_auth, check_token_provider, has_oauth, resolve_auth
+from fluxmail.config.members import composite_of, resolve_members
 from fluxmail.config.model import NOT_SETTINGS, Config
+from fluxmail.config.oauth import OAUTH_FIELDS, check_oauth
 from fluxmail.config.providers import get_provider, load_catalog
 from fluxmail.config.secrets import check_smtp, preset_username
 from fluxmail.config.settings import SettingsFields, load_settings, where
@@ -90,8 +93,14 @@ def resolve_config(**kwargs: object) -> Config:
     Accepts the upstream constructor arguments (``object_type``, ``use_tls``, ``use_ssl``,
     ``ssl_context``, ...) and every setting by its field name, plus ``env_file``.
     """
-    args, host_arg, override, env_file = _split_kwargs(kwargs)
+    rest = dict(kwargs)
+    token_provider = check_token_provider(rest.pop("token_provider", None))
+    composite = rest.pop("composite", None)
+    args, host_arg, override, env_file = _split_kwargs(rest)
     s = load_settings(args, env_file)
+    found = composite_of(composite, s)
+    if found is not None:  # failover(...) / roundrobin(...): a Config per member
+        return resolve_members(found, s, kwargs, resolve_config)
     src = dict(s.origins)
     warnings = _unknown_variables(s)
     provider = _provider(s.provider, s.providers_file, src)
@@ -109,6 +118,10 @@ def resolve_config(**kwargs: object) -> Config:
     security = resolve_security(s, url, provider, given_port, host, src)
     port = resolve_port(given_port, security, provider, host, s.region, src)
     username = preset_username(s.username, s.password, provider, src)
+    notes: list[str] = []
+    auth = resolve_auth(s, provider, token_provider, src, notes)
+    if token_provider is not None:
+        src["token_provider"] = "argument"
     config = Config(
         backend=s.type,
         host=host,
@@ -122,11 +135,14 @@ def resolve_config(**kwargs: object) -> Config:
         command_timeout=s.command_timeout or s.timeout,
         provider=provider,
         rate_limit=s.rate_limit or (provider.rate_limit_per_second if provider else None),
+        auth=auth,
+        token_provider=token_provider,
         sources=_sources(src, provider, override),
-        warnings=warnings,
+        warnings=(*warnings, *notes),
         **{name: getattr(s, name) for name in _COPIED},
     )
     _check(config)
+    check_auth(config, has_oauth(s, token_provider))
     return config
 
 
@@ -160,6 +176,8 @@ _COPIED = (
     "audit_url",
     "audit_password",
     "file_dir",
+    "failover_cooldown",
+    *OAUTH_FIELDS,
 )
 _UPSTREAM_ARGS = {"object_type": "type", "use_tls": "tls", "use_ssl": "ssl"}
 
@@ -183,7 +201,9 @@ def _split_kwargs(kwargs: Mapping[str, object]) -> tuple[dict[str, object], Any,
         elif name in _UPSTREAM_ARGS or name in known:
             args[_UPSTREAM_ARGS.get(name, name)] = getattr(value, "value", value)
         else:
-            allowed = ", ".join(sorted([*known, *_UPSTREAM_ARGS, "ssl_context", "env_file"]))
+            allowed = ", ".join(
+                sorted([*known, *_UPSTREAM_ARGS, "ssl_context", "env_file", "token_provider"])
+            )
             raise ConfigurationError(
                 f"unknown argument {name!r}; allowed: {allowed}", code="invalid_config"
             )
@@ -257,6 +277,7 @@ def _check(c: Config) -> None:
         )
     if c.sender is not None:
         _check_sender(c.sender)
+    check_oauth(c)
     if c.backend == "smtp":
         check_smtp(c)
 

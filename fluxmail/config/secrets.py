@@ -95,7 +95,7 @@ def check_smtp(c: Config) -> None:
             "FLUXMAIL_PROVIDER or FLUXMAIL_URL (or choose FLUXMAIL_TYPE=console/file/memory)",
             code="invalid_config",
         )
-    if c.username is not None and c.password is None:
+    if c.username is not None and c.password is None and c.auth == "password":
         raise ConfigurationError(_missing_password(c), code="credentials_incomplete")
     if c.password is not None and c.username is None:
         raise ConfigurationError(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from fluxmail.config.composite import is_composite
 from fluxmail.config.secrets import read_secret_file
 from fluxmail.config.urls import UrlParts, parse_url
 from fluxmail.errors import ConfigurationError
@@ -48,7 +49,14 @@ __all__ = [
 ]
 
 ENV_PREFIX = "FLUXMAIL_"
-SECRET_FIELDS = ("password", "url", "audit_url", "audit_password")
+SECRET_FIELDS = (
+    "password",
+    "url",
+    "audit_url",
+    "audit_password",
+    "oauth_client_secret",
+    "oauth_refresh_token",
+)
 Read = Callable[[], Mapping[str, Any]]
 
 
@@ -184,6 +192,8 @@ class _UrlParts:
         text = raw.get_secret_value() if isinstance(raw, SecretStr) else raw
         if not self._trace.expand_url or not isinstance(text, str) or not text.strip():
             return {}
+        if is_composite(text):
+            return {}  # failover(...) / roundrobin(...): each member is resolved on its own
         parts = parse_url(text)
         # Kept for resolve: the TLS mode the scheme implies and ?domain=; never the password.
         self._trace.url = UrlParts({}, parts.security, parts.domain)

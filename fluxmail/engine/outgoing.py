@@ -68,6 +68,7 @@ class Outgoing:
             final_reply=sent.final_reply,
             elapsed=sent.elapsed,
             audit_id=self.audit_id,
+            transport=sent.transport,
         )
 
 

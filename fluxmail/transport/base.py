@@ -46,7 +46,9 @@ class TransportResult:
     """What a transport did with one message, keyed by envelope address.
 
     ``error`` is the last delivery error (None when nothing failed); a transport never raises
-    one, so the engine records every outcome the same way.
+    one, so the engine records every outcome the same way. ``transport`` names where the
+    message went without credentials (``smtps://b.example:465``, ``memory``): with
+    ``failover(...)`` the member that took it.
     """
 
     status: MessageStatus
@@ -55,12 +57,15 @@ class TransportResult:
     final_reply: ServerReply | None = None
     elapsed: float = 0.0
     error: DeliveryError | None = None
+    transport: str | None = None
 
     @classmethod
-    def handed_over(cls, mail: Mail, started: float) -> TransportResult:
+    def handed_over(
+        cls, mail: Mail, started: float, transport: str | None = None
+    ) -> TransportResult:
         """Every recipient accepted (a local transport took the message whole)."""
         recipients = {a: RecipientStatus(a, "sent") for a in mail.envelope.recipients}
-        return cls("sent", recipients, elapsed=time.monotonic() - started)
+        return cls("sent", recipients, elapsed=time.monotonic() - started, transport=transport)
 
 
 class Transport(ABC):

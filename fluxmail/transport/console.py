@@ -21,7 +21,7 @@ class ConsoleTransport(Transport):
         text = mail.data.decode("utf-8", "replace").replace("\r\n", "\n")
         sys.stdout.write(f"{text}\n{'-' * 72}\n")
         sys.stdout.flush()
-        return TransportResult.handed_over(mail, started)
+        return TransportResult.handed_over(mail, started, self.name)
 
 
 TRANSPORT = ConsoleTransport

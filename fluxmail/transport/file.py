@@ -28,7 +28,7 @@ class FileTransport(Transport):
         tmp = self.folder / f".{stem}.tmp"
         tmp.write_bytes(mail.data)  # written whole, then renamed: a reader never sees half a file
         os.replace(tmp, self.folder / f"{stem}.eml")
-        return TransportResult.handed_over(mail, started)
+        return TransportResult.handed_over(mail, started, self.name)
 
 
 TRANSPORT = FileTransport

@@ -96,7 +96,7 @@ class MemoryTransport(Transport):
         started = time.monotonic()
         env = mail.envelope
         outbox.append(SentMessage(mail.message, mail.data, env.sender, env.recipients))
-        return TransportResult.handed_over(mail, started)
+        return TransportResult.handed_over(mail, started, self.name)
 
 
 TRANSPORT = MemoryTransport

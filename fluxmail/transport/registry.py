@@ -19,10 +19,15 @@ class _Factory(Protocol):
     def from_config(self, config: Config) -> Transport: ...
 
 
+# Names served by another transport's module (name -> module name).
+ALIASES = {"roundrobin": "failover"}
+
+
 def transport_class(name: str) -> _Factory:
     """The transport called ``name``; a ConfigurationError if there is none."""
     if not name.isidentifier():
         raise ConfigurationError(f"there is no transport called {name!r}", code="invalid_config")
+    name = ALIASES.get(name, name)
     for module in (f"fluxmail.transport.{name}", f"fluxmail.transport.{name}.transport"):
         try:
             found = getattr(importlib.import_module(module), "TRANSPORT", None)

@@ -22,6 +22,15 @@ def _configure(path: str, server: Any, tmp: Path, monkeypatch: pytest.MonkeyPatc
     if path == "url":
         url = f"smtp://user:{quote(SECRET)}@{where}"
         return FluxMail.from_url(url, ca_file=server.ca_path, sender="s@example.com", audit_dir=tmp)
+    if path in ("failover", "failover_file"):  # a member of failover(...): its own password
+        url = f"failover(smtp://user:{quote(SECRET)}@{where} memory://)"
+        if path == "failover":
+            return FluxMail.from_url(url, ca_file=server.ca_path, sender="s@example.com",
+                                     audit_dir=tmp)  # fmt: skip
+        url_file = tmp.parent / "url.txt"
+        url_file.write_text(url + "\n")
+        monkeypatch.setenv("FLUXMAIL_URL_FILE", str(url_file))
+        return FluxMail.from_env(ca_file=server.ca_path, sender="s@example.com", audit_dir=tmp)
     monkeypatch.setenv("FLUXMAIL_HOST", where)
     monkeypatch.setenv("FLUXMAIL_USERNAME", "user")
     if path == "env":
@@ -35,7 +44,9 @@ def _configure(path: str, server: Any, tmp: Path, monkeypatch: pytest.MonkeyPatc
     return FluxMail.from_env(audit_dir=tmp, **base)
 
 
-@pytest.mark.parametrize("path", ["argument", "env", "dotenv", "file", "url"])
+@pytest.mark.parametrize(
+    "path", ["argument", "env", "dotenv", "file", "url", "failover", "failover_file"]
+)
 def test_password_is_never_written(
     smtp_server: Any,
     tmp_path: Path,
@@ -76,3 +87,24 @@ def test_password_not_in_failure_records_or_errors(smtp_server: Any, tmp_path: P
     for file in tmp_path.rglob("*"):
         if file.is_file():
             assert SECRET.encode() not in file.read_bytes()
+
+
+def test_member_password_not_in_results_errors_or_records(smtp_server: Any, tmp_path: Path) -> None:
+    """failover(...): a member refuses the login, the next delivers; neither the result's
+    transport, the errors, the repr nor the audit record carries a member's password."""
+    refusing = smtp_server(tls="starttls", auth=("user", "other"))
+    taking = smtp_server(tls="starttls", auth=("user", SECRET))
+    members = [f"smtp://user:{quote(SECRET)}@{s.host}:{s.port}" for s in (refusing, taking)]
+    mailer = FluxMail.failover(*members, ca_file=taking.ca_path, sender="s@example.com",
+                               audit_dir=tmp_path)  # fmt: skip
+    result = mailer.create("Hi", "a@example.com", "x").send()
+    assert result.transport == f"smtp://{taking.host}:{taking.port}"
+    shown = [repr(mailer), str(mailer.describe()), repr(mailer.config), str(result.to_dict())]
+    shown += [str(r.to_dict()) for r in mailer.audit.list()]
+    assert not any(SECRET in text or quote(SECRET) in text for text in shown)
+    assert result.attempts[0].error is not None and SECRET not in result.attempts[0].error
+    mailer.close()
+    for file in tmp_path.rglob("*"):
+        if file.is_file():
+            assert SECRET.encode() not in file.read_bytes()
+            assert quote(SECRET).encode() not in file.read_bytes()

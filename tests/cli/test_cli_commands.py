@@ -117,6 +117,7 @@ def test_audit_list_and_show(
     shown = cli(capsys, monkeypatch, "audit", "show", audit_id)
     assert shown.code == 0 and "sent      bob@example.com" in shown.out
     assert "hidden@example.com" not in shown.out
+    assert f"smtp+plain://127.0.0.1:{server.port}" in shown.out  # the server that took it
     with_bcc = cli(capsys, monkeypatch, "audit", "show", audit_id, "--show-bcc", "--json")
     assert json.loads(with_bcc.out)["record"]["bcc"] == ["hidden@example.com"]
     eml = cli(capsys, monkeypatch, "audit", "show", audit_id, "--eml")

@@ -110,3 +110,46 @@ def test_scrubber_blanks_a_leak(
     ran = cli(capsys, monkeypatch, "--debug", "providers", PASSWORD)
     assert ran.code == 3
     assert PASSWORD not in ran.both and "***" in ran.err
+
+
+@pytest.mark.parametrize("given", ["env", "file"])
+def test_member_passwords_never_printed(
+    given: str,
+    smtp_server: Server,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """failover(a b) in FLUXMAIL_URL / FLUXMAIL_URL_FILE: check probes and reports each member,
+    the first refusing the login; send fails over; no member's password is ever printed."""
+    other = "Other!Secr3t/pw@x"
+    refusing = smtp_server(auth=(USER, "the-right-one"), auth_require_tls=False)
+    taking = smtp_server(auth=(USER, PASSWORD), auth_require_tls=False)
+    members = [
+        f"smtp+plain://{quote(USER)}:{quote(pw, safe='')}@127.0.0.1:{s.port}"
+        for s, pw in ((refusing, other), (taking, PASSWORD))
+    ]
+    url = f"failover({' '.join(members)})"
+    monkeypatch.setenv("FLUXMAIL_SENDER", USER)
+    monkeypatch.setenv("FLUXMAIL_TIMEOUT", "10")
+    if given == "env":
+        monkeypatch.setenv("FLUXMAIL_URL", url)
+    else:
+        (tmp_path / "url").write_text(url + "\n")
+        monkeypatch.setenv("FLUXMAIL_URL_FILE", str(tmp_path / "url"))
+    runs = _run_all(capsys, monkeypatch, None, debug=True)
+    send, send_json, check, check_json, config, config_json = runs
+    assert (
+        send.code == 0
+        and json.loads(send_json.out)["transport"] == f"smtp+plain://127.0.0.1:{taking.port}"
+    )
+    assert check.code == 6 and "[auth_failed]" in check.err, check.both
+    report = json.loads(check_json.out)
+    assert [m["ok"] for m in report["members"]] == [False, True]
+    assert [m["transport"] for m in report["members"]] == [
+        f"smtp+plain://127.0.0.1:{s.port}" for s in (refusing, taking)
+    ]
+    assert config.code == 0 and config_json.code == 0
+    for ran in runs:
+        for secret in (PASSWORD, other):
+            assert secret not in ran.both and quote(secret, safe="") not in ran.both, ran.both

@@ -43,7 +43,7 @@ SIDE_BY_SIDE = ("fluxmail.transport", "fluxmail.audit")
 LATE_OK = {
     "aiosmtplib", "aiosmtpd", "psycopg", "yaml", "rich", "typer", "certifi", "css_inline",
     "idna", "dotenv", "pydantic_settings", "asyncio", "sqlite3", "ssl", "email", "subprocess",
-    "concurrent", "importlib", "json", "tempfile", "shutil", "cryptography",
+    "concurrent", "importlib", "json", "tempfile", "shutil", "cryptography", "httpx", "google",
 }  # fmt: skip
 
 

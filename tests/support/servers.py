@@ -22,7 +22,8 @@ Use the fixtures from ``tests/conftest.py``; ``ca`` is one trustme CA per test s
   (mail.example.invalid) or ``"untrusted"`` (from another CA, unknown to ``client_context()``).
 - ``auth``: ``(username, password)`` to offer AUTH; ``auth_mechanisms`` (default
   ``("PLAIN", "LOGIN")``); ``auth_require_tls`` (default True: no AUTH before TLS, 538 if tried);
-  ``auth_required`` (MAIL before login gets 530).
+  ``auth_required`` (MAIL before login gets 530). ``oauth``: a ``TokenVerifier``
+  (``tests/support/oauth_smtp.py``) for ``XOAUTH2`` / ``OAUTHBEARER`` in ``auth_mechanisms``.
 - ``pipelining``, ``smtputf8``, ``eightbitmime``, ``advertise_starttls`` (True by default) and
   ``size`` (an int, or None not to advertise SIZE): what EHLO offers.
   ``advertise_starttls=False`` with ``tls="starttls"`` hides STARTTLS (a stripping attacker).
@@ -80,6 +81,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from tests.support.oauth_smtp import OAuthMechanisms, TokenVerifier
+
 if TYPE_CHECKING:
     from fluxmail.transport.smtp.session import SMTPParams
 
@@ -95,6 +98,7 @@ __all__ = [
 ]
 
 CertKind = Literal["good", "expired", "wrong_host", "untrusted"]
+_OAUTH = ("XOAUTH2", "OAUTHBEARER")
 STALL_LIMIT = 60.0  # a stall never outlives this, even if nobody stops the server
 
 
@@ -333,12 +337,15 @@ class _ScriptedSMTP(SMTP):  # type: ignore[misc]
         super().connection_lost(error)
 
 
-class _Handler:
+class _Handler(OAuthMechanisms):
     """aiosmtpd hooks: what EHLO offers, and recording (or faulting) each finished message."""
 
-    def __init__(self, state: _State, offers: Mapping[str, bool]) -> None:
+    def __init__(
+        self, state: _State, offers: Mapping[str, bool], oauth: TokenVerifier | None = None
+    ) -> None:
         self._state = state
         self._offers = offers
+        self.oauth = oauth
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, lines: list[str]
@@ -356,7 +363,8 @@ class _Handler:
         fault = state.take("end_of_data", state.faults.end_of_data)
         text = fault.text if fault is not None and fault.text else "250 2.0.0 OK: queued as FLUX1"
         auth = session.auth_data
-        login = auth.login.decode() if isinstance(auth, LoginPassword) else None
+        name = getattr(auth, "login", None)  # LoginPassword, or OAuthLogin after a token login
+        login = name.decode() if isinstance(name, bytes) else None
         received = Received(
             mail_from=envelope.mail_from,
             rcpt_tos=list(envelope.rcpt_tos),
@@ -396,6 +404,7 @@ class SMTPTestServer:
         size: int | None = 33554432,
         tls_max_version: ssl.TLSVersion | None = None,
         faults: Faults | None = None,
+        oauth: TokenVerifier | None = None,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = 0
@@ -407,9 +416,9 @@ class SMTPTestServer:
             "pipelining": pipelining,
             "8bitmime": eightbitmime,
             "starttls": advertise_starttls,
-            "auth": auth is not None,
+            "auth": auth is not None or oauth is not None,
         }
-        self._handler = _Handler(self._state, offers)
+        self._handler = _Handler(self._state, offers, oauth)
         self._server_ctx = ca.server_context(cert) if tls != "none" else None
         if self._server_ctx is not None and tls_max_version is not None:
             _limit_versions(self._server_ctx, tls_max_version)
@@ -422,7 +431,9 @@ class SMTPTestServer:
             # implicit TLS is TLS from the first byte; aiosmtpd only knows about STARTTLS
             "auth_require_tls": auth_require_tls and tls != "implicit",
             "auth_required": auth_required,
-            "auth_exclude_mechanism": [m for m in ("PLAIN", "LOGIN") if m not in auth_mechanisms],
+            "auth_exclude_mechanism": [
+                m for m in ("PLAIN", "LOGIN", *_OAUTH) if m not in auth_mechanisms
+            ],
             "authenticator": _authenticator(auth),
             "timeout": 120,
         }

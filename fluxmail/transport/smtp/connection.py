@@ -13,11 +13,14 @@ import ssl
 import time
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from types import MappingProxyType
+from typing import TypeVar
 
 from fluxmail.config.tls import client_context
 from fluxmail.errors import AuthenticationFailed, ConnectionFailed, DeliveryError, Stage, TLSFailure
 from fluxmail.redaction import redact_words
 from fluxmail.results import ServerReply
+from fluxmail.transport.oauth.cache import Token, refresh_time
+from fluxmail.transport.smtp import sasl
 from fluxmail.transport.smtp.model import (
     SMTPParams,
     TLSInfo,
@@ -37,6 +40,9 @@ from fluxmail.transport.smtp.replies import (
 
 __all__ = ["SMTPConnection"]
 
+T = TypeVar("T")
+
+
 # What a low-level failure may look like: a timeout, a socket or TLS error, a garbled reply.
 _WIRE_FAULTS = (asyncio.TimeoutError, OSError, BadReply)
 
@@ -53,6 +59,8 @@ class SMTPConnection:
         self._tls_info: TLSInfo | None = None
         self._timings: dict[str, float] = {}
         self._authenticated = False
+        self._token: Token | None = None  # the OAuth token this session logged in with
+        self._renew_at: float | None = None  # epoch seconds; when a fresh login is due
         self._context: ssl.SSLContext | None = None
         # MAIL/RCPT/DATA of the next message, written after the last final "." (RFC 2920);
         # the next send() with exactly these commands reads their replies instead of writing.
@@ -88,6 +96,17 @@ class SMTPConnection:
     def authenticated(self) -> bool:
         return self._authenticated
 
+    @property
+    def token_expires_at(self) -> float | None:
+        """When the OAuth token of this login expires (epoch seconds); None: no token, unknown."""
+        return self._token.expires_at if self._token is not None else None
+
+    @property
+    def login_stale(self) -> bool:
+        """The token of this login is about to expire: Google ends the session with it, so a
+        pool replaces a kept-open session between transactions (never during one)."""
+        return self._renew_at is not None and time.time() >= self._renew_at
+
     # -- the handshake ------------------------------------------------------------------------
 
     async def connect(self) -> None:
@@ -100,21 +119,43 @@ class SMTPConnection:
         if insecure and not is_loopback_host(p.host):
             raise insecure_auth(self._where)  # before any network traffic
         try:
-            await self._open()
-            await self._step("ehlo", self._ehlo())
-            if p.security == "starttls":
-                await self._step("tls", self._starttls())
-                await self._step("ehlo", self._ehlo())
+            await self._greet()
             if p.username is not None:
-                await self._step("auth", self._login())
+                refused = await self._step("auth", self._login(last=False))
+                if refused is not None:
+                    await self._relogin(refused)
         except BaseException:
             self._abort()
             raise
 
-    async def _step(self, name: str, step: Awaitable[None]) -> None:
+    async def _greet(self) -> None:
+        """Greeting, EHLO, STARTTLS (required when configured), EHLO."""
+        await self._open()
+        await self._step("ehlo", self._ehlo())
+        if self._params.security == "starttls":
+            await self._step("tls", self._starttls())
+            await self._step("ehlo", self._ehlo())
+
+    async def _relogin(self, refused: Token) -> None:
+        """The token was refused: exactly one fresh token and one new login, never a loop.
+
+        RFC 4954 4 lets a client try AUTH again after a failure; a server that hung up instead
+        gets one new connection.
+        """
+        source = self._params.token_source
+        assert source is not None
+        source.invalidate(refused)
+        if not self.is_connected:
+            self._abort()
+            await self._greet()
+        await self._step("auth", self._login(last=True))
+
+    async def _step(self, name: str, step: Awaitable[T]) -> T:
         started = time.monotonic()
-        await step
-        self._timings[name] = self._timings.get(name, 0.0) + time.monotonic() - started
+        try:
+            return await step
+        finally:
+            self._timings[name] = self._timings.get(name, 0.0) + time.monotonic() - started
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._context is None:
@@ -194,13 +235,48 @@ class SMTPConnection:
         proto.forget_plaintext()  # RFC 3207 4.2: nothing received in plaintext is used
         self._tls_info = tls_info(proto.transport)
 
-    async def _login(self) -> None:
+    async def _login(self, *, last: bool = True) -> Token | None:
+        """AUTH with the configured mechanism; returns the token when the server refused it
+        and a fresh one may succeed (only when not ``last``)."""
+        p = self._params
+        if self._tls_info is None and not p.allow_insecure_auth and not is_loopback_host(p.host):
+            raise insecure_auth(self._where)
+        if p.auth in sasl.MECHANISMS:
+            return await self._token_login(p.auth, last=last)
+        await self._password_login()
+        return None
+
+    async def _token_login(self, mechanism: str, *, last: bool) -> Token | None:
+        """SASL XOAUTH2 / OAUTHBEARER with an initial response (RFC 4954 4, RFC 7628 3.1)."""
+        p = self._params
+        if mechanism not in self._auth_methods:
+            raise sasl.unsupported(mechanism, self._auth_methods, self._where)
+        assert p.token_source is not None
+        token = await self._step("token", p.token_source.token())
+        raw, initial = sasl.initial_response(mechanism, p.username or "", token.value)
+        secrets = (token.value, raw, initial)
+        name = sasl.MECHANISMS[mechanism].encode("ascii")
+        reply = await self._command("auth", b"AUTH", name, initial, secrets=secrets)
+        challenge = sasl.NO_CHALLENGE
+        if reply.code == 334:  # an error challenge: answer it to get the final reply
+            challenge = sasl.error_challenge(reply.text)
+            reply = await self._command("auth", sasl.ERROR_ANSWER[mechanism], secrets=secrets)
+        if reply.code == 235:
+            self._authenticated, self._token = True, token
+            self._renew_at = (
+                None if token.expires_at is None else refresh_time(token.expires_at, time.time())
+            )
+            return None
+        if not last and sasl.token_refused(reply, challenge):
+            return token
+        base = reply_error("auth", reply, self._where)
+        raise sasl.refused(base, mechanism, challenge, refreshed=last)
+
+    async def _password_login(self) -> None:
         from aiosmtplib import auth  # RFC 4616 PLAIN and the LOGIN mechanism's base64
 
         p = self._params
         user, password = p.username or "", p.password or ""
-        if self._tls_info is None and not p.allow_insecure_auth and not is_loopback_host(p.host):
-            raise insecure_auth(self._where)
         plain = auth.auth_plain_encode(user, password)
         login_user, login_password = auth.auth_login_encode(user, password)
         secrets = (password, plain, login_password)
@@ -244,6 +320,7 @@ class SMTPConnection:
                 self._abort()
             self._protocol = None
             self._authenticated = False
+            self._token = self._renew_at = None
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -253,6 +330,7 @@ class SMTPConnection:
         if proto is not None and proto.transport is not None:
             proto.transport.abort()
         self._authenticated = False
+        self._token = self._renew_at = None
         self._primed = b""
 
     def _live(self, stage: Stage) -> PipelinedProtocol:

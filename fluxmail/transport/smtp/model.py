@@ -27,6 +27,8 @@ from fluxmail.results import ServerReply
 if TYPE_CHECKING:
     import asyncio
 
+    from fluxmail.transport.oauth.tokens import TokenSource
+
 __all__ = [
     "SMTPParams",
     "Security",
@@ -57,6 +59,9 @@ class SMTPParams:
     command_timeout: float = 30.0
     data_timeout: float = 600.0
     allow_insecure_auth: bool = False
+    # "password" (PLAIN/LOGIN) or an OAuth mechanism, which logs in with token_source's tokens.
+    auth: str = "password"
+    token_source: TokenSource | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.host or _BAD_HOST.search(self.host):
@@ -73,6 +78,16 @@ class SMTPParams:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
+        if self.auth not in ("password", "xoauth2", "oauthbearer"):
+            raise ConfigurationError(
+                f"auth must be password, xoauth2 or oauthbearer, not {self.auth!r}", field="auth"
+            )
+        if self.auth != "password" and self.token_source is None:
+            raise ConfigurationError(
+                f"auth={self.auth!r} needs a token_source (an OAuth token provider)",
+                code="oauth_not_configured",
+                field="auth",
+            )
         if self.local_hostname is not None and ehlo_name(self.local_hostname) is None:
             raise ConfigurationError(
                 f"Invalid EHLO name {self.local_hostname!r}", field="local_hostname"

@@ -25,7 +25,8 @@ class ConnectionPool:
         try:
             while self._idle and not fresh:
                 session = self._idle.pop()
-                if session.is_connected:
+                # A login whose OAuth token is about to expire: a fresh session logs in anew.
+                if session.is_connected and not session.login_stale:
                     return session, True
                 await session.close()
             session = SMTPSession(self._params())

@@ -4,21 +4,26 @@ own one kept-open, pipelining connection each."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import weakref
 
+from fluxmail.config.auth import OAUTH_MECHANISMS
 from fluxmail.config.resolve import Config
 from fluxmail.transport.base import Lane, Mail, Transport, TransportResult
+from fluxmail.transport.oauth.tokens import TokenSource, token_source
 from fluxmail.transport.smtp.pool import ConnectionPool
 from fluxmail.transport.smtp.retry import RetryPolicy, deliver
 from fluxmail.transport.smtp.session import SMTPParams, Staged
 
 
-def smtp_params(config: Config) -> SMTPParams:
+def smtp_params(config: Config, tokens: TokenSource | None = None) -> SMTPParams:
     """The connection parameters of a resolved configuration (password in the clear: only the
-    session that logs in ever sees it)."""
+    session that logs in ever sees it). An OAuth login gets ``tokens``, else a new source."""
     c = config
     assert c.host is not None and c.port is not None
+    if tokens is None and c.auth in OAUTH_MECHANISMS and c.username is not None:
+        tokens = token_source(c)
     return SMTPParams(
         host=c.host,
         port=c.port,
@@ -31,6 +36,8 @@ def smtp_params(config: Config) -> SMTPParams:
         command_timeout=c.command_timeout,
         data_timeout=c.data_timeout,
         allow_insecure_auth=c.allow_insecure_auth,
+        auth=c.auth if tokens is not None else "password",
+        token_source=tokens,
     )
 
 
@@ -44,6 +51,8 @@ class SMTPTransport(Transport):
         self._config = config
         self._max = max_connections
         self._policy = RetryPolicy(config.max_retries, config.retry_delay, config.retry_deadline)
+        # One token source per transport: every pool, lane and loop shares its cached token.
+        self._tokens = token_source(config) if config.auth in OAUTH_MECHANISMS else None
         self._lock = threading.Lock()
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionPool] = (
             weakref.WeakKeyDictionary()
@@ -54,7 +63,7 @@ class SMTPTransport(Transport):
         return cls(config)
 
     def params(self) -> SMTPParams:
-        return smtp_params(self._config)
+        return smtp_params(self._config, self._tokens)
 
     def _pool(self) -> ConnectionPool:
         loop = asyncio.get_running_loop()
@@ -65,8 +74,14 @@ class SMTPTransport(Transport):
                 self._pools[loop] = pool
             return pool
 
+    @property
+    def endpoint(self) -> str:
+        """``scheme://host:port``, no credentials: the results' ``transport``."""
+        return self._config.endpoint
+
     async def send(self, mail: Mail) -> TransportResult:
-        return await deliver(self._pool(), mail.envelope, mail.data, self._policy)
+        sent = await deliver(self._pool(), mail.envelope, mail.data, self._policy)
+        return dataclasses.replace(sent, transport=self.endpoint)
 
     def lane(self) -> SMTPLane:
         return SMTPLane(self, ConnectionPool(self.params, keep_open=lambda: True, max_size=1))
@@ -89,6 +104,7 @@ class SMTPLane(Lane):
         super().__init__(transport)
         self._pool = pool
         self._policy = transport._policy
+        self._endpoint = transport.endpoint
 
     async def ready(self) -> None:
         await self._pool.warm()
@@ -98,7 +114,8 @@ class SMTPLane(Lane):
         if then is not None:
             env = then.envelope
             staged = Staged(env.sender, env.recipients, then.data, env.smtputf8)
-        return await deliver(self._pool, mail.envelope, mail.data, self._policy, staged)
+        sent = await deliver(self._pool, mail.envelope, mail.data, self._policy, staged)
+        return dataclasses.replace(sent, transport=self._endpoint)
 
     async def close(self) -> None:
         await self._pool.close()

@@ -1,0 +1,249 @@
+"""Every ``FLUXMAIL_*`` setting declared once: names, types, rules and docs (plain pydantic).
+
+``fluxmail.config.settings`` builds ``FluxMailSettings`` on these fields with pydantic-settings'
+sources; the known variable names and the misspelling hints come from here too.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr
+
+from fluxmail.config.ports import PORT_MAX, PORT_MIN
+from fluxmail.config.sources import ENV_PREFIX, SECRET_FIELDS, Trace, env_name
+from fluxmail.config.urls import UrlParts
+
+__all__ = ["SettingsFields", "known_variables", "parse_bool", "unknown_lines"]
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def parse_bool(value: object) -> object:
+    """true/1/yes/on and false/0/no/off, any case; anything else is left for pydantic to refuse."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    return "invalid"  # pydantic's own parser would accept t/f/y/n; we do not
+
+
+def _strict_int(value: object) -> object:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        return "invalid"
+    if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
+        return "invalid"
+    return value
+
+
+def _blank_is_none(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _lower(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _lower_or_none(value: object) -> object:
+    return _lower(_blank_is_none(value))
+
+
+Bool = Annotated[bool, BeforeValidator(parse_bool)]
+Port = Annotated[int, BeforeValidator(_strict_int), Field(ge=PORT_MIN, le=PORT_MAX)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Text = Annotated[str | None, BeforeValidator(_blank_is_none)]
+Secret = Annotated[SecretStr | None, BeforeValidator(_blank_is_none)]
+OptPath = Annotated[Path | None, BeforeValidator(_blank_is_none)]
+
+
+def _doc(default: Any, text: str, *, upstream: bool = False, secret: bool = False) -> Any:
+    extra: dict[str, Any] = {"upstream": upstream, "secret": secret}
+    return Field(default, description=text, json_schema_extra=extra)
+
+
+class SettingsFields(BaseModel):
+    """Every ``FLUXMAIL_*`` setting (``FluxMailSettings`` reads them from their sources)."""
+
+    # Never validated itself (defer_build): FluxMailSettings builds the schema on first use.
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
+
+    type: Annotated[Literal["smtp", "console", "file", "memory"], BeforeValidator(_lower)] = _doc(
+        "smtp", "Backend: `smtp`, `console`, `file` or `memory` (`object_type=`).", upstream=True
+    )
+    # Not blank-is-None: an empty FLUXMAIL_HOST is the invalid_host error, not "no host".
+    host: str | None = _doc(
+        None,
+        "SMTP relay: `host`, `relay:domain`, `host:port` or `[ipv6]:port`. Required for smtp "
+        "unless FLUXMAIL_PROVIDER or FLUXMAIL_URL gives it.",
+        upstream=True,
+    )
+    port: Port | None = _doc(
+        None, "Port 1-65535; default from the provider or the TLS mode (587/465/25).", upstream=True
+    )
+    tls: Bool | None = _doc(None, "STARTTLS (`use_tls=`).", upstream=True)
+    ssl: Bool | None = _doc(None, "Implicit TLS from the first byte (`use_ssl=`).", upstream=True)
+    username: Text = _doc(None, "SMTP login.", upstream=True)
+    password: Secret = _doc(None, "SMTP password or API key.", upstream=True, secret=True)
+    auth: Annotated[
+        Literal["auto", "password", "xoauth2", "oauthbearer"], BeforeValidator(_lower)
+    ] = _doc(
+        "auto",
+        "SMTP login mechanism: `password` (PLAIN/LOGIN), `xoauth2` or `oauthbearer` (RFC 7628, "
+        "OAuth 2.0 bearer token); `auto`: `xoauth2` when OAuth settings or `token_provider=` "
+        "are given, else the provider's default, else `password`.",
+    )
+    timeout: Seconds = _doc(
+        30.0, "Seconds; the default of the connect and command timeouts.", upstream=True
+    )
+    max_retries: Annotated[int, BeforeValidator(_strict_int), Field(ge=0)] = _doc(
+        0, "Retries after the first attempt, for transient failures only.", upstream=True
+    )
+    retry_delay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = _doc(
+        1.0, "Seconds before the first retry (exponential backoff with jitter).", upstream=True
+    )
+    provider: Text = _doc(None, "Provider preset from the catalog (`fluxmail providers`).")
+    region: Text = _doc(None, "Provider region, e.g. `eu-west-1` for SES.")
+    sender: Text = _doc(None, "Default From; may carry a display name: `Shop <shop@example.com>`.")
+    url: Secret = _doc(None, "Whole configuration as one URL (see below).", secret=True)
+    ca_file: OptPath = _doc(None, "PEM bundle to trust instead of certifi's (a private CA).")
+    tls_verify: Bool = _doc(True, "Verify certificates and host names; false logs a warning.")
+    local_hostname: Text = _doc(None, "Name sent in EHLO; default: the machine's FQDN.")
+    connect_timeout: Seconds | None = _doc(
+        None, "Seconds to connect and finish TLS; default FLUXMAIL_TIMEOUT."
+    )
+    command_timeout: Seconds | None = _doc(
+        None, "Seconds to wait for each SMTP reply; default FLUXMAIL_TIMEOUT."
+    )
+    data_timeout: Seconds = _doc(
+        600.0, "Seconds to wait for the reply to the final `.` (RFC 5321 4.5.3.2)."
+    )
+    retry_deadline: Seconds | None = _doc(None, "Overall seconds for all attempts of one send.")
+    providers_file: OptPath = _doc(None, "YAML file adding or overriding catalog entries.")
+    allow_insecure_auth: Bool = _doc(
+        False, "Allow credentials without TLS to a host that is not loopback."
+    )
+    dry_run: Bool = _doc(False, "Validate and build messages, send nothing.")
+    audit: Bool = _doc(True, "Write an audit record for every message.")
+    audit_dir: OptPath = _doc(
+        None, "Audit folder; default `.fluxmail/` (a temp folder when read-only)."
+    )
+    audit_url: Secret = _doc(None, "`postgresql://...` shared audit store.", secret=True)
+    audit_password: Secret = _doc(None, "Password of the audit database.", secret=True)
+    file_dir: Path = _doc(Path("outbox"), "Folder for the `.eml` files of the `file` backend.")
+    rate_limit: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = _doc(
+        None, "Bulk messages per second; default: the provider's published limit."
+    )
+    failover_cooldown: Seconds = _doc(
+        30.0,
+        "Seconds a `failover(...)` / `roundrobin(...)` member rests after a failure before one "
+        "message probes it again (docs/delivery.md).",
+    )
+    strict: Bool = _doc(
+        False,
+        "An unknown `FLUXMAIL_*` variable (a misspelling) is the `unknown_setting` error "
+        "instead of a logged warning.",
+    )
+    # OAuth 2.0 access tokens for SMTP (docs/oauth.md); checked by fluxmail.config.oauth.
+    oauth_provider: Annotated[
+        Literal["microsoft", "google", "generic"] | None, BeforeValidator(_lower_or_none)
+    ] = _doc(
+        None,
+        "Where OAuth 2.0 tokens come from: `microsoft` (Entra ID), `google` or `generic` "
+        "(any RFC 6749 token endpoint: FLUXMAIL_OAUTH_TOKEN_URL).",
+    )
+    oauth_client_id: Text = _doc(None, "OAuth client (application) id.")
+    oauth_client_secret: Secret = _doc(None, "OAuth client secret.", secret=True)
+    oauth_refresh_token: Secret = _doc(
+        None,
+        "OAuth refresh token (the refresh-token flow instead of client credentials).",
+        secret=True,
+    )
+    oauth_tenant_id: Text = _doc(
+        None, "Microsoft Entra tenant id (a GUID or a domain such as `contoso.onmicrosoft.com`)."
+    )
+    oauth_scope: Text = _doc(
+        None,
+        "Scope to ask for; default `https://outlook.office365.com/.default` (microsoft), "
+        "`https://mail.google.com/` (google service account).",
+    )
+    oauth_token_url: Text = _doc(
+        None,
+        "Token endpoint; required for `generic`, overrides the default of `microsoft` and "
+        "`google` (sovereign clouds, proxies, tests). `https://` (`http://` only to loopback).",
+    )
+    oauth_service_account_file: OptPath = _doc(
+        None,
+        "Google service-account key (JSON) with domain-wide delegation; needs fluxmail[oauth].",
+    )
+    oauth_subject: Text = _doc(
+        None, "The mailbox a Google service account acts for (domain-wide delegation)."
+    )
+
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _url: UrlParts | None = PrivateAttr(default=None)
+    _unknown: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def origins(self) -> Mapping[str, str]:
+        """field -> the source that gave it (``PRECEDENCE`` labels); absent fields: default."""
+        return dict(self._origins)
+
+    @property
+    def url_parts(self) -> UrlParts | None:
+        """The TLS mode and domain FLUXMAIL_URL implies (its fields are already applied)."""
+        return self._url
+
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        """One line per FLUXMAIL_* name read from the environment or .env that is no setting."""
+        return self._unknown
+
+    def _keep(self, trace: Trace) -> None:
+        self._origins = trace.origins()
+        self._url = trace.url
+        self._unknown = tuple(unknown_lines(trace.variables))
+
+
+# Read outside the model: the .env switch, and the benchmarks' scratch folder (bench/,
+# docs/performance.md), so FLUXMAIL_STRICT=true never trips on the project's own tools.
+_OTHER_VARIABLES = ("FLUXMAIL_ENV_FILE", "FLUXMAIL_BENCH_DIR")
+
+
+def known_variables() -> frozenset[str]:
+    """Every FLUXMAIL_* name fluxmail reads: the settings, the secrets' ``_FILE`` forms, ..."""
+    names = {env_name(name) for name in SettingsFields.model_fields}
+    names |= {f"{env_name(name)}_FILE" for name in SECRET_FIELDS}
+    return frozenset(names | set(_OTHER_VARIABLES))
+
+
+def unknown_lines(variables: Mapping[str, list[str]]) -> list[str]:
+    """One hint per name read from a source that is no fluxmail setting."""
+    known = known_variables()
+    return [
+        _unknown(n, place) for place, names in variables.items() for n in names if n not in known
+    ]
+
+
+def _unknown(name: str, place: str) -> str:
+    stems = {known[len(ENV_PREFIX) :]: known for known in known_variables()}
+    stem = name[len(ENV_PREFIX) :]
+    close = difflib.get_close_matches(stem, stems, n=1, cutoff=0.6)
+    base = name.removesuffix("_FILE")
+    near = close and difflib.SequenceMatcher(None, stem, close[0]).ratio() >= 0.85
+    if base != name and base in stems.values() and not near:
+        hint = f"{base} has no _FILE form (only the secrets do); set {base} itself"
+    elif close:
+        hint = f"did you mean {stems[close[0]]}?"
+    else:
+        hint = "`fluxmail config` and docs/configuration.md list the known settings"
+    return f"{name}{place} is not a fluxmail setting; {hint}"
