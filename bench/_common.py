@@ -336,6 +336,31 @@ def ensure_fluxmail033() -> tuple[str | None, str]:
     return (str(python), "") if version == "0.3.3" else (None, f"venv has fluxmail {version}")
 
 
+VENV_CORE = BENCH_DIR / ".venv-core"  # git-ignored: this checkout with its core dependencies only
+
+
+def ensure_core_venv() -> tuple[str | None, str]:
+    """The python of a private venv holding this checkout as ``pip install .`` installs it:
+    the core dependencies only, as a Lambda deployment package has them (the development
+    venv also holds the test and docs tools, whose entry points pydantic scans at start-up).
+
+    Returns (python, "") or (None, why it is unavailable). The checkout is reinstalled on
+    every call, so the venv always holds the code being measured.
+    """
+    python = VENV_CORE / "bin" / "python"
+    steps = [] if python.exists() else [[sys.executable, "-m", "venv", str(VENV_CORE)]]
+    steps.append([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                  "--force-reinstall", "--no-deps", str(REPO_DIR)])  # fmt: skip
+    steps.append([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                  str(REPO_DIR)])  # fmt: skip
+    print(f"(installing this checkout into {VENV_CORE.relative_to(REPO_DIR)} ...)", flush=True)
+    for step in steps:
+        proc = subprocess.run(step, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            return None, f"could not install the checkout: {proc.stderr.strip()[-200:]}"
+    return str(python), ""
+
+
 def _output(argv: Sequence[str]) -> str:
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)

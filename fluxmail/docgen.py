@@ -251,6 +251,11 @@ def _section(p: Provider) -> str:
         ]
         facts.append(f"- **Published limits**: {', '.join(x for x in limits if x)}")
     facts.append(f"- **Documentation**: <{p.docs_url}>")
+    if p.api is not None:
+        facts.append(
+            f"- **HTTP API**: `{p.api.base_url}` with `FLUXMAIL_TRANSPORT=api` "
+            f"([{p.api.transport}](transports/{p.api.transport}.md), reference <{p.api.docs_url}>)"
+        )
     notes = f"\n{p.notes}\n" if p.notes else ""
     return f"## {p.title}\n\n" + "\n".join(facts) + "\n" + notes + "\n" + _example(p) + "\n"
 

@@ -7,17 +7,25 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from os import PathLike
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fluxmail._lazy import lazy_module
 from fluxmail.audit.log import AuditLog
-from fluxmail.bulk import BulkRun, MessageSource, send_many, send_many_async
 from fluxmail.config.composite import Composite, Kind
 from fluxmail.config.resolve import Config, idempotency_needs_audit, resolve_config, resolve_sender
-from fluxmail.draft import Draft
 from fluxmail.engine.sending import Engine
 from fluxmail.errors import ConfigurationError, FluxMailException
-from fluxmail.message.model import build_message
-from fluxmail.results import SendResult
+
+if TYPE_CHECKING:
+    from fluxmail import bulk, draft
+    from fluxmail.bulk import BulkRun, MessageSource
+    from fluxmail.draft import Draft
+    from fluxmail.message import model
+    from fluxmail.results import SendResult
+else:  # needed from the first create() / send_many() on, not to build a mailer (cold start)
+    bulk = lazy_module("fluxmail.bulk")
+    draft = lazy_module("fluxmail.draft")
+    model = lazy_module("fluxmail.message.model")
 
 log = logging.getLogger("fluxmail")
 
@@ -139,7 +147,7 @@ class FluxMail:
         original Message-ID lets receivers discard the duplicate (RFC 5322 3.6.4).
         """
         resolved = sender if sender is not None else resolve_sender(self._config, None)
-        message = build_message(
+        message = model.build_message(
             subject=subject, recipients=recipients, body=body, sender=resolved, cc=cc, bcc=bcc,
             reply_to=reply_to, attachments=attachments, html_body=html_body,
             plain_body=plain_body, in_reply_to=in_reply_to, references=references,
@@ -149,7 +157,7 @@ class FluxMail:
         )  # fmt: skip
         if message.idempotency_key is not None and not self.audit.enabled:
             raise idempotency_needs_audit(self._config)  # the key would be silently ignored
-        return Draft(self, message)
+        return draft.Draft(self, message)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -210,11 +218,11 @@ class FluxMail:
 
     def send_many(self, messages: MessageSource, **options: Any) -> BulkRun:
         """Send many messages over pooled, pipelined connections; see fluxmail.bulk."""
-        return send_many(self, messages, **options)
+        return bulk.send_many(self, messages, **options)
 
     def send_many_async(self, messages: MessageSource, **options: Any) -> BulkRun:
         """The async face of send_many: ``async for result in mailer.send_many_async(...)``."""
-        return send_many_async(self, messages, **options)
+        return bulk.send_many_async(self, messages, **options)
 
 
 def _composite(kind: Kind, members: tuple[object, ...]) -> Composite:

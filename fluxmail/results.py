@@ -75,6 +75,8 @@ class SendResult:
     replayed: bool = False
     # Where it went, without credentials (``smtps://b.example:465``; the member of a failover).
     transport: str | None = None
+    # The id an HTTP API gave the message (its own, not the Message-ID); None over SMTP.
+    provider_message_id: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recipients", MappingProxyType(dict(self.recipients)))
@@ -102,6 +104,7 @@ class SendResult:
             "audit_id": self.audit_id,
             "replayed": self.replayed,
             "transport": self.transport,
+            "provider_message_id": self.provider_message_id,
         }
 
     @classmethod
@@ -117,4 +120,5 @@ class SendResult:
             audit_id=data.get("audit_id"),
             replayed=bool(data.get("replayed", False)),
             transport=data.get("transport"),
+            provider_message_id=data.get("provider_message_id"),
         )

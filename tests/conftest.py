@@ -2,7 +2,8 @@
 
 ``ca`` (session-scoped trustme CA) and ``smtp_server`` (a factory of aiosmtpd servers, stopped at
 teardown) come from ``tests/support/servers.py``; its docstring explains every option and fault.
-``oauth_server`` starts token endpoints (``tests/support/oauth_server.py``).
+``oauth_server`` starts token endpoints (``tests/support/oauth_server.py``); ``http_api`` starts
+recording HTTP(S) API servers with scripted replies (``tests/support/http_api.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.http_api import HttpApiServer
 from tests.support.oauth_server import OAuthServer
 from tests.support.postgres import pg_database_fixture, pg_server_fixture  # noqa: F401  (fixtures)
 from tests.support.servers import SMTPTestServer, TestCA
@@ -58,6 +60,21 @@ def oauth_server(ca: TestCA) -> Iterator[Callable[..., OAuthServer]]:
 
     def start(**options: Any) -> OAuthServer:
         server = OAuthServer(ca, **options).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def http_api(ca: TestCA) -> Iterator[Callable[..., HttpApiServer]]:
+    """Factory: ``http_api(tls=True, default=Reply(...))``, recording API servers over ``ca``."""
+    servers: list[HttpApiServer] = []
+
+    def start(**options: Any) -> HttpApiServer:
+        server = HttpApiServer(ca, **options).start()
         servers.append(server)
         return server
 

@@ -9,8 +9,30 @@ store's folder, deferred snapshots and wire journals), the backends ``sqlite`` a
 
 from __future__ import annotations
 
-from fluxmail.audit.contract import AuditStore, RunLease
-from fluxmail.audit.open import open_store
-from fluxmail.audit.records import AuditRecord, Claim, OutboundRecord
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fluxmail.audit.contract import AuditStore, RunLease
+    from fluxmail.audit.open import open_store
+    from fluxmail.audit.records import AuditRecord, Claim, OutboundRecord
 
 __all__ = ["AuditRecord", "AuditStore", "Claim", "OutboundRecord", "RunLease", "open_store"]
+
+_LAZY = {
+    "AuditRecord": "records",
+    "Claim": "records",
+    "OutboundRecord": "records",
+    "AuditStore": "contract",
+    "RunLease": "contract",
+    "open_store": "open",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562, as the package facade does: importing fluxmail.audit.log (every mailer) must not
+    # load the records and store code a mailer without a store never uses (cold start).
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fluxmail.audit' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"fluxmail.audit.{module}"), name)

@@ -6,15 +6,20 @@ import threading
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from fluxmail.audit.contract import AuditStore
-from fluxmail.audit.open import open_store
-from fluxmail.audit.records import AuditRecord, OutboundRecord
+from fluxmail._lazy import lazy_module
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
+    from fluxmail.audit import open as opening
+    from fluxmail.audit import records
+    from fluxmail.audit.contract import AuditStore
+    from fluxmail.audit.records import AuditRecord, OutboundRecord
     from fluxmail.config.resolve import Config
     from fluxmail.message.model import Message
+else:  # opened on first use: a mailer that never records loads no store code (cold start)
+    opening = lazy_module("fluxmail.audit.open")
+    records = lazy_module("fluxmail.audit.records")
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -23,7 +28,7 @@ def _secret(value: SecretStr | None) -> str | None:
 
 def outbound_record(config: Config, message: Message, data: bytes, status: str) -> OutboundRecord:
     """Everything the store keeps about a message; never a credential."""
-    return OutboundRecord(
+    return records.OutboundRecord(
         message_id=message.message_id,
         idempotency_key=message.idempotency_key,
         # Only a key is ever compared against it; bulk runs without keys skip the hashing.
@@ -67,7 +72,7 @@ class AuditLog:
         with self._lock:
             if self._store is None:
                 c = self._config
-                self._store = open_store(
+                self._store = opening.open_store(
                     directory=c.audit_dir,
                     explicit=c.audit_dir is not None,
                     url=_secret(c.audit_url),

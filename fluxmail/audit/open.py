@@ -1,19 +1,32 @@
 """Opening an audit store: PostgreSQL for a URL, else SQLite plus a snapshot folder.
 
-Above both backends (they never import this module). Importing it loads neither ``sqlite3``
-nor ``psycopg``: each backend imports its driver when a store is opened.
+Above both backends (they never import this module). The backend is found by name when a
+store is opened, as transports are (``fluxmail.transport.registry``): a mailer that never opens
+its store (audit off, the memory transport, a Lambda's cold start) loads neither backend's
+modules, and each backend imports its driver (``sqlite3``, ``psycopg``) only then.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Any
 
 from fluxmail.audit.contract import AuditStore
-from fluxmail.audit.postgres import PostgresStore
 from fluxmail.audit.snapshots import resolve_directory
-from fluxmail.audit.sqlite import SQLiteStore
 
 __all__ = ["open_store"]
+
+# kind -> (module, class): the store classes, loaded on first open.
+BACKENDS = {
+    "sqlite": ("fluxmail.audit.sqlite", "SQLiteStore"),
+    "postgres": ("fluxmail.audit.postgres", "PostgresStore"),
+}
+
+
+def backend(kind: str) -> Any:
+    module, name = BACKENDS[kind]
+    return getattr(importlib.import_module(module), name)
 
 
 def open_store(
@@ -33,6 +46,8 @@ def open_store(
     PostgreSQL on first use, since it connects lazily).
     """
     if url is not None:
-        return PostgresStore(url, password=password, stale_after=stale_after)
+        store: AuditStore = backend("postgres")(url, password=password, stale_after=stale_after)
+        return store
     folder = resolve_directory(directory, explicit=explicit)
-    return SQLiteStore(folder, stale_after=stale_after)
+    store = backend("sqlite")(folder, stale_after=stale_after)
+    return store

@@ -45,7 +45,7 @@ _T = MESSAGES_TABLE
 _FINISH = (
     f"UPDATE {_T} SET status=%s, recipients=%s::jsonb, attempts=%s::jsonb, "
     "final_reply=%s::jsonb, duration=%s, sent_at=to_timestamp(%s), updated_at=to_timestamp(%s), "
-    "transport=%s WHERE id=%s"
+    "transport=%s, provider_message_id=%s WHERE id=%s"
 )
 
 

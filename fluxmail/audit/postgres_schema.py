@@ -80,13 +80,16 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     ),
     # 3: the transport that took the message (a failover member's URL, no credentials).
     (3, (f"ALTER TABLE {_T} ADD COLUMN transport text",)),
+    # 4: the id an HTTP API gave the message (SendGrid's X-Message-Id, Resend's id).
+    (4, (f"ALTER TABLE {_T} ADD COLUMN provider_message_id text",)),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 _COLUMNS = (
     "id, created_at, updated_at, sent_at, status, backend, provider, host, sender, to_addrs, "
     "cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, recipients, "
-    "attempts, base_attempts, final_reply, duration, metadata, attachments, run_id, transport"
+    "attempts, base_attempts, final_reply, duration, metadata, attachments, run_id, transport, "
+    "provider_message_id"
 )
 SELECT = f"SELECT {_COLUMNS} FROM {_T}"
 

@@ -87,6 +87,8 @@ class AuditRecord:
     attachments: tuple[Mapping[str, Any], ...] = field(default=())
     # The transport that took it, without credentials (a failover member: which one).
     transport: str | None = None
+    # The id an HTTP API gave the message (SendGrid's X-Message-Id, Resend's id); None over SMTP.
+    provider_message_id: str | None = None
 
     def result(self) -> SendResult:
         """The recorded outcome as a SendResult (``sending`` reads as ``unknown``)."""
@@ -108,6 +110,7 @@ class AuditRecord:
                 "elapsed": self.duration or 0.0,
                 "audit_id": self.id,
                 "transport": self.transport,
+                "provider_message_id": self.provider_message_id,
             }
         )
 
@@ -141,6 +144,7 @@ class AuditRecord:
             "folder": str(self.folder) if self.folder is not None else None,
             "attachments": [dict(a) for a in self.attachments],
             "transport": self.transport,
+            "provider_message_id": self.provider_message_id,
         }
 
 

@@ -109,7 +109,8 @@ def finish_values(
     result: SendResult, prior: Sequence[Any], now: float, audit_id: str
 ) -> tuple[Any, ...]:
     """Parameters of finish()'s UPDATE (status, recipients, attempts, final_reply, duration,
-    sent_at, updated_at, transport, id); attempts extend those of earlier claims, renumbered."""
+    sent_at, updated_at, transport, provider_message_id, id); attempts extend those of earlier
+    claims, renumbered."""
     # The result dataclasses are flat, so their __dict__ encodes as asdict() would, without
     # asdict's recursive deep copies (this runs once per message in bulk).
     attempts = list(prior)
@@ -130,6 +131,7 @@ def finish_values(
         now if status in ACCEPTED_STATUSES else None,
         now,
         result.transport,
+        result.provider_message_id,
         audit_id,
     )
 
@@ -172,6 +174,7 @@ def record_from_row(
         folder=folder,
         attachments=tuple(loads(row["attachments"]) or ()),
         transport=row.get("transport"),
+        provider_message_id=row.get("provider_message_id"),
     )
 
 

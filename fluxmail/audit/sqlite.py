@@ -48,7 +48,7 @@ __all__ = ["BUSY_TIMEOUT", "LATEST_VERSION", "MIGRATIONS", "SQLiteStore"]
 
 _FINISH = (
     "UPDATE messages SET status=?, recipients=?, attempts=?, final_reply=?, duration=?, "
-    "sent_at=?, updated_at=?, transport=? WHERE id=?"
+    "sent_at=?, updated_at=?, transport=?, provider_message_id=? WHERE id=?"
 )
 _FINISH_FIRST = _FINISH + " AND base_attempts=0"
 

@@ -68,6 +68,8 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (4, ("ALTER TABLE messages ADD COLUMN run_id TEXT",)),
     # 5: the transport that took the message (a failover member's URL, no credentials).
     (5, ("ALTER TABLE messages ADD COLUMN transport TEXT",)),
+    # 6: the id an HTTP API gave the message (SendGrid's X-Message-Id, Resend's id).
+    (6, ("ALTER TABLE messages ADD COLUMN provider_message_id TEXT",)),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -98,7 +100,7 @@ COLUMNS = (
     "id, created_at, updated_at, sent_at, status, backend, provider, host, sender, to_addrs, "
     "cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, recipients, "
     "attempts, base_attempts, final_reply, duration, metadata, folder, attachments, run_id, "
-    "transport"
+    "transport, provider_message_id"
 )
 SELECT = f"SELECT {COLUMNS} FROM messages"
 

@@ -30,6 +30,8 @@ __all__ = ["REDACTED", "Secrets", "dotenv_values_of"]
 _QUOTED = re.compile(r"'([^'\n]*)'|\"([^\"\n]*)\"")
 # scheme://user:password@ : RFC 3986 section 3.2.1 userinfo with a password part.
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*):[^\s/@'\"]*@")
+# <provider>+api://KEY@default (fluxmail.config.api): there the user part is the key.
+_API_KEY = re.compile(r"([A-Za-z][A-Za-z0-9.-]*\+api://)[^\s:/@'\"]+@", re.IGNORECASE)
 
 
 def dotenv_values_of(environ: Mapping[str, str]) -> dict[str, str]:
@@ -75,6 +77,8 @@ def _derived(value: str, username: str | None) -> set[str]:
         return forms
     if password:
         forms |= _derived(unquote(password), unquote(user) if user else username) | {password}
+    elif user and parts.scheme.lower().endswith("+api"):
+        forms |= {user, unquote(user), quote(unquote(user), safe="")}  # the key is the user part
     return forms
 
 
@@ -104,6 +108,7 @@ class Secrets:
     def message(self, text: str) -> str:
         """``text`` with URL passwords and quoted values that are secrets replaced by the marker."""
         text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
+        text = _API_KEY.sub(rf"\1{REDACTED}@", text)
         return _QUOTED.sub(self._quoted, text)
 
     def _quoted(self, match: re.Match[str]) -> str:

@@ -20,6 +20,7 @@ from fluxmail.cli._common import (
     overrides,
     report,
 )
+from fluxmail.cli.check_api import check_api, probe_api
 from fluxmail.cli.config import print_warnings
 from fluxmail.cli.exit_codes import exit_code
 from fluxmail.errors import (
@@ -213,6 +214,9 @@ def check(
         if config.members:
             _check_members(config, json_output)
             return
+        if config.backend == "api":
+            check_api(config, json_output)
+            return
         if config.backend != "smtp":
             raise ConfigurationError(
                 f"fluxmail check talks to an SMTP server, but FLUXMAIL_TYPE is "
@@ -252,6 +256,18 @@ def _check_members(config: Config, json_output: bool) -> None:
     reports: list[dict[str, Any]] = []
     failure: FluxMailException | None = None
     for member in _leaves(config):
+        if member.backend == "api":
+            data = probe_api(member)
+            error = data.pop("_error", None)
+            failure = failure or error
+            reports.append(data)
+            if not json_output:
+                output().fields(
+                    [("member", data["transport"]), ("probe", data["probe"] or "failed")]
+                )
+                if error is not None:
+                    report(error)
+            continue
         if member.backend != "smtp":
             reports.append({"ok": True, "transport": member.endpoint, "probed": False})
             if not json_output:

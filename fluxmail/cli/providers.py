@@ -69,8 +69,21 @@ def as_dict(p: Provider) -> dict[str, Any]:
         "default_region": p.default_region,
         "region_required": p.needs_region and not p.default_region,
         "docs_url": p.docs_url,
+        "api": _api(p),
         "notes": p.notes,
         "env_example": env_example(p),
+    }
+
+
+def _api(p: Provider) -> dict[str, Any] | None:
+    """The provider's HTTP API (FLUXMAIL_TRANSPORT=api), or None."""
+    if p.api is None:
+        return None
+    return {
+        "transport": p.api.transport,
+        "base_url": p.api.base_url,
+        "docs_url": p.api.docs_url,
+        "options": dict(p.api.options),
     }
 
 
@@ -111,6 +124,7 @@ def _details(p: Provider) -> None:
             ("daily limit", p.daily_limit),
             ("regions", region_summary(p)),
             ("docs", p.docs_url),
+            ("http api", f"{p.api.base_url} (FLUXMAIL_TRANSPORT=api)" if p.api else None),
             ("notes", p.notes),
         ]
     )

@@ -93,15 +93,16 @@ def _summary(data: dict[str, Any]) -> None:
     replayed = "  (replayed from the audit record; not sent again)" if data["replayed"] else ""
     out.out.print(f"[bold {style}]{data['status']}[/]{replayed}")
     reply = data.get("final_reply")
-    out.fields(
-        [
-            ("message-id", data["message_id"]),
-            ("audit id", data["audit_id"]),
-            ("server", f"{reply['code']} {reply['text']}" if reply else None),
-            ("attempts", len(data["attempts"]) or None),
-            ("elapsed", f"{data['elapsed']:.3f} s"),
-        ]
-    )
+    rows: list[tuple[str, object]] = [
+        ("message-id", data["message_id"]),
+        ("audit id", data["audit_id"]),
+        ("server", f"{reply['code']} {reply['text']}" if reply else None),
+        ("attempts", len(data["attempts"]) or None),
+        ("elapsed", f"{data['elapsed']:.3f} s"),
+    ]
+    if data.get("provider_message_id"):  # an HTTP API's own id for the message
+        rows.insert(2, ("provider id", data["provider_message_id"]))
+    out.fields(rows)
     for address, r in data["recipients"].items():
         detail = reply_text(r["code"], r["enhanced_status"], r["text"])
         out.print(f"  {r['status']:<9} {address}  {detail}".rstrip())

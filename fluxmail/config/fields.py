@@ -153,6 +153,26 @@ class SettingsFields(BaseModel):
         "An unknown `FLUXMAIL_*` variable (a misspelling) is the `unknown_setting` error "
         "instead of a logged warning.",
     )
+    # HTTP API transports (docs/transports/index.md); checked by fluxmail.config.api.
+    transport: Annotated[Literal["smtp", "api"], BeforeValidator(_lower)] = _doc(
+        "smtp",
+        "How to reach FLUXMAIL_PROVIDER: `smtp` (its relay) or `api` (its HTTP API: sendgrid, "
+        "postmark, resend, mailgun, ses, cloudflare, gmail). `<provider>+api://` URLs set it.",
+    )
+    api_key: Secret = _doc(
+        None, "Key or token of the provider's HTTP API (FLUXMAIL_TRANSPORT=api).", secret=True
+    )
+    api_base_url: Text = _doc(
+        None,
+        "`https://host[:port]` replacing the API's own (EU/regional endpoints, gateways, "
+        "proxies, tests); the documented paths follow. `http://` only to loopback.",
+    )
+    api_message_stream: Text = _doc(None, "Postmark message stream; default `outbound`.")
+    api_domain: Text = _doc(None, "Mailgun sending domain (the host part of `mailgun+api://`).")
+    api_account_id: Text = _doc(
+        None, "Cloudflare account id (the host part of `cloudflare+api://`)."
+    )
+    api_user: Text = _doc(None, "Gmail API mailbox (`gmail+api://user@example.com`).")
     # OAuth 2.0 access tokens for SMTP (docs/oauth.md); checked by fluxmail.config.oauth.
     oauth_provider: Annotated[
         Literal["microsoft", "google", "generic"] | None, BeforeValidator(_lower_or_none)

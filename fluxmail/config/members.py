@@ -24,7 +24,7 @@ __all__ = ["CONNECTION_FIELDS", "composite_of", "resolve_members"]
 Resolve = Callable[..., Config]
 # Settings that say where and how to connect: only a member URL may give them.
 CONNECTION_FIELDS = ("type", "host", "port", "username", "password", "tls", "ssl", "provider",
-                     "region")  # fmt: skip
+                     "region", "transport", "api_key", "api_base_url")  # fmt: skip
 
 
 def composite_of(given: object, s: SettingsFields) -> Composite | None:

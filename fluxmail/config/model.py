@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -92,6 +93,12 @@ class Config:
     oauth_token_url: str | None = None
     oauth_service_account_file: Path | None = None
     oauth_subject: str | None = None
+    # FLUXMAIL_TRANSPORT=api (config/api.py): the module fluxmail/transport/api/<api_provider>.py,
+    # its key, the base URL override (scheme://host:port) and options (region, message_stream...).
+    api_provider: str | None = None
+    api_key: SecretStr | None = None
+    api_base_url: str | None = None
+    api_options: Mapping[str, str] = field(default_factory=dict, hash=False)
     # failover(...) / roundrobin(...): each member resolved on its own (config/composite.py).
     members: tuple[Config, ...] = ()
     failover_cooldown: float = 30.0
@@ -104,6 +111,12 @@ class Config:
         """The TLS context (None without TLS): override > ca_file > certifi; built once."""
         if self.security == "none":
             return None
+        if self.ssl_context_override is not None:
+            return self.ssl_context_override
+        return self._built_context()
+
+    def https_context(self) -> ssl.SSLContext:
+        """The TLS context of the HTTP API transports: override > ca_file > certifi, always."""
         if self.ssl_context_override is not None:
             return self.ssl_context_override
         return self._built_context()
@@ -122,6 +135,9 @@ class Config:
         ``failover(smtp://a.example:587 smtps://b.example:465)``."""
         if self.members:
             return f"{self.backend}({' '.join(m.endpoint for m in self.members)})"
+        if self.backend == "api":
+            where = urlsplit(self.api_base_url).netloc if self.api_base_url else "default"
+            return f"{self.api_provider}+api://{where}"
         if self.backend != "smtp" or self.host is None:
             return self.backend
         scheme = {"starttls": "smtp", "implicit": "smtps"}.get(self.security, "smtp+plain")
@@ -152,6 +168,8 @@ class Config:
             return [m.endpoint for m in value] if isinstance(value, tuple) else value
         if name == "provider":
             return None if value is None else getattr(value, "name", str(value))
+        if name == "api_options" and isinstance(value, Mapping):
+            return dict(value)
         if isinstance(value, Path):
             return str(value)
         return value

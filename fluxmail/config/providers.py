@@ -24,6 +24,7 @@ __all__ = [
     "SECURITY_MODES",
     "USERNAME_KINDS",
     "Provider",
+    "ProviderApi",
     "catalog_path",
     "get_provider",
     "load_catalog",
@@ -54,9 +55,31 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "notes": str,
     "auth": str,
     "auth_note": str,
+    "api": dict,
 }
 AUTH_KINDS = ("password", "xoauth2", "oauthbearer")
 _REQUIRED = ("host", "port", "security", "ports", "username_kind", "docs_url")
+
+
+@dataclass(frozen=True)
+class ProviderApi:
+    """A provider's HTTP API, next to its SMTP settings: ``FLUXMAIL_TRANSPORT=api`` uses it."""
+
+    transport: str  # the module fluxmail/transport/api/<transport>.py
+    base_url: str
+    docs_url: str
+    options: Mapping[str, str] = field(default_factory=dict, hash=False)  # e.g. region: eu
+    # The SMTP password is the API key (SendGrid, Postmark, Resend): FLUXMAIL_PASSWORD serves.
+    password_is_key: bool = False
+
+
+_API_KEYS = {
+    "transport": str,
+    "base_url": str,
+    "docs_url": str,
+    "options": dict,
+    "password_is_key": bool,
+}
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,7 @@ class Provider:
     username_is_password: bool = False
     auth: str = "password"  # the login mechanism FLUXMAIL_AUTH=auto uses for this provider
     auth_note: str = ""
+    api: ProviderApi | None = None
 
     @property
     def needs_region(self) -> bool:
@@ -200,6 +224,28 @@ def _check_values(name: str, raw: Mapping[str, Any], origin: str) -> dict[str, t
     return ports
 
 
+def _api(name: str, raw: Any, origin: str) -> ProviderApi | None:
+    """The ``api:`` mapping: base_url and docs_url (https), transport (default: the name)."""
+    if raw is None:
+        return None
+    for key, value in raw.items():
+        if key not in _API_KEYS or not isinstance(value, _API_KEYS[key]):
+            allowed = ", ".join(f"{k} ({t.__name__})" for k, t in _API_KEYS.items())
+            raise _fail(name, f"api.{key}", f"unknown or mistyped; allowed: {allowed}", origin)
+    for key in ("base_url", "docs_url"):
+        if not str(raw.get(key, "")).startswith("https://"):
+            raise _fail(name, f"api.{key}", "is required and must be an https:// link", origin)
+    transport = str(raw.get("transport") or name)
+    if not transport.isidentifier():
+        raise _fail(name, "api.transport", "must be a module name such as sendgrid", origin)
+    options = {str(k): str(v) for k, v in (raw.get("options") or {}).items()}
+    base = str(raw["base_url"]).rstrip("/")
+    password_is_key = bool(raw.get("password_is_key", False))
+    return ProviderApi(
+        transport, base, str(raw["docs_url"]), MappingProxyType(options), password_is_key
+    )
+
+
 def _build(name: str, raw: Mapping[str, Any], origin: str) -> Provider:
     ports = _check_values(name, raw, origin)
     kind, rate = raw["username_kind"], raw.get("rate_limit_per_second")
@@ -226,6 +272,7 @@ def _build(name: str, raw: Mapping[str, Any], origin: str) -> Provider:
         username_is_password=bool(raw.get("username_is_password")),
         auth=raw.get("auth") or "password",
         auth_note=(raw.get("auth_note") or "").strip(),
+        api=_api(name, raw.get("api"), origin),
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fluxmail.config.api import ApiChoice, api_key, resolve_api
 from fluxmail.config.auth import check_auth, check_token_provider, has_oauth, resolve_auth
 from fluxmail.config.members import composite_of, resolve_members
 from fluxmail.config.model import NOT_SETTINGS, Config
@@ -103,7 +104,9 @@ def resolve_config(**kwargs: object) -> Config:
         return resolve_members(found, s, kwargs, resolve_config)
     src = dict(s.origins)
     warnings = _unknown_variables(s)
-    provider = _provider(s.provider, s.providers_file, src)
+    api = _api(s, src)
+    provider = api.provider if api is not None else _provider(s.provider, s.providers_file, src)
+    relay = None if api is not None else provider  # an API transport uses no SMTP preset
     host_raw: Any = s.host
     if host_arg is not None:  # an EmailInstance argument: not a settings string
         host_raw, src["host"] = host_arg, "argument"
@@ -112,18 +115,18 @@ def resolve_config(**kwargs: object) -> Config:
         label = str(env_file) if env_file is not None else None
         spec = parse_host(host_raw, where("host", src["host"], label))
     url = s.url_parts
-    host = resolve_host(spec, provider, s.region, src)
+    host = resolve_host(spec, relay, s.region, src)
     domain = resolve_domain(spec, url, src)
     given_port = explicit_port(spec, s.port, src)
-    security = resolve_security(s, url, provider, given_port, host, src)
-    port = resolve_port(given_port, security, provider, host, s.region, src)
-    username = preset_username(s.username, s.password, provider, src)
+    security = resolve_security(s, url, relay, given_port, host, src)
+    port = resolve_port(given_port, security, relay, host, s.region, src)
+    username = preset_username(s.username, s.password, relay, src)
     notes: list[str] = []
-    auth = resolve_auth(s, provider, token_provider, src, notes)
+    auth = resolve_auth(s, relay, token_provider, src, notes)
     if token_provider is not None:
         src["token_provider"] = "argument"
     config = Config(
-        backend=s.type,
+        backend="api" if api is not None else s.type,
         host=host,
         port=port if host is not None else None,
         domain=domain,
@@ -137,13 +140,31 @@ def resolve_config(**kwargs: object) -> Config:
         rate_limit=s.rate_limit or (provider.rate_limit_per_second if provider else None),
         auth=auth,
         token_provider=token_provider,
+        api_provider=api.name if api is not None else None,
+        api_key=api_key(s, api, src) if api is not None else s.api_key,
+        api_base_url=api.base_url if api is not None else None,
+        api_options=api.options if api is not None else {},
         sources=_sources(src, provider, override),
         warnings=(*warnings, *notes),
         **{name: getattr(s, name) for name in _COPIED},
     )
     _check(config)
-    check_auth(config, has_oauth(s, token_provider))
+    if config.backend != "api":  # an API transport logs in with its key or its own OAuth
+        check_auth(config, has_oauth(s, token_provider))
     return config
+
+
+def _api(s: SettingsFields, src: dict[str, str]) -> ApiChoice | None:
+    """FLUXMAIL_TRANSPORT=api (or a ``<provider>+api://`` URL): which API, checked now."""
+    if s.transport != "api":
+        return None
+    if s.type != "smtp":
+        raise ConfigurationError(
+            f"{where('transport', src.get('transport', 'default'))}=api cannot be combined with "
+            f"{where('type', src.get('type', 'default'))}={s.type}; keep one of them",
+            code="invalid_config",
+        )
+    return resolve_api(s, src)
 
 
 def _unknown_variables(s: SettingsFields) -> tuple[str, ...]:
@@ -297,7 +318,11 @@ def _check_sender(sender: str) -> None:
         )
 
 
-_FIELD_SOURCES = {"backend": "type", "ssl_context_override": "ssl_context"}
+_FIELD_SOURCES = {
+    "backend": "type",
+    "ssl_context_override": "ssl_context",
+    "api_provider": "provider",
+}
 
 
 def _sources(src: Mapping[str, str], provider: Provider | None, override: object) -> dict[str, str]:
@@ -305,6 +330,10 @@ def _sources(src: Mapping[str, str], provider: Provider | None, override: object
     for f in dataclasses.fields(Config):
         key = _FIELD_SOURCES.get(f.name, f.name)
         result[f.name] = src.get(key, "default")
+    if "transport" in src:  # FLUXMAIL_TRANSPORT=api or a <provider>+api:// URL chose it
+        result["backend"] = src["transport"]
+    if "api_base_url" in src:
+        result["api_base_url"] = src["api_base_url"]
     for derived in ("connect_timeout", "command_timeout"):
         if derived not in src:
             result[derived] = src.get("timeout", "default")

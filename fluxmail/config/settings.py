@@ -170,6 +170,7 @@ _ALLOWED = {
     "retry_delay": ("invalid_timeout", "a finite number of seconds >= 0"),
     "rate_limit": ("invalid_config", "a finite number of messages per second > 0"),
     "type": ("invalid_config", "one of smtp, console, file, memory"),
+    "transport": ("invalid_config", "one of smtp, api"),
     "oauth_provider": ("invalid_config", "one of microsoft, google, generic"),
     "auth": ("invalid_config", "one of auto, password, xoauth2, oauthbearer"),
 }

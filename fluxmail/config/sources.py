@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from fluxmail.config.api import is_api_url, parse_api_url
 from fluxmail.config.composite import is_composite
 from fluxmail.config.secrets import read_secret_file
 from fluxmail.config.urls import UrlParts, parse_url
@@ -56,6 +57,7 @@ SECRET_FIELDS = (
     "audit_password",
     "oauth_client_secret",
     "oauth_refresh_token",
+    "api_key",
 )
 Read = Callable[[], Mapping[str, Any]]
 
@@ -194,7 +196,7 @@ class _UrlParts:
             return {}
         if is_composite(text):
             return {}  # failover(...) / roundrobin(...): each member is resolved on its own
-        parts = parse_url(text)
+        parts = parse_api_url(text) if is_api_url(text) else parse_url(text)
         # Kept for resolve: the TLS mode the scheme implies and ?domain=; never the password.
         self._trace.url = UrlParts({}, parts.security, parts.domain)
         return parts.values

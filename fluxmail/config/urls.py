@@ -11,6 +11,7 @@ URL form (``FLUXMAIL_URL`` / ``FluxMail.from_url``)::
     smtp+plain://host:25               no TLS at all (default port 25)
     sendgrid://:API_KEY@               a provider by name; the host part is its region:
     ses://USER:PASS@eu-west-1          ...
+    sendgrid+api://KEY@default         an HTTP API transport (fluxmail.config.api)
 
 User and password are percent-decoded. Query parameters set other settings by field name
 (``?timeout=10&sender=...&domain=example.com``); secrets never go in the query.
@@ -43,6 +44,7 @@ __all__ = [
     "is_loopback",
     "parse_host",
     "parse_url",
+    "query_fields",
     "resolve_domain",
     "resolve_host",
     "resolve_port",
@@ -89,6 +91,11 @@ _QUERY_FIELDS = frozenset(
         "domain",
     }
 )
+
+
+def query_fields() -> frozenset[str]:
+    """The settings a URL's query may set (the API form, fluxmail.config.api, adds its own)."""
+    return _QUERY_FIELDS
 
 
 class EmailInstance(NamedTuple):

@@ -69,6 +69,7 @@ class Outgoing:
             elapsed=sent.elapsed,
             audit_id=self.audit_id,
             transport=sent.transport,
+            provider_message_id=sent.provider_message_id,
         )
 
 

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
+from fluxmail._lazy import lazy_module
 from fluxmail.audit.log import AuditLog
 from fluxmail.config.resolve import Config
 from fluxmail.engine.loop import LoopThread
-from fluxmail.engine.outgoing import Outgoing
-from fluxmail.engine.protocol import Outcome, after_claim, transmit
 from fluxmail.errors import FluxMailException
-from fluxmail.message.model import Message
-from fluxmail.results import SendResult
 from fluxmail.transport.base import Transport
 from fluxmail.transport.registry import make_transport
+
+if TYPE_CHECKING:
+    from fluxmail.engine import outgoing, protocol
+    from fluxmail.engine.outgoing import Outgoing
+    from fluxmail.engine.protocol import Outcome
+    from fluxmail.message.model import Message
+    from fluxmail.results import SendResult
+else:  # the send path: loaded by the first send, not to build a mailer (cold start)
+    outgoing = lazy_module("fluxmail.engine.outgoing")
+    protocol = lazy_module("fluxmail.engine.protocol")
 
 
 class Engine:
@@ -31,17 +39,19 @@ class Engine:
 
     async def send(self, message: Message, data: bytes, *, dry_run: bool) -> Outcome:
         """One message through the protocol; never raises for a delivery fault."""
-        out = Outgoing.prepare(message, data, dry=self.dry(dry_run))
+        out = outgoing.Outgoing.prepare(message, data, dry=self.dry(dry_run))
         claim = None
         if self.audit.enabled:
             # In a worker thread: a PostgreSQL round trip or a SQLite lock held by another
             # process must not stall the event loop (other sends, the caller's own tasks).
             record = out.record(self.config)
             claim = await asyncio.to_thread(lambda: self.audit.store().claim(record))
-        done = after_claim(out, claim)
+        done = protocol.after_claim(out, claim)
         if done is not None:
             return done
-        return await transmit(out, lambda: self.transport.send(out.mail), _SingleRecorder(self))
+        return await protocol.transmit(
+            out, lambda: self.transport.send(out.mail), _SingleRecorder(self)
+        )
 
     def finish(self, out: Outgoing, result: SendResult) -> None:
         if out.audit_id is None:

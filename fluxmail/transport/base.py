@@ -14,11 +14,17 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
+from fluxmail._lazy import lazy_module
 from fluxmail.errors import DeliveryError
-from fluxmail.message.model import Message
-from fluxmail.results import Attempt, MessageStatus, RecipientStatus, ServerReply
+
+if TYPE_CHECKING:
+    from fluxmail import results
+    from fluxmail.message.model import Message
+    from fluxmail.results import Attempt, MessageStatus, RecipientStatus, ServerReply
+else:  # read by the first send, not to build a mailer (cold start)
+    results = lazy_module("fluxmail.results")
 
 __all__ = ["Envelope", "Lane", "Mail", "Transport", "TransportResult"]
 
@@ -48,7 +54,8 @@ class TransportResult:
     ``error`` is the last delivery error (None when nothing failed); a transport never raises
     one, so the engine records every outcome the same way. ``transport`` names where the
     message went without credentials (``smtps://b.example:465``, ``memory``): with
-    ``failover(...)`` the member that took it.
+    ``failover(...)`` the member that took it. ``provider_message_id`` is the id an HTTP API
+    gave the message (SendGrid's ``X-Message-Id``, Resend's ``id``); None over SMTP.
     """
 
     status: MessageStatus
@@ -58,13 +65,14 @@ class TransportResult:
     elapsed: float = 0.0
     error: DeliveryError | None = None
     transport: str | None = None
+    provider_message_id: str | None = None
 
     @classmethod
     def handed_over(
         cls, mail: Mail, started: float, transport: str | None = None
     ) -> TransportResult:
         """Every recipient accepted (a local transport took the message whole)."""
-        recipients = {a: RecipientStatus(a, "sent") for a in mail.envelope.recipients}
+        recipients = {a: results.RecipientStatus(a, "sent") for a in mail.envelope.recipients}
         return cls("sent", recipients, elapsed=time.monotonic() - started, transport=transport)
 
 

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fluxmail.config.resolve import Config
-from fluxmail.message.model import Message
 from fluxmail.transport.base import Mail, Transport, TransportResult
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
+
+    from fluxmail.message.model import Message
 
 __all__ = ["TRANSPORT", "MemoryTransport", "Outbox", "SentMessage", "outbox"]
 

@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "fluxmail.errors": 0,
     "fluxmail.results": 0,
     "fluxmail.redaction": 0,
+    "fluxmail._lazy": 0,
     "fluxmail.message": 1,
     "fluxmail.config": 2,
     "fluxmail.transport": 3,
@@ -44,6 +45,7 @@ LATE_OK = {
     "aiosmtplib", "aiosmtpd", "psycopg", "yaml", "rich", "typer", "certifi", "css_inline",
     "idna", "dotenv", "pydantic_settings", "asyncio", "sqlite3", "ssl", "email", "subprocess",
     "concurrent", "importlib", "json", "tempfile", "shutil", "cryptography", "httpx", "google",
+    "botocore",
 }  # fmt: skip
 
 
@@ -96,6 +98,28 @@ class _Imports(ast.NodeVisitor):
         self.depth -= 1
 
     visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+
+    def visit_Call(self, node: ast.Call) -> None:
+        # lazy_module("fluxmail.x"): a module-level import whose code runs on first use.
+        name = node.func.id if isinstance(node.func, ast.Name) else None
+        first = node.args[0] if node.args else None
+        if name == "lazy_module" and isinstance(first, ast.Constant):
+            self._add(str(first.value), node.lineno)
+        self.generic_visit(node)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        # A package's PEP 562 table (_LAZY = {"Name": "submodule"}) loads those submodules.
+        targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        if targets == ["_LAZY"] and isinstance(node.value, ast.Dict):
+            for value in node.value.values:
+                if isinstance(value, ast.Constant):
+                    self._add(f"{self.package}.{value.value}", node.lineno)
+        self.generic_visit(node)
+
+    @property
+    def package(self) -> str:
+        is_init = MODULES[self.here].name == "__init__.py"
+        return self.here if is_init else self.here.rpartition(".")[0]
 
 
 def _scan() -> dict[str, _Imports]:
@@ -184,3 +208,6 @@ def test_the_scan_sees_what_it_must() -> None:
         for _, name in v.late
     }
     assert "aiosmtplib" in late
+    assert "fluxmail.bulk" in GRAPH["fluxmail.mailer"]  # a lazy_module() edge
+    assert "fluxmail.audit.records" in GRAPH["fluxmail.audit"]  # a PEP 562 table edge
+    assert "fluxmail.mailer" in GRAPH["fluxmail"]

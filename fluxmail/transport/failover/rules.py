@@ -99,12 +99,16 @@ def merge(earlier: TransportResult | None, later: TransportResult) -> TransportR
         Attempt(n, a.started_at, a.elapsed, a.error, a.error_code, a.smtp_code, a.smtp_text)
         for n, a in enumerate((*earlier.attempts, *later.attempts), 1)
     )
+    status = overall(recipients)
+    if status == "sent" and later.status == "queued":
+        status = "queued"  # an HTTP API member took it: accepted, final delivery unknown
     return TransportResult(
-        status=overall(recipients),
+        status=status,
         recipients=recipients,
         attempts=attempts,
         final_reply=later.final_reply or earlier.final_reply,
         elapsed=earlier.elapsed + later.elapsed,
         error=later.error,
         transport=later.transport,
+        provider_message_id=later.provider_message_id,
     )
