@@ -108,3 +108,29 @@ def test_send_and_refusal_never_print_a_secret(
     for secret in _secrets(endpoint):
         assert secret not in sent.both and secret not in refused.both
         assert secret.encode() not in audit
+
+
+def test_fifty_concurrent_sends_share_one_token_request(
+    monkeypatch: pytest.MonkeyPatch, oauth_server: Callable[..., OAuthServer], smtp_server: Any
+) -> None:
+    """The built-in Microsoft token source under load: 50 sends at once (the endpoint slowed
+    down so they all wait for it) make exactly one POST to the token endpoint, and the SMTP
+    server accepts every login with the token it issued."""
+    import asyncio
+
+    from fluxmail import FluxMail
+
+    endpoint, server = _setup(monkeypatch, oauth_server, smtp_server)
+    endpoint.fail(status=200, delay=0.3)  # a stall, then the normal answer
+    mailer = FluxMail.from_env()
+
+    async def main() -> list[str]:
+        drafts = [mailer.create(f"m{i}", f"u{i}@example.com", "x") for i in range(50)]
+        return [r.status for r in await asyncio.gather(*(d.send_async() for d in drafts))]
+
+    try:
+        assert asyncio.run(main()) == ["sent"] * 50
+    finally:
+        mailer.close()
+    assert endpoint.count == 1 and server.deliveries == 50
+    assert all(a.accepted for a in server.verifier.attempts)
