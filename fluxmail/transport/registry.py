@@ -26,39 +26,35 @@ ALIASES = {"roundrobin": "failover"}
 
 def transport_class(name: str) -> _Factory:
     """The transport called ``name``; a ConfigurationError if there is none."""
-    if not name.isidentifier():
-        raise ConfigurationError(f"there is no transport called {name!r}", code="invalid_config")
     name = ALIASES.get(name, name)
-    for module in (f"fluxmail.transport.{name}", f"fluxmail.transport.{name}.transport"):
-        try:
-            found = getattr(importlib.import_module(module), "TRANSPORT", None)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
-                raise  # a dependency of the transport is missing, not the transport itself
-            continue
-        if found is not None:
-            return found  # type: ignore[no-any-return]
-    raise ConfigurationError(f"there is no transport called {name!r}", code="invalid_config")
+    modules = (f"fluxmail.transport.{name}", f"fluxmail.transport.{name}.transport")
+    found = next((t for m in modules if (t := _exported(m, name)) is not None), None)
+    if found is None:
+        raise ConfigurationError(f"there is no transport called {name!r}", code="invalid_config")
+    return found
 
 
 def api_transport_class(provider: str) -> _Factory:
     """The HTTP API transport of ``provider`` (``fluxmail/transport/api/<provider>.py``)."""
-    module = f"fluxmail.transport.api.{provider}"
-    try:
-        found = (
-            getattr(importlib.import_module(module), "TRANSPORT", None)
-            if provider.isidentifier()
-            else None
-        )
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not module.startswith(exc.name):
-            raise  # a dependency of the transport is missing, not the transport itself
-        found = None
+    found = _exported(f"fluxmail.transport.api.{provider}", provider)
     if found is None:
         raise ConfigurationError(
             f"there is no HTTP API transport for {provider!r}", code="invalid_config"
         )
-    return found  # type: ignore[no-any-return]
+    return found
+
+
+def _exported(module: str, name: str) -> _Factory | None:
+    """``module``'s TRANSPORT; None when there is no such module (a missing dependency of
+    one that exists is raised: it is not the same as "no such transport")."""
+    if not name.isidentifier():
+        return None
+    try:
+        return getattr(importlib.import_module(module), "TRANSPORT", None)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module.startswith(exc.name):
+            raise
+        return None
 
 
 def make_transport(config: Config) -> Transport:
