@@ -8,7 +8,9 @@
   and several writes per message) got it back only between the loop's own syscalls.
 - Each sender owns a lane of the transport (``transport.lane()``): for SMTP one kept-open
   connection, where with PIPELINING the next message's MAIL/RCPT/DATA ride behind the current
-  message's final "." (RFC 2920), saving a round trip per message.
+  message's final "." (RFC 2920), saving a round trip per message. A lane with a batch
+  endpoint (``lane.batch_size`` > 1: Postmark, Resend) takes up to that many ready messages in
+  one request, all marked first (``transmit_many``); a rate-limited run sends them one by one.
 - Every message goes through the send protocol of ``protocol.py``, the same as a single send:
   ``after_claim`` (replay and dry-run rules) and ``transmit`` (interrupt rule); this module
   supplies batched claims and finishes.
@@ -35,8 +37,9 @@ from fluxmail.audit.contract import AuditStore, RunLease
 from fluxmail.audit.records import Claim
 from fluxmail.engine.outcomes import BulkOutcome, RateLimiter
 from fluxmail.engine.outgoing import Outgoing
-from fluxmail.engine.protocol import Outcome, after_claim, transmit
+from fluxmail.engine.protocol import Outcome, after_claim, transmit, transmit_many
 from fluxmail.engine.sending import Engine
+from fluxmail.engine.wiremarks import WireMarks
 from fluxmail.errors import FluxMailException
 from fluxmail.message.model import Message
 from fluxmail.results import SendResult
@@ -75,7 +78,7 @@ class Pipeline:
         self._dry = engine.dry(dry_run)
         self._store: AuditStore | None = None
         self._lease: RunLease | None = None
-        self._marks: _WireMarks | None = None
+        self._marks: WireMarks | None = None
         self._unrecorded = False  # some outcome could not be committed: keep the lease's trail
         self._claimed: dict[str, Outgoing] = {}  # claimed, not yet handed to a sender
         self._finishes: list[tuple[str, SendResult]] = []
@@ -83,17 +86,20 @@ class Pipeline:
 
     async def run(self) -> None:
         work: asyncio.Queue[Any] = asyncio.Queue(maxsize=CLAIM_BATCH)
-        ready: asyncio.Queue[Any] = asyncio.Queue(maxsize=self._concurrency * 4)
+        lanes = [self._engine.transport.lane() for _ in range(self._concurrency)]
+        # Room for a whole batch (bounded: flat memory), so a sender finds one ready.
+        room = max(self._concurrency * 4, lanes[0].batch_size)
+        ready: asyncio.Queue[Any] = asyncio.Queue(maxsize=room)
         if self._engine.audit.enabled:
             self._store = self._engine.audit.store()
             if not self._dry:
                 self._lease = self._store.begin_run()
-                self._marks = _WireMarks(self._lease)
+                self._marks = WireMarks(self._lease)
         feeding = isinstance(self._source, AsyncIterable)
         tasks = [
             *([asyncio.ensure_future(self._feed(work))] if feeding else []),
             asyncio.ensure_future(self._prepare(work, ready)),
-            *(asyncio.ensure_future(self._send(ready)) for _ in range(self._concurrency)),
+            *(asyncio.ensure_future(self._send(ready, lane)) for lane in lanes),
         ]
         try:
             with self._store.hold_snapshots() if self._store else contextlib.nullcontext():
@@ -204,9 +210,12 @@ class Pipeline:
             kept.append((index, out, claim))
         return kept, refused
 
-    async def _send(self, ready: asyncio.Queue[Any]) -> None:
+    async def _send(self, ready: asyncio.Queue[Any], lane: Lane) -> None:
         own = RateLimiter(self._connection_rate)  # this connection's own pace, if any
-        lane = self._engine.transport.lane()
+        if lane.batch_size > 1 and not (self._limiter.active or own.active):
+            # A rate-limited run sends one message per request: the limiter paces messages.
+            await self._send_batches(ready, lane)
+            return
         on_conn = 0
         primed: Outgoing | None = None  # marked already, as the previous message's `then`
         job = await ready.get()
@@ -238,6 +247,60 @@ class Pipeline:
                 job = nxt if nxt is not _NOTHING else await ready.get()
         finally:
             await lane.close()
+
+    async def _send_batches(self, ready: asyncio.Queue[Any], lane: Lane) -> None:
+        """Up to ``lane.batch_size`` ready messages per request (an API's batch endpoint):
+        every one marked before the request goes out, each finished on its own."""
+        job = await ready.get()
+        try:
+            while job is not None:
+                jobs = [job]
+                while len(jobs) < lane.batch_size and not ready.empty():
+                    jobs.append(ready.get_nowait())
+                    if jobs[-1] is None:
+                        break
+                job = jobs.pop() if jobs[-1] is None else _NOTHING
+                await self._send_many(jobs, lane)
+                if job is _NOTHING:
+                    job = await ready.get()
+        finally:
+            await lane.close()
+
+    async def _send_many(self, jobs: list[tuple[int, Outgoing]], lane: Lane) -> None:
+        if self._marks is not None:
+            with contextlib.suppress(FluxMailException):
+                await lane.ready()  # as in _send: connect before marking
+        go = await self._all_to_wire(jobs)
+        if not go:
+            return
+        for _, out in go:
+            self._claimed.pop(out.audit_id or "", None)
+        outs = [out for _, out in go]
+        done = await transmit_many(outs, lambda: lane.send_batch([o.mail for o in outs]), self)
+        for (index, _), each in zip(go, done, strict=True):
+            await self._emit(_outcome(index, each))
+
+    async def _all_to_wire(self, jobs: list[tuple[int, Outgoing]]) -> list[tuple[int, Outgoing]]:
+        """``_to_wire`` for a batch: one mark for all, before its request; the ones to send."""
+        if self._marks is None:
+            return jobs
+        try:
+            refused = await self._marks.mark([o.audit_id for _, o in jobs if o.audit_id])
+        except FluxMailException as exc:
+            for index, out in jobs:
+                self._claimed.pop(out.audit_id or "", None)
+                self.finish_now(out, out.unsent(str(exc)))
+                await self._emit(_failed(index, exc))
+            return []
+        kept = []
+        for index, out in jobs:
+            if out.audit_id in refused:  # resolved by a recovery meanwhile
+                self._claimed.pop(out.audit_id, None)
+                lost = Outcome(out.unsent("the run lost its audit lease"))
+                await self._emit(_outcome(index, lost))
+            else:
+                kept.append((index, out))
+        return kept
 
     async def _to_wire(
         self, index: int, out: Outgoing, marked: bool, then: Outgoing | None
@@ -298,38 +361,6 @@ class Pipeline:
             # The records stay 'sending'; recovery reads the marked ones as 'unknown' later.
             self._unrecorded = True
             self._engine.log.error("could not record %d outcomes: %s", len(batch), exc)
-
-
-class _WireMarks:
-    """Every sender's "handed to the wire" marks of one loop tick in one ``lease.mark`` (when
-    the lease asks for it: a database round trip), else each mark at once."""
-
-    def __init__(self, lease: RunLease) -> None:
-        self._lease = lease
-        self._ids: list[str] = []
-        self._done: asyncio.Future[frozenset[str]] | None = None
-
-    async def mark(self, audit_ids: list[str]) -> frozenset[str]:
-        """Durable when it returns; the ids that must not be sent (see RunLease.mark)."""
-        if not self._lease.coalesce:
-            return self._lease.mark(audit_ids)
-        self._ids.extend(audit_ids)
-        if self._done is None:
-            loop = asyncio.get_running_loop()
-            self._done = loop.create_future()
-            loop.call_soon(self._write)
-        # Shielded: one sender's cancellation must not fail the others sharing the write.
-        return await asyncio.shield(self._done)
-
-    def _write(self) -> None:
-        ids, self._ids = self._ids, []
-        done, self._done = self._done, None
-        assert done is not None
-        try:
-            done.set_result(self._lease.mark(ids))
-        except Exception as exc:
-            done.set_exception(exc)
-            done.exception()  # retrieved: no warning when every waiter was cancelled
 
 
 def _outcome(index: int, done: Outcome) -> BulkOutcome:

@@ -8,12 +8,13 @@ their claim results to ``after_claim`` and their finish functions to ``transmit`
 - Replay rule: a claim that finds the key already used returns the stored result; nothing
   is sent again.
 - Interrupt rule: a message error found before MAIL FROM is ``failed`` (nothing went out);
-  any other interruption once transmission started is ``unknown`` and never resent.
+  any other interruption once transmission started is ``unknown`` and never resent. Messages
+  sharing one request (``transmit_many``: an API's batch endpoint) share that rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,18 +62,43 @@ async def transmit(
     out: Outgoing, send: Callable[[], Awaitable[TransportResult]], recorder: Recorder
 ) -> Outcome:
     """Hand the message to the transport and record what happened, whatever happened."""
+    [done] = await transmit_many([out], lambda: _one(send), recorder)
+    return done
+
+
+async def transmit_many(
+    outs: Sequence[Outgoing],
+    send: Callable[[], Awaitable[Sequence[TransportResult | MessageError]]],
+    recorder: Recorder,
+) -> list[Outcome]:
+    """``transmit`` for messages that share one request (an API's batch endpoint): the
+    interrupt rule covers every one of them; ``send`` gives one result per message, or the
+    MessageError that kept that message out of any request."""
     try:
         sent = await send()
     except MessageError as exc:
-        # Found while preparing the SMTP commands (a bare LF), always before MAIL FROM.
-        recorder.finish_now(out, out.unsent(str(exc)))
-        return Outcome(None, exc)
+        # Found while preparing the request or the SMTP commands: before anything went out.
+        for out in outs:
+            recorder.finish_now(out, out.unsent(str(exc)))
+        return [Outcome(None, exc) for _ in outs]
     except BaseException as exc:
-        recorder.finish_now(out, out.interrupted(exc))
+        for out in outs:
+            recorder.finish_now(out, out.interrupted(exc))
         raise
-    result = out.result(sent)
-    await recorder.finish(out, result)
-    return Outcome.of(result, sent.error)
+    done: list[Outcome] = []
+    for out, each in zip(outs, sent, strict=True):
+        if isinstance(each, MessageError):
+            recorder.finish_now(out, out.unsent(str(each)))
+            done.append(Outcome(None, each))
+            continue
+        result = out.result(each)
+        await recorder.finish(out, result)
+        done.append(Outcome.of(result, each.error))
+    return done
+
+
+async def _one(send: Callable[[], Awaitable[TransportResult]]) -> list[TransportResult]:
+    return [await send()]
 
 
 def failure(result: SendResult, error: DeliveryError | None) -> FluxMailException | None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from fluxmail._lazy import lazy_module
-from fluxmail.errors import DeliveryError
+from fluxmail.errors import DeliveryError, MessageError
 
 if TYPE_CHECKING:
     from fluxmail import results
@@ -114,10 +114,12 @@ class Lane:
     The default shares ``transport.send``. A transport with connections of its own (SMTP)
     returns a lane that owns one kept-open connection: ``ready()`` opens it before anything is
     marked as handed to the wire, and with ``primes`` the next message rides behind the current
-    one (``then``) in the same round trip.
+    one (``then``) in the same round trip. With ``batch_size`` above 1 the lane takes up to that
+    many messages in one request (``send_batch``: an HTTP API's batch endpoint).
     """
 
     primes: bool = False
+    batch_size: int = 1
 
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
@@ -128,6 +130,17 @@ class Lane:
 
     async def send(self, mail: Mail, then: Mail | None = None) -> TransportResult:
         return await self._transport.send(mail)
+
+    async def send_batch(self, mails: Sequence[Mail]) -> list[TransportResult | MessageError]:
+        """One result per message, in order; a MessageError for one that went nowhere (the
+        default sends each alone)."""
+        done: list[TransportResult | MessageError] = []
+        for mail in mails:
+            try:
+                done.append(await self.send(mail))
+            except MessageError as exc:
+                done.append(exc)
+        return done
 
     async def close(self) -> None:
         return None

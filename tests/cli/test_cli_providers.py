@@ -70,3 +70,19 @@ def test_ses_regions_say_a_region_is_required(
     zoho = json.loads(cli(capsys, monkeypatch, "providers", "zoho", "--json").out)["provider"]
     assert zoho["region_required"] is False
     assert "- **Regions**: required: set FLUXMAIL_REGION" in providers_md()
+
+
+def test_cloudflare_shows_smtp_and_its_api(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cloudflare Email Service: SMTP on 465 with the literal user api_token, and the API."""
+    data = json.loads(cli(capsys, monkeypatch, "providers", "cloudflare", "--json").out)["provider"]
+    assert (data["host"], data["port"], data["security"]) == (
+        "smtp.mx.cloudflare.net",
+        465,
+        "implicit",
+    )
+    text = cli(capsys, monkeypatch, "providers", "cloudflare").out
+    assert "http api:    https://api.cloudflare.com (FLUXMAIL_TRANSPORT=api)" in text
+    assert "FLUXMAIL_API_ACCOUNT_ID" in text
+    assert "## Cloudflare Email Service\n" in providers_md()

@@ -13,11 +13,16 @@ A provider module maps a message to one request (:meth:`ApiTransport.request`) a
 - a timeout or a lost connection after the request was written: the provider may have taken
   it. Retried only when the API deduplicates by an idempotency key (the same key on every
   attempt); otherwise ``unknown`` and never resent behind the caller's back.
+
+A provider with a batch endpoint (``batch_path``: Postmark, Resend) takes up to ``batch_limit``
+messages in one request from a bulk run (:meth:`ApiTransport.send_batch`); the rules above
+apply to the request, so a lost reply makes every message of it ``unknown``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from abc import abstractmethod
@@ -28,12 +33,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from fluxmail.errors import AuthenticationFailed, ConfigurationError, DeliveryError
+from fluxmail.errors import AuthenticationFailed, ConfigurationError, DeliveryError, MessageError
 from fluxmail.redaction import redact_words
 from fluxmail.results import RecipientStatus
 from fluxmail.transport.api.client import Clients, Exchange, exchange
 from fluxmail.transport.api.http import ApiReply, ApiRequest
-from fluxmail.transport.api.outcomes import Verdict, judge, reply_text
+from fluxmail.transport.api.outcomes import Kind, Verdict, judge, judge_batch, reply_text
 from fluxmail.transport.base import Lane, Mail, Transport, TransportResult
 
 if TYPE_CHECKING:
@@ -53,6 +58,9 @@ class ApiTransport(Transport):
     # that may have reached the provider is retried with the same key.
     idempotency_header: ClassVar[str | None] = None
     requires_key: ClassVar[bool] = True  # FLUXMAIL_API_KEY (or the URL's key) is needed
+    batch_path: ClassVar[str | None] = None  # the batch endpoint, taking a JSON array
+    batch_limit: ClassVar[int] = 1  # messages per batch request
+    batch_bytes: ClassVar[int] = 40_000_000  # wire bytes per batch request, under the API's cap
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -98,6 +106,18 @@ class ApiTransport(Transport):
         """Per-recipient outcomes when the API reports them; None: every one accepted."""
         return None
 
+    def classify(self, reply: ApiReply) -> Kind | None:
+        """What a non-2xx reply means when its status alone misleads; None: the status rules."""
+        return None
+
+    def batchable(self, planned: ApiRequest) -> bool:
+        """Whether this message's request may go in a batch (else it is sent alone)."""
+        return True
+
+    def split_batch(self, mails: Sequence[Mail], reply: ApiReply) -> list[ApiReply] | None:
+        """Each message's own reply out of a 2xx batch reply; None when it gives no such list."""
+        return None
+
     async def sign(
         self, method: str, url: str, headers: dict[str, str], body: bytes
     ) -> dict[str, str]:
@@ -131,19 +151,80 @@ class ApiTransport(Transport):
     async def send(self, mail: Mail) -> TransportResult:
         started = time.monotonic()
         key = self.idempotency_key(mail)
-        planned = self.request(mail, key)  # MessageError here: nothing was sent
-        if key is not None and self.idempotency_header is not None:
-            planned = replace(planned, headers={**planned.headers, self.idempotency_header: key})
+        planned = self._keyed(self.request(mail, key), key)  # MessageError: nothing was sent
+        [result] = await self._run([mail], planned, started, batched=False)
+        return result
+
+    async def send_batch(self, mails: Sequence[Mail]) -> list[TransportResult | MessageError]:
+        """One result per message: batchable ones in batch requests, the others alone."""
+        done: dict[int, TransportResult | MessageError] = {}
+        batch: list[tuple[int, ApiRequest]] = []
+        for n, mail in enumerate(mails):
+            try:
+                planned = self.request(mail, self.idempotency_key(mail))
+            except MessageError as exc:
+                done[n] = exc
+                continue
+            if self.batch_path is not None and self.batchable(planned):
+                batch.append((n, planned))
+        for chunk in self._chunks(mails, batch):
+            got = await self._batch([mails[n] for n, _ in chunk], [p for _, p in chunk])
+            done.update(zip((n for n, _ in chunk), got, strict=True))
+        for n, mail in enumerate(mails):
+            if n not in done:
+                try:
+                    done[n] = await self.send(mail)
+                except MessageError as exc:
+                    done[n] = exc
+        return [done[n] for n in range(len(mails))]
+
+    def _chunks(
+        self, mails: Sequence[Mail], batch: list[tuple[int, ApiRequest]]
+    ) -> list[list[tuple[int, ApiRequest]]]:
+        """Requests of at most batch_limit messages and batch_bytes; a lone one goes alone."""
+        chunks: list[list[tuple[int, ApiRequest]]] = [[]]
+        size = 0
+        for n, planned in batch:
+            weight = len(mails[n].data)
+            if chunks[-1] and (
+                len(chunks[-1]) >= self.batch_limit or size + weight > self.batch_bytes
+            ):
+                chunks.append([])
+                size = 0
+            chunks[-1].append((n, planned))
+            size += weight
+        return [c for c in chunks if len(c) > 1]
+
+    async def _batch(self, mails: list[Mail], plans: list[ApiRequest]) -> list[TransportResult]:
+        started = time.monotonic()
+        assert self.batch_path is not None
+        key = None
+        if self.idempotency_header is not None:  # the same batch, the same key on each attempt
+            ids = "\n".join(m.message.message_id for m in mails).encode()
+            key = "batch-" + hashlib.sha256(ids).hexdigest()
+        headers = {k: v for k, v in plans[0].headers.items() if k != self.idempotency_header}
+        planned = ApiRequest("POST", self.batch_path, headers, json=[p.json for p in plans])
+        return await self._run(mails, self._keyed(planned, key), started, batched=True)
+
+    def _keyed(self, planned: ApiRequest, key: str | None) -> ApiRequest:
+        if key is None or self.idempotency_header is None:
+            return planned
+        return replace(planned, headers={**planned.headers, self.idempotency_header: key})
+
+    async def _run(
+        self, mails: list[Mail], planned: ApiRequest, started: float, *, batched: bool
+    ) -> list[TransportResult]:
         client = self._clients.acquire()
         try:
-            return await self._deliver(client, mail, planned, started)
+            return await self._deliver(client, mails, planned, started, batched)
         finally:
             await self._clients.release(keep=self.held)
 
     async def _deliver(
-        self, client: httpx.AsyncClient, mail: Mail, planned: ApiRequest, started: float
-    ) -> TransportResult:
-        verdicts: list[Verdict] = []
+        self, client: httpx.AsyncClient, mails: list[Mail], planned: ApiRequest, started: float,
+        batched: bool,
+    ) -> list[TransportResult]:  # fmt: skip
+        rounds: list[list[Verdict]] = []  # per attempt, one verdict per message
         while True:
             t0, wall = time.monotonic(), time.time()
             try:
@@ -152,12 +233,17 @@ class ApiTransport(Transport):
                 done = Exchange(error=exc)
             else:
                 done = await exchange(client, built, self.endpoint)
-            verdict = judge(self, mail, done, wall, time.monotonic() - t0, len(verdicts) + 1)
-            verdicts.append(verdict)
-            wait = self._wait(verdict, len(verdicts), started)
+            at = (done, wall, time.monotonic() - t0, len(rounds) + 1)
+            verdicts = judge_batch(self, mails, *at) if batched else [judge(self, mails[0], *at)]
+            rounds.append(verdicts)
+            retry = all(v.retry for v in verdicts)
+            wait = self._wait(verdicts[0], len(rounds), started) if retry else None
             if wait is None:
-                result = verdict.result(verdicts, time.monotonic() - started)
-                return replace(result, transport=self.endpoint)
+                elapsed = time.monotonic() - started
+                return [
+                    replace(v.result([r[n] for r in rounds], elapsed), transport=self.endpoint)
+                    for n, v in enumerate(verdicts)
+                ]
             await asyncio.sleep(wait)
 
     def _wait(self, verdict: Verdict, attempts: int, started: float) -> float | None:
@@ -225,6 +311,7 @@ class ApiLane(Lane):
         super().__init__(transport)
         self._api = transport
         self._holding = False
+        self.batch_size = transport.batch_limit if transport.batch_path is not None else 1
 
     async def ready(self) -> None:
         if not self._holding:
@@ -234,6 +321,10 @@ class ApiLane(Lane):
     async def send(self, mail: Mail, then: Mail | None = None) -> TransportResult:
         await self.ready()  # the pipeline calls ready() only when it marks records first
         return await self._api.send(mail)
+
+    async def send_batch(self, mails: Sequence[Mail]) -> list[TransportResult | MessageError]:
+        await self.ready()
+        return await self._api.send_batch(mails)
 
     async def close(self) -> None:
         if self._holding:

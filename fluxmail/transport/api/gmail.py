@@ -9,6 +9,9 @@ Gmail takes the recipients from the headers, so it is sent a transient copy of t
 with a ``Bcc`` header added for delivery (Gmail removes it from what recipients see); the stored
 snapshot stays Bcc-free and no Bcc recipient is dropped. A 401 (the token expired or was revoked)
 invalidates the token and sends once more with a fresh one: a refused request delivered nothing.
+A 403 whose reason is ``rateLimitExceeded`` or ``userRateLimitExceeded`` is a rate limit, not a
+refused token (https://developers.google.com/gmail/api/guides/handle-errors): retried with
+backoff like a 429.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from urllib.parse import quote
 from fluxmail.config.model import is_address
 from fluxmail.errors import AuthenticationFailed, ConfigurationError
 from fluxmail.transport.api.base import ApiReply, ApiRequest, ApiTransport
+from fluxmail.transport.api.outcomes import Kind
 from fluxmail.transport.base import Mail, TransportResult
 from fluxmail.transport.oauth.tokens import Token, TokenSource, token_source
 
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
     from fluxmail.config.model import Config
 
 __all__ = ["TRANSPORT", "GmailTransport", "delivery_copy"]
+
+RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 
 # The tokens one send used, in order (a list, so sign() can add to it from any context copy).
 _USED: contextvars.ContextVar[list[Token] | None] = contextvars.ContextVar(
@@ -78,15 +84,19 @@ class GmailTransport(ApiTransport):
         value = data.get("id") if isinstance(data, dict) else None
         return value if isinstance(value, str) and value else None
 
+    def classify(self, reply: ApiReply) -> Kind | None:
+        """A 403 (or 429) naming a rate-limit reason is a rate limit, whatever its status."""
+        return "rate_limited" if RATE_LIMIT_REASONS & set(_reasons(reply)) else None
+
     def error_text(self, reply: ApiReply) -> str:
         """Google's error body: ``{"error": {"code", "message", "status", "errors": [...]}}``."""
         data = reply.json()
         error = data.get("error") if isinstance(data, dict) else None
         if isinstance(error, dict):
             status, text = error.get("status"), error.get("message")
-            reasons = [e.get("reason") for e in error.get("errors") or [] if isinstance(e, dict)]
+            reasons = _reasons(reply)
             parts = [str(p) for p in (status, text) if p]
-            if reasons and reasons[0]:
+            if reasons:
                 parts.append(f"({reasons[0]})")
             if parts:
                 return " ".join(parts)
@@ -154,6 +164,16 @@ def _joined(first: TransportResult, second: TransportResult) -> TransportResult:
     attempts = [*first.attempts, *second.attempts]
     numbered = tuple(dataclasses.replace(a, number=i) for i, a in enumerate(attempts, 1))
     return dataclasses.replace(second, attempts=numbered, elapsed=first.elapsed + second.elapsed)
+
+
+def _reasons(reply: ApiReply) -> list[str]:
+    """The ``reason`` of each of Google's ``error.errors[]`` entries."""
+    data = reply.json()
+    error = data.get("error") if isinstance(data, dict) else None
+    found = error.get("errors") if isinstance(error, dict) else None
+    if not isinstance(found, list):
+        return []
+    return [str(e["reason"]) for e in found if isinstance(e, dict) and e.get("reason")]
 
 
 TRANSPORT = GmailTransport

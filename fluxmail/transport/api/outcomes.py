@@ -10,7 +10,7 @@ import email.utils
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from fluxmail.errors import AuthenticationFailed, DeliveryError, OutcomeUnknown, Refused
 from fluxmail.results import Attempt, MessageStatus, RecipientOutcome, RecipientStatus, ServerReply
@@ -18,10 +18,13 @@ from fluxmail.transport.api.client import Exchange
 from fluxmail.transport.api.http import ApiReply
 from fluxmail.transport.base import Mail, TransportResult
 
-__all__ = ["Verdict", "judge", "reply_text", "retry_after"]
+__all__ = ["Kind", "Verdict", "judge", "judge_batch", "reply_text", "retry_after"]
 
 RETRIED_STATUSES = frozenset({408, 429})  # and every 5xx
 TEXT_LIMIT = 500
+# What a non-2xx reply means, when a provider reads it differently from its status alone
+# (ApiTransport.classify): Gmail's 403 rateLimitExceeded is a rate limit, not a refused key.
+Kind = Literal["rate_limited", "unavailable", "authentication", "rejected"]
 
 
 class Judged(Protocol):
@@ -40,6 +43,10 @@ class Judged(Protocol):
     def recipients(self, mail: Mail, reply: ApiReply) -> Mapping[str, RecipientStatus] | None: ...
 
     def scrub(self, text: str) -> str: ...
+
+    def classify(self, reply: ApiReply) -> Kind | None: ...
+
+    def split_batch(self, mails: Sequence[Mail], reply: ApiReply) -> list[ApiReply] | None: ...
 
 
 @dataclass(frozen=True)
@@ -98,21 +105,53 @@ def judge(
         return _network(transport, mail, done, _attempt_of(number, wall, elapsed))
     response = done.response
     headers = {k.lower(): v for k, v in response.headers.items()}
+    return _judge_reply(transport, mail, ApiReply(response.status_code, headers, response.content),
+                        Attempt(number, wall, elapsed))  # fmt: skip
+
+
+def judge_batch(
+    transport: Judged, mails: Sequence[Mail], done: Exchange, wall: float, elapsed: float,
+    number: int,
+) -> list[Verdict]:  # fmt: skip
+    """The verdicts on one attempt of a batch request, one per message, in order. A reply
+    for the whole request (an error, a lost connection) is every message's; a 2xx is split
+    into each message's own reply (``split_batch``)."""
+    response = done.response
+    if response is None or not 200 <= response.status_code < 300:
+        return [judge(transport, mail, done, wall, elapsed, number) for mail in mails]
+    headers = {k.lower(): v for k, v in response.headers.items()}
     reply = ApiReply(response.status_code, headers, response.content)
+    each = transport.split_batch(mails, reply)
+    attempt = Attempt(number, wall, elapsed)
+    if each is None:  # accepted, but the reply does not say what became of each message
+        unknown = OutcomeUnknown(
+            f"{transport.name} accepted the batch (HTTP {reply.status}) but its reply does not "
+            "give one result per message; not resent",
+            stage="end_of_data",
+        )
+        return [
+            Verdict(_attempt(number, wall, elapsed, unknown), "unknown",
+                    _all(mail, "unknown", reply.status, unknown.message), unknown)
+            for mail in mails
+        ]  # fmt: skip
+    return [_judge_reply(transport, m, r, attempt) for m, r in zip(mails, each, strict=True)]
+
+
+def _judge_reply(transport: Judged, mail: Mail, reply: ApiReply, attempt: Attempt) -> Verdict:
     if 200 <= reply.status < 300:
-        return _accepted(transport, mail, reply, Attempt(number, wall, elapsed))
+        return _accepted(transport, mail, reply, attempt)
     error, retry = _refusal(transport, reply)
     status: RecipientOutcome = "deferred" if retry else "rejected"
     # A refused key is the account's fault, not the recipients': no per-recipient code, so a
     # failover(...) hands them to the next member (failover/rules.py, _settled_by).
     code = None if isinstance(error, AuthenticationFailed) else reply.status
     return Verdict(
-        _attempt(number, wall, elapsed, error),
+        Attempt(attempt.number, attempt.started_at, attempt.elapsed, error.message, error.code),
         "failed",
         _all(mail, status, code, error.message),
         error,
         retry=retry,
-        retry_after=retry_after(headers.get("retry-after")) if retry else None,
+        retry_after=retry_after(reply.headers.get("retry-after")) if retry else None,
         final_reply=ServerReply(reply.status, error.message),
     )
 
@@ -170,14 +209,15 @@ def _refusal(transport: Judged, reply: ApiReply) -> tuple[DeliveryError, bool]:
     code = reply.status
     text = transport.scrub(transport.error_text(reply))[:TEXT_LIMIT]
     said = f"{transport.name} answered HTTP {code}: {text}"
-    if code in (401, 403):
+    kind = transport.classify(reply) or _kind(code)
+    if kind == "authentication":
         return AuthenticationFailed(
             f"{said}. Check FLUXMAIL_API_KEY (and that the key may send)", http_status=code
         ), False
-    if code in RETRIED_STATUSES or code >= 500:
+    if kind in ("rate_limited", "unavailable"):
         return DeliveryError(
             said,
-            code="rate_limited" if code == 429 else "api_unavailable",
+            code="rate_limited" if kind == "rate_limited" else "api_unavailable",
             transient=True,
             http_status=code,
         ), True
@@ -189,8 +229,19 @@ def _refusal(transport: Judged, reply: ApiReply) -> tuple[DeliveryError, bool]:
             transient=False,
             http_status=code,
         ), False
-    kind = "message_too_large" if code == 413 else "api_rejected"
-    return Refused(said, code=kind, http_status=code), False  # codes: also in refused_probe()
+    refused = "message_too_large" if code == 413 else "api_rejected"
+    return Refused(said, code=refused, http_status=code), False  # codes: also in refused_probe()
+
+
+def _kind(code: int) -> Kind | None:
+    """The status alone: 401/403 a refused key, 408/429/5xx worth another attempt."""
+    if code in (401, 403):
+        return "authentication"
+    if code == 429:
+        return "rate_limited"
+    if code in RETRIED_STATUSES or code >= 500:
+        return "unavailable"
+    return None
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -8,10 +8,16 @@ images, and ``MessageStream``: FLUXMAIL_API_MESSAGE_STREAM, default ``outbound``
 carries ``MessageID``; errors (422) carry ``ErrorCode`` and ``Message``
 (https://postmarkapp.com/developer/api/overview#error-codes). Postmark documents no
 idempotency key: a request that may have reached it is ``unknown``.
+
+Bulk runs use ``POST /email/batch`` (https://postmarkapp.com/developer/api/email-api#send-batch-
+emails): a JSON array of up to 500 of the same bodies, at most 50 MB; the 200 reply is an array
+with one result per message, in order (``ErrorCode`` 0 and its ``MessageID``, else the error).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from fluxmail.results import RecipientStatus
@@ -27,6 +33,8 @@ MAX_RECIPIENTS = 50
 class PostmarkTransport(ApiTransport):
     name = "postmark"
     default_base_url = "https://api.postmarkapp.com"
+    batch_path = "/email/batch"
+    batch_limit = 500
 
     @property
     def message_stream(self) -> str:
@@ -82,6 +90,12 @@ class PostmarkTransport(ApiTransport):
             a: RecipientStatus(a, "rejected", reply.status, None, text)
             for a in mail.envelope.recipients
         }
+
+    def split_batch(self, mails: Sequence[Mail], reply: ApiReply) -> list[ApiReply] | None:
+        data = reply.json()
+        if not isinstance(data, list) or len(data) != len(mails):
+            return None
+        return [ApiReply(reply.status, reply.headers, json.dumps(item).encode()) for item in data]
 
     def error_text(self, reply: ApiReply) -> str:
         data = reply.json()

@@ -7,10 +7,19 @@ for inline images: https://resend.com/docs/dashboard/emails/embed-inline-images)
 ``{"id": ...}``; errors are ``{"statusCode", "name", "message"}``. Resend deduplicates by the
 ``Idempotency-Key`` header for 24 hours (https://resend.com/docs/dashboard/emails/idempotency-keys),
 so a request that may have reached it is retried with the same key: the Message-ID.
+
+Bulk runs use ``POST /emails/batch`` (https://resend.com/docs/api-reference/emails/send-batch-
+emails): a JSON array of up to 100 of the same bodies, without attachments (the batch endpoint
+takes none: such a message is sent alone). The reply is ``{"data": [{"id": ...}, ...]}`` in
+order; in the default (strict) validation mode one invalid email fails the whole request. The
+batch endpoint honours ``Idempotency-Key`` too, so a batch whose reply was lost is retried
+with the same key (one derived from its messages' Message-IDs).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from fluxmail.transport.api import mapping
@@ -26,6 +35,8 @@ class ResendTransport(ApiTransport):
     name = "resend"
     default_base_url = "https://api.resend.com"
     idempotency_header = "Idempotency-Key"
+    batch_path = "/emails/batch"
+    batch_limit = 100
 
     def request(self, mail: Mail, idempotency_key: str | None) -> ApiRequest:
         m = mail.message
@@ -60,6 +71,16 @@ class ResendTransport(ApiTransport):
     def message_id(self, mail: Mail, reply: ApiReply) -> str | None:
         data = reply.json()
         return str(data["id"]) if isinstance(data, dict) and data.get("id") else None
+
+    def batchable(self, planned: ApiRequest) -> bool:
+        return "attachments" not in planned.json
+
+    def split_batch(self, mails: Sequence[Mail], reply: ApiReply) -> list[ApiReply] | None:
+        data = reply.json()
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) != len(mails):
+            return None
+        return [ApiReply(reply.status, reply.headers, json.dumps(item).encode()) for item in items]
 
     def error_text(self, reply: ApiReply) -> str:
         data = reply.json()

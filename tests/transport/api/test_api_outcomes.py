@@ -216,16 +216,21 @@ def test_a_held_mailer_reuses_one_connection(http_api: Server) -> None:
 def test_send_many_goes_through_the_api_with_an_audit_record_each(
     http_api: Server, tmp_path: Path
 ) -> None:
-    """Bulk over HTTP: the default lane, each outcome queued with its provider id recorded."""
+    """Bulk over HTTP: Resend's batch endpoint, each outcome queued with its provider id
+    recorded (tests/transport/api/test_api_batch.py has the batch rules)."""
     ids = iter(range(100))
-    server = http_api(default=lambda seen: Reply(200, body={"id": f"re-{next(ids)}"}))
+
+    def resend(seen: Any) -> Reply:
+        return Reply(200, body={"data": [{"id": f"re-{next(ids)}"} for _ in seen.json()]})
+
+    server = http_api(default=resend)
     mailer = api_mailer(server, "resend", audit_dir=tmp_path)
     items = [
         {"subject": f"n{i}", "recipients": [f"u{i}@example.com"], "body": "x"} for i in range(8)
     ]
     outcomes = list(mailer.send_many(items, concurrency=2, progress=False))
     assert len(outcomes) == 8 and all(o.ok for o in outcomes)
-    assert server.count == 8
+    assert server.count <= 2 and server.requests[0].path == "/emails/batch"
     records = mailer.audit.list()
     assert len(records) == 8 and all(r.status == "queued" for r in records)
     assert sorted(r.provider_message_id or "" for r in records) == sorted(

@@ -151,3 +151,19 @@ def test_cli_never_prints_the_token(
     printed = cli_outputs(capsys, monkeypatch, URL, server)
     assert "active" in printed
     assert_nowhere((TOKEN,), printed)
+
+
+def test_the_catalog_entry_switches_from_smtp_to_the_api(http_api: Any, tmp_path: Path) -> None:
+    """FLUXMAIL_PROVIDER=cloudflare with FLUXMAIL_TRANSPORT=api: the SMTP password (the API
+    token) is the key, FLUXMAIL_API_ACCOUNT_ID the account; the same send_raw request."""
+    from fluxmail import FluxMail
+
+    server = http_api(default=Reply(200, OK, times=None))
+    mailer = FluxMail(
+        provider="cloudflare", transport="api", password=TOKEN, api_account_id=ACCOUNT,
+        api_base_url=server.url, ca_file=server.ca_path, sender=SENDER, audit_dir=tmp_path,
+    )  # fmt: skip
+    assert mailer.create("Hi", TO, "x").send().status == "queued"
+    [seen] = server.requests
+    assert seen.path == PATH and seen.headers["authorization"] == f"Bearer {TOKEN}"
+    mailer.close()

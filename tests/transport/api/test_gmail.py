@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from fluxmail import AuthenticationFailed, ConfigurationError
+from fluxmail.errors import DeliveryError
 from tests.support.api_providers import (
     BCC,
     CC,
@@ -254,3 +256,61 @@ def test_send_many_shares_one_token(http_api: Any, tmp_path: Path) -> None:
     records = mailer.audit.list()
     assert sorted(r.provider_message_id or "" for r in records) == [f"gm-{i}" for i in range(6)]
     mailer.close()
+
+
+RATE_LIMITED = {
+    "error": {
+        "code": 403,
+        "message": "User-rate limit exceeded.  Retry after 2026-12-02T01:00:01Z",
+        "status": "PERMISSION_DENIED",
+        "errors": [{"domain": "usageLimits", "reason": "userRateLimitExceeded",
+                    "message": "User-rate limit exceeded."}],
+    }
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("reason", ["rateLimitExceeded", "userRateLimitExceeded"])
+def test_a_403_rate_limit_is_retried_not_an_auth_failure(
+    http_api: Any, tmp_path: Path, send: Any, reason: str
+) -> None:
+    """Gmail's 403 with a rate-limit reason (developers.google.com/gmail/api/guides/
+    handle-errors) is a rate limit: retried with backoff, then sent; the token is kept."""
+    body = {"error": {**RATE_LIMITED["error"], "errors": [{"reason": reason}]}}
+    server = http_api()
+    server.script(Reply(403, body), Reply(200, OK))
+    issuer = Issuer()
+    mailer = mailer_at(URL, server, tmp_path, token_provider=issuer, max_retries=2)
+    result = send(everyone(mailer))
+    assert result.status == "queued" and server.count == 2
+    assert result.attempts[0].error_code == "rate_limited"
+    assert len(issuer.issued) == 1  # not treated as a refused token
+
+
+def test_a_403_rate_limit_past_the_retries_is_rate_limited(http_api: Any, tmp_path: Path) -> None:
+    """Retries exhausted: a transient rate_limited error, never AuthenticationFailed."""
+    server = http_api(default=Reply(403, RATE_LIMITED, times=None))
+    mailer = mailer_at(URL, server, tmp_path, token_provider=Issuer(), max_retries=1)
+    with pytest.raises(DeliveryError) as caught:
+        everyone(mailer).send()
+    assert not isinstance(caught.value, AuthenticationFailed)
+    assert caught.value.code == "rate_limited" and caught.value.transient
+    assert server.count == 2
+
+
+def test_classify_reads_googles_reasons(http_api: Any, tmp_path: Path) -> None:
+    """The API core's hook: a reason decides; other 403s keep the status rules (None)."""
+    from fluxmail.transport.api.base import ApiReply
+    from fluxmail.transport.api.gmail import GmailTransport
+
+    def reply(status: int, reasons: list[str]) -> ApiReply:
+        body = {"error": {"code": status, "errors": [{"reason": r} for r in reasons]}}
+        return ApiReply(status, {}, json.dumps(body).encode())
+
+    mailer = mailer_at(URL, http_api(), tmp_path, token_provider=Issuer())
+    transport = mailer.engine.transport
+    assert isinstance(transport, GmailTransport)
+    classify = transport.classify
+    assert classify(reply(403, ["rateLimitExceeded"])) == "rate_limited"
+    assert classify(reply(429, ["userRateLimitExceeded"])) == "rate_limited"
+    assert classify(reply(403, ["insufficientPermissions"])) is None
+    assert classify(ApiReply(403, {}, b"<html>")) is None
