@@ -1,30 +1,34 @@
-"""Module-level imports whose execution waits for first use (``importlib.util.LazyLoader``).
+"""Module-level imports whose execution waits for first use.
 
 ``FluxMail.from_env()`` in a Lambda cold start should pay for configuration, not for the MIME
 writer, the send protocol or the bulk pipeline it will only need on the first send. A module
 imports them at the top, where a reader (and tests/project/test_architecture.py, which counts
 these as import edges) sees them; their code runs when an attribute is first read.
+
+Not ``importlib.util.LazyLoader``: before Python 3.12 two threads reading a lazy module's first
+attribute at once could see it half-executed, and a mailer is shared across threads. Here the
+first read goes through ``importlib.import_module``, whose per-module locks make it safe.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 from types import ModuleType
+from typing import Any
 
 __all__ = ["lazy_module"]
 
 
+class _Deferred(ModuleType):
+    """Stands for a module until it is needed; each name read is then kept here, so later
+    reads are plain attribute lookups (the send path reads them per message)."""
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(importlib.import_module(self.__name__), name)
+        setattr(self, name, value)
+        return value
+
+
 def lazy_module(name: str) -> ModuleType:
-    """``name`` imported now, executed on first attribute access (at once if already loaded)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        raise ModuleNotFoundError(f"no module named {name!r}", name=name)
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
+    """``name``, executed on first attribute access."""
+    return _Deferred(name)
