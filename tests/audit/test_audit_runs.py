@@ -12,7 +12,14 @@ import pytest
 from fluxmail.audit import AuditStore, open_store
 from fluxmail.audit.records import NEVER_HANDED
 from fluxmail.audit.sqlite_schema import LATEST_VERSION, MIGRATIONS
-from tests.support.audit import failed_result, kill_bulk_run, make_record
+from tests.support.audit import (
+    failed_result,
+    kill_bulk_run,
+    make_record,
+    postgres_at_version,
+    postgres_versions,
+    sqlite_versions,
+)
 
 KEYS = [f"run-{n}" for n in range(6)]
 
@@ -140,34 +147,24 @@ def test_a_schema_3_store_opens_and_migrates(tmp_path: Path) -> None:
         assert store.recover_runs() == 1 and store.get(claim.audit_id).status == "failed"
     finally:
         store.close()
-    conn = sqlite3.connect(folder / "store.db")
-    versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")]
-    conn.close()
+    versions = sqlite_versions(folder)
     assert versions == list(range(1, LATEST_VERSION + 1)) and LATEST_VERSION >= 4
 
 
 @pytest.mark.postgres
 def test_a_schema_1_postgres_store_opens_and_migrates(pg_database: str) -> None:
     """A PostgreSQL store from before run leases (schema 1) migrates; its records still work."""
-    import psycopg
-
     from fluxmail.audit import postgres
 
-    with psycopg.connect(pg_database, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE fluxmail_audit_schema "
-            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for sql in postgres.MIGRATIONS[0][1]:
-            conn.execute(sql)
-        conn.execute("INSERT INTO fluxmail_audit_schema (version) VALUES (1)")
-        conn.execute(
-            "INSERT INTO fluxmail_audit_messages (id, created_at, updated_at, status, backend, "
-            "sender, to_addrs, cc_addrs, bcc_addrs, subject, message_id, idempotency_key, "
-            "content_hash, eml) VALUES ('01V1', now(), now(), 'sending', 'smtp', "
-            "'a@example.com', '[\"b@example.com\"]', '[]', '[]', 'v1', '<v1@example.com>', "
-            "'pg-old', 'hash-1', 'x')"
-        )
+    postgres_at_version(
+        pg_database,
+        1,
+        "INSERT INTO fluxmail_audit_messages (id, created_at, updated_at, status, backend, "
+        "sender, to_addrs, cc_addrs, bcc_addrs, subject, message_id, idempotency_key, "
+        "content_hash, eml) VALUES ('01V1', now(), now(), 'sending', 'smtp', "
+        "'a@example.com', '[\"b@example.com\"]', '[]', '[]', 'v1', '<v1@example.com>', "
+        "'pg-old', 'hash-1', 'x')",
+    )
     store = open_store(url=pg_database)
     try:
         replay = store.claim(make_record("pg-old")).replay  # an old claim: may have gone out
@@ -178,6 +175,4 @@ def test_a_schema_1_postgres_store_opens_and_migrates(pg_database: str) -> None:
         assert store.recover_runs() == 1 and store.get(new.audit_id).status == "failed"
     finally:
         store.close()
-    with psycopg.connect(pg_database) as conn:
-        versions = [v for (v,) in conn.execute("SELECT version FROM fluxmail_audit_schema")]
-    assert sorted(versions) == list(range(1, postgres.LATEST_VERSION + 1))
+    assert postgres_versions(pg_database) == list(range(1, postgres.LATEST_VERSION + 1))

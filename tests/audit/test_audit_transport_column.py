@@ -12,7 +12,13 @@ import pytest
 
 from fluxmail.audit import open_store
 from fluxmail.audit.sqlite_schema import LATEST_VERSION, MIGRATIONS
-from tests.support.audit import make_record, sent_result
+from tests.support.audit import (
+    make_record,
+    postgres_at_version,
+    postgres_versions,
+    sent_result,
+    sqlite_versions,
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -63,34 +69,23 @@ def test_a_schema_4_sqlite_store_opens_and_migrates(tmp_path: Path) -> None:
         assert store.get(claim.audit_id).transport == "smtp://a.example:587"
     finally:
         store.close()
-    conn = sqlite3.connect(folder / "store.db")
-    versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")]
-    conn.close()
+    versions = sqlite_versions(folder)
     assert versions == list(range(1, LATEST_VERSION + 1)) and LATEST_VERSION >= 5
 
 
 @pytest.mark.postgres
 def test_a_schema_2_postgres_store_opens_and_migrates(pg_database: str) -> None:
-    import psycopg
-
     from fluxmail.audit import postgres
 
-    with psycopg.connect(pg_database, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE fluxmail_audit_schema "
-            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, steps in postgres.MIGRATIONS[:2]:
-            for sql in steps:
-                conn.execute(sql)
-            conn.execute("INSERT INTO fluxmail_audit_schema (version) VALUES (%s)", (version,))
-        conn.execute(
-            "INSERT INTO fluxmail_audit_messages (id, created_at, updated_at, status, backend, "
-            "sender, to_addrs, cc_addrs, bcc_addrs, subject, message_id, idempotency_key, "
-            "content_hash, eml) VALUES ('01V2', now(), now(), 'sent', 'smtp', "
-            "'a@example.com', '[\"b@example.com\"]', '[]', '[]', 'v2', '<v2@example.com>', "
-            "'pg-old', 'hash-1', 'x')"
-        )
+    postgres_at_version(
+        pg_database,
+        2,
+        "INSERT INTO fluxmail_audit_messages (id, created_at, updated_at, status, backend, "
+        "sender, to_addrs, cc_addrs, bcc_addrs, subject, message_id, idempotency_key, "
+        "content_hash, eml) VALUES ('01V2', now(), now(), 'sent', 'smtp', "
+        "'a@example.com', '[\"b@example.com\"]', '[]', '[]', 'v2', '<v2@example.com>', "
+        "'pg-old', 'hash-1', 'x')",
+    )
     store = open_store(url=pg_database)
     try:
         assert store.get("01V2").transport is None
@@ -99,7 +94,5 @@ def test_a_schema_2_postgres_store_opens_and_migrates(pg_database: str) -> None:
         assert store.get(claim.audit_id).transport == "smtp://a.example:587"
     finally:
         store.close()
-    with psycopg.connect(pg_database) as conn:
-        versions = [v for (v,) in conn.execute("SELECT version FROM fluxmail_audit_schema")]
-    assert sorted(versions) == list(range(1, postgres.LATEST_VERSION + 1))
+    assert postgres_versions(pg_database) == list(range(1, postgres.LATEST_VERSION + 1))
     assert postgres.LATEST_VERSION >= 3

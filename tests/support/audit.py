@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from fluxmail.audit import OutboundRecord, open_store
@@ -152,3 +153,41 @@ def wait_for_sessions_to_end(url: str, application: str) -> None:
         )
         while conn.execute(sql, (application,)).fetchone()[0] and time.monotonic() < deadline:
             time.sleep(0.01)
+
+
+def postgres_at_version(url: str, version: int, *inserts: str) -> None:
+    """An empty database brought to audit schema ``version`` by the store's own migrations
+    (as an older fluxmail left it), then ``inserts`` run: the starting point of a migration
+    test."""
+    import psycopg
+
+    from fluxmail.audit import postgres
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE fluxmail_audit_schema "
+            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for number, steps in postgres.MIGRATIONS[:version]:
+            for sql in steps:
+                conn.execute(sql)
+            conn.execute("INSERT INTO fluxmail_audit_schema (version) VALUES (%s)", (number,))
+        for sql in inserts:
+            conn.execute(sql)
+
+
+def postgres_versions(url: str) -> list[int]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return sorted(v for (v,) in conn.execute("SELECT version FROM fluxmail_audit_schema"))
+
+
+def sqlite_versions(folder: Path) -> list[int]:
+    import sqlite3
+
+    conn = sqlite3.connect(folder / "store.db")
+    try:
+        return [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")]
+    finally:
+        conn.close()
