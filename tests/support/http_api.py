@@ -45,11 +45,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.support.http_thread import ServerThread
 from tests.support.servers import CertKind, TestCA
 
 __all__ = ["HttpApiServer", "Part", "Reply", "Seen", "running"]
@@ -160,8 +161,7 @@ class HttpApiServer:
         self.state = _State()
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ServerThread | None = None
 
     # -- set-up and what happened -------------------------------------------------------------
     def script(self, *replies: Reply) -> None:
@@ -192,8 +192,8 @@ class HttpApiServer:
 
     @property
     def port(self) -> int:
-        assert self._httpd is not None, "start() first"
-        return int(self._httpd.server_address[1])
+        assert self._server is not None, "start() first"
+        return self._server.port
 
     @property
     def url(self) -> str:
@@ -201,23 +201,14 @@ class HttpApiServer:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> HttpApiServer:
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        httpd.daemon_threads = True
-        if self.tls:
-            context = self.ca.server_context(self.cert)
-            httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        self._thread.start()
+        context = self.ca.server_context(self.cert) if self.tls else None
+        self._server = ServerThread(_handler(self), context)
         return self
 
     def stop(self) -> None:
         self.stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._server is not None:
+            self._server.stop()
 
     # -- answering ------------------------------------------------------------------------------
     def connected(self) -> None:

@@ -24,13 +24,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tests.support.http_thread import ServerThread
 from tests.support.servers import TestCA
 
 __all__ = ["Fault", "Issued", "OAuthServer", "Seen", "service_account_key"]
@@ -112,8 +113,7 @@ class OAuthServer:
         self.rotate = False  # answer refresh grants with a new refresh token
         self.state = _State()
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ServerThread | None = None
 
     # -- set-up -----------------------------------------------------------------------------
     def client(self, client_id: str, secret: str | None) -> None:
@@ -160,24 +160,16 @@ class OAuthServer:
     # -- lifecycle --------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        assert self._httpd is not None, "start() first"
-        return f"https://127.0.0.1:{self._httpd.server_address[1]}{self.path}"
+        assert self._server is not None, "start() first"
+        return f"https://127.0.0.1:{self._server.port}{self.path}"
 
     def start(self) -> OAuthServer:
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        httpd.daemon_threads = True
-        httpd.socket = self.ca.server_context().wrap_socket(httpd.socket, server_side=True)
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = ServerThread(_handler(self), self.ca.server_context())
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._server is not None:
+            self._server.stop()
 
     # -- the endpoint -----------------------------------------------------------------------
     def _fault(self) -> Fault | None:
