@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from fluxmail.audit.outbox import Outbox
 from fluxmail.audit.records import AuditRecord, Claim, OutboundRecord
 from fluxmail.results import SendResult
 
@@ -74,6 +75,10 @@ class AuditStore(Protocol):
     def recover_stale(self, *, older_than: float) -> int: ...
     def recover_runs(self) -> int: ...
     def close(self) -> None: ...
+
+    def outbox(self) -> Outbox:
+        """The store's outbox side (fluxmail.audit.outbox): enqueue, claim, settle."""
+        ...
 
     def hold_snapshots(self) -> AbstractContextManager[None]:
         """While a bulk run sends, keep any background snapshot writer idle (it catches up

@@ -47,7 +47,11 @@ INSERT_PENDING = (
 )
 _SELECT = (
     "SELECT p.seq, m.folder, m.attachments, p.eml, p.body_text, p.body_html, p.files "
-    "FROM pending_snapshots p LEFT JOIN messages m ON m.id = p.id"
+    "FROM pending_snapshots p LEFT JOIN messages m ON m.id = p.id "
+    # An outbox row waiting or under a worker's lease keeps its snapshot here: the worker
+    # reads its bytes from the database, never from a file another process may be writing.
+    "WHERE NOT COALESCE(m.status = 'pending' OR (m.status = 'sending' "
+    "AND m.lease_owner IS NOT NULL), 0)"
 )
 BATCH = 64  # snapshots per pass: one read and one delete transaction each
 
@@ -178,7 +182,7 @@ class Materializer:
         if ids is None:
             sql, args = f"{_SELECT} ORDER BY p.seq LIMIT ?", [BATCH]
         else:
-            sql, args = f"{_SELECT} WHERE p.id IN ({','.join('?' * len(ids))})", list(ids)
+            sql, args = f"{_SELECT} AND p.id IN ({','.join('?' * len(ids))})", list(ids)
         with self._reading() as cursor:
             rows = cursor.execute(sql, args).fetchall()
         if not rows:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 from fluxmail.audit.contract import AuditStore
 from fluxmail.audit.ids import new_id
 from fluxmail.audit.postgres_claims import claim_one
+from fluxmail.audit.postgres_outbox import PostgresOutbox
 from fluxmail.audit.postgres_runs import PostgresRun, recover_runs
 from fluxmail.audit.postgres_schema import (
     LATEST_VERSION,
@@ -78,6 +79,7 @@ class PostgresStore(AuditStore):
         self._ready = False  # schema checked and stale records recovered
         self._last_used = 0.0
         self._inherited: list[Any] = []  # connections from before a fork: never touched
+        self._outbox: PostgresOutbox | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.location!r})"
@@ -253,13 +255,22 @@ class PostgresStore(AuditStore):
             raise not_found(audit_id)
         return bytes(row[0])
 
+    def outbox(self) -> PostgresOutbox:
+        """The outbox side (fluxmail.audit.postgres_outbox), on this store's connection."""
+        with self._lock:
+            if self._outbox is None:
+                self._outbox = PostgresOutbox(self)
+            return self._outbox
+
     # --- maintenance ------------------------------------------------------------------------
 
     def prune(self, *, older_than: timedelta | datetime) -> int:
-        """Delete records created before the cutoff (except in-flight ``sending``)."""
+        """Delete records created before the cutoff (except in-flight ``sending`` and the
+        outbox's ``pending``: a message still to send is not history)."""
         with self._transaction() as cursor:
             cursor.execute(
-                f"DELETE FROM {_T} WHERE created_at<to_timestamp(%s) AND status<>'sending'",
+                f"DELETE FROM {_T} WHERE created_at<to_timestamp(%s) "
+                "AND status NOT IN ('sending', 'pending')",
                 (cutoff_epoch(older_than),),
             )
             return int(cursor.rowcount)
@@ -297,12 +308,13 @@ class PostgresStore(AuditStore):
                 raise self._error(exc) from exc
 
     def _recover(self, conn: Any, older_than: float) -> int:
-        """Dead runs first (their never-sent records must not turn 'unknown'), then the stale."""
+        """Dead runs first (their never-sent records must not turn 'unknown'), then the stale.
+        Rows under an outbox lease are the lease's to resolve (expire_leases), not the clock's."""
         recover_runs(conn)
         now = time.time()
         cursor = conn.execute(
             f"UPDATE {_T} SET status='unknown', updated_at=to_timestamp(%s) "
-            "WHERE status='sending' AND updated_at<to_timestamp(%s)",
+            "WHERE status='sending' AND lease_owner IS NULL AND updated_at<to_timestamp(%s)",
             (now, now - older_than),
         )
         return int(cursor.rowcount)

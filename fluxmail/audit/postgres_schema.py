@@ -11,6 +11,7 @@ __all__ = [
     "LATEST_VERSION",
     "MESSAGES_TABLE",
     "MIGRATIONS",
+    "RATES_TABLE",
     "RUNS_TABLE",
     "SELECT",
     "migrate",
@@ -19,6 +20,7 @@ __all__ = [
 MESSAGES_TABLE = "fluxmail_audit_messages"
 ATTACHMENTS_TABLE = "fluxmail_audit_attachments"
 RUNS_TABLE = "fluxmail_audit_runs"
+RATES_TABLE = "fluxmail_outbox_rates"  # the fleet-wide rate limit's slots, one row per key
 _LOCK_ID = 0x666C7578  # pg_advisory_xact_lock key for migrations ("flux")
 _T, _A, _R = MESSAGES_TABLE, ATTACHMENTS_TABLE, RUNS_TABLE
 
@@ -82,6 +84,22 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (3, (f"ALTER TABLE {_T} ADD COLUMN transport text",)),
     # 4: the id an HTTP API gave the message (SendGrid's X-Message-Id, Resend's id).
     (4, (f"ALTER TABLE {_T} ADD COLUMN provider_message_id text",)),
+    # 5: the outbox (fluxmail.audit.outbox): schedule, lease, tries, the stored model.
+    (
+        5,
+        (
+            f"ALTER TABLE {_T} ADD COLUMN due_at timestamptz, ADD COLUMN deadline_at timestamptz, "
+            "ADD COLUMN lease_owner text, ADD COLUMN lease_until timestamptz, "
+            "ADD COLUMN tries integer NOT NULL DEFAULT 0, ADD COLUMN spec jsonb, "
+            "ADD COLUMN retry_recipients jsonb",
+            f"CREATE INDEX {_T}_due ON {_T} (due_at) WHERE status = 'pending'",
+            f"CREATE INDEX {_T}_lease ON {_T} (lease_until) WHERE lease_owner IS NOT NULL",
+            f"""CREATE TABLE {RATES_TABLE} (
+                key text PRIMARY KEY,
+                next_at double precision NOT NULL
+            )""",
+        ),
+    ),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

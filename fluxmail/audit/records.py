@@ -23,11 +23,16 @@ __all__ = [
     "OutboundRecord",
 ]
 
-# ``draft`` is not written yet: it is kept for saved drafts, which will be.
-STATUSES = ("draft", "dry_run", "sending", "sent", "partial", "queued", "failed", "unknown")
-# Anything may have been accepted: a send with the same key returns the record, never resends.
-# The others (failed, dry_run, draft): nothing was accepted, a new attempt uses the same record.
-REPLAY_STATUSES = frozenset({"sent", "partial", "queued", "unknown", "sending"})
+# ``draft`` is not written yet: it is kept for saved drafts, which will be. ``pending`` and
+# ``cancelled`` are outbox rows (fluxmail.audit.outbox): waiting for a worker, or withdrawn.
+STATUSES = (
+    "draft", "dry_run", "pending", "sending", "sent", "partial", "queued", "failed", "unknown",
+    "cancelled",
+)  # fmt: skip
+# Anything may have been accepted (or a worker will send it): a send with the same key
+# returns the record, never resends. The others (failed, dry_run, draft, cancelled): nothing
+# was accepted, a new attempt uses the same record.
+REPLAY_STATUSES = frozenset({"sent", "partial", "queued", "unknown", "sending", "pending"})
 # Statuses whose finish() stamps sent_at.
 ACCEPTED_STATUSES = frozenset({"sent", "partial", "queued"})
 _RESULT_STATUSES = frozenset({"sent", "partial", "queued", "dry_run", "failed", "unknown"})
@@ -55,7 +60,7 @@ class OutboundRecord:
     text: str | None
     html: str | None
     attachments: tuple[tuple[str, str, bytes], ...]
-    status: Literal["sending", "dry_run", "draft"] = "sending"
+    status: Literal["sending", "dry_run", "draft", "pending"] = "sending"
 
 
 @dataclass(frozen=True)
@@ -93,8 +98,11 @@ class AuditRecord:
     def result(self) -> SendResult:
         """The recorded outcome as a SendResult (``sending`` reads as ``unknown``)."""
         status = self.status if self.status in _RESULT_STATUSES else "unknown"
-        if self.status == "draft":
-            status = "dry_run"
+        # A draft was never sent; an outbox row waiting for a worker is queued for delivery
+        # (as an API that accepted it for later); a cancelled one will never go.
+        status = {"draft": "dry_run", "pending": "queued", "cancelled": "failed"}.get(
+            self.status, status
+        )
         recipients = dict(self.recipients)
         if not recipients and status == "unknown":
             # Killed or still in flight: every envelope recipient's outcome is unknown.

@@ -26,6 +26,7 @@ from fluxmail.audit.rows import finish_values, loads
 from fluxmail.audit.runs import DeadRun, WireJournal, dead_runs
 from fluxmail.audit.snapshots import DB_NAME, logger, remove_snapshot
 from fluxmail.audit.sqlite_claims import claim_batch
+from fluxmail.audit.sqlite_outbox import SQLiteOutbox
 from fluxmail.audit.sqlite_reading import SQLiteReading
 from fluxmail.audit.sqlite_recovery import resolve_run
 from fluxmail.audit.sqlite_schema import (
@@ -67,6 +68,7 @@ class SQLiteStore(SQLiteReading, AuditStore):
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._outbox: SQLiteOutbox | None = None
         self._snapshots = Materializer(self._root, self._reading, self._transaction)
         with self._lock:
             self._connection()
@@ -203,6 +205,15 @@ class SQLiteStore(SQLiteReading, AuditStore):
             journal.release(resolved=True)
         return count
 
+    # --- the outbox --------------------------------------------------------------------------
+
+    def outbox(self) -> SQLiteOutbox:
+        """The outbox side (fluxmail.audit.sqlite_outbox), one per store."""
+        with self._lock:
+            if self._outbox is None:
+                self._outbox = SQLiteOutbox(self)
+            return self._outbox
+
     # --- outcomes ---------------------------------------------------------------------------
 
     def finish(self, audit_id: str, result: SendResult) -> None:
@@ -232,12 +243,16 @@ class SQLiteStore(SQLiteReading, AuditStore):
     # --- maintenance ------------------------------------------------------------------------
 
     def recover_stale(self, *, older_than: float) -> int:
-        """Mark ``sending`` records not updated for ``older_than`` seconds ``unknown``."""
+        """Mark ``sending`` records not updated for ``older_than`` seconds ``unknown``.
+
+        Outbox rows under a lease are left to ``expire_leases``: their lease says when the
+        worker is gone, and an unmarked one goes back to ``pending`` rather than ``unknown``.
+        """
         now = time.time()
         with self._transaction() as conn:
             cursor = conn.execute(
                 "UPDATE messages SET status='unknown', updated_at=? "
-                "WHERE status='sending' AND updated_at<?",
+                "WHERE status='sending' AND updated_at<? AND lease_owner IS NULL",
                 (now, now - older_than),
             )
             return cursor.rowcount

@@ -81,12 +81,13 @@ class SQLiteReading:
             ) from exc
 
     def prune(self, *, older_than: timedelta | datetime) -> int:
-        """Delete records created before the cutoff (except in-flight ``sending``) and folders.
+        """Delete records created before the cutoff (except in-flight ``sending`` and outbox
+        rows still ``pending``: a message waiting for its worker is never lost) and folders.
 
         A pruned idempotency key can be used again: keep records as long as retries may come.
         """
         cutoff = cutoff_epoch(older_than)
-        where = "WHERE created_at<? AND status!='sending'"
+        where = "WHERE created_at<? AND status NOT IN ('sending', 'pending')"
         with self._transaction() as conn:
             rels = [r[0] for r in conn.execute(f"SELECT folder FROM messages {where}", (cutoff,))]
             conn.execute(

@@ -70,6 +70,23 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     (5, ("ALTER TABLE messages ADD COLUMN transport TEXT",)),
     # 6: the id an HTTP API gave the message (SendGrid's X-Message-Id, Resend's id).
     (6, ("ALTER TABLE messages ADD COLUMN provider_message_id TEXT",)),
+    # 7: the outbox (fluxmail.audit.outbox): the record is the queue row; pacing per endpoint.
+    (
+        7,
+        (
+            "ALTER TABLE messages ADD COLUMN due_at REAL",
+            "ALTER TABLE messages ADD COLUMN deadline_at REAL",
+            "ALTER TABLE messages ADD COLUMN lease_owner TEXT",
+            "ALTER TABLE messages ADD COLUMN lease_until REAL",
+            "ALTER TABLE messages ADD COLUMN tries INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE messages ADD COLUMN spec TEXT",
+            "ALTER TABLE messages ADD COLUMN retry_recipients TEXT",
+            "ALTER TABLE messages ADD COLUMN on_wire_at REAL",
+            "CREATE INDEX messages_due ON messages(due_at) WHERE status='pending'",
+            "CREATE INDEX messages_lease ON messages(lease_until) WHERE status='sending'",
+            "CREATE TABLE fluxmail_outbox_rates (key TEXT PRIMARY KEY, next_at REAL NOT NULL)",
+        ),
+    ),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -143,6 +143,19 @@ class SettingsFields(BaseModel):
     rate_limit: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = _doc(
         None, "Bulk messages per second; default: the provider's published limit."
     )
+    retry_max_delay: Seconds = _doc(
+        300.0, "Seconds; the cap of the backoff between retries (also the outbox's)."
+    )
+    outbox_lease: Annotated[float, Field(ge=5, le=86400, allow_inf_nan=False)] = _doc(
+        60.0,
+        "Seconds an outbox worker holds a claimed message before another worker may take it "
+        "back (renewed while the worker lives; docs/outbox.md).",
+    )
+    outbox_poll_interval: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = _doc(
+        5.0,
+        "Seconds between an idle outbox worker's looks for due messages (PostgreSQL also "
+        "wakes it at once with LISTEN/NOTIFY).",
+    )
     failover_cooldown: Seconds = _doc(
         30.0,
         "Seconds a `failover(...)` / `roundrobin(...)` member rests after a failure before one "

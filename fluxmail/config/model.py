@@ -102,6 +102,9 @@ class Config:
     # failover(...) / roundrobin(...): each member resolved on its own (config/composite.py).
     members: tuple[Config, ...] = ()
     failover_cooldown: float = 30.0
+    retry_max_delay: float = 300.0
+    outbox_lease: float = 60.0
+    outbox_poll_interval: float = 5.0
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     _ssl_cache: dict[str, ssl.SSLContext] = field(default_factory=dict, compare=False)
     # Unknown FLUXMAIL_* names found while resolving (misspellings); the mailer logs them.

@@ -198,6 +198,9 @@ _COPIED = (
     "audit_password",
     "file_dir",
     "failover_cooldown",
+    "retry_max_delay",
+    "outbox_lease",
+    "outbox_poll_interval",
     *OAUTH_FIELDS,
 )
 _UPSTREAM_ARGS = {"object_type": "type", "use_tls": "tls", "use_ssl": "ssl"}
