@@ -12,8 +12,9 @@
   endpoint (``lane.batch_size`` > 1: Postmark, Resend) takes up to that many ready messages in
   one request, all marked first (``transmit_many``); a rate-limited run sends them one by one.
 - Every message goes through the send protocol of ``protocol.py``, the same as a single send:
-  ``after_claim`` (replay and dry-run rules) and ``transmit`` (interrupt rule); this module
-  supplies batched claims and finishes.
+  ``after_claim`` (replay and dry-run rules) and ``transmit`` (interrupt rule). The bookkeeping
+  (claims, marks, finishes) is a strategy (``pipeline_books.py``): a bulk run's batched claims
+  and finishes by default, the outbox worker's claimed rows and settlements otherwise.
 - A run holds a lease on its claims (``store.begin_run``) and marks each record as handed to
   the wire (``lease.mark``, durable before it returns) right before its bytes may go out: as
   the message of a ``transmit``, or primed behind one (PostgreSQL: the marks of one loop turn
@@ -33,10 +34,9 @@ import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fluxmail.audit.contract import AuditStore, RunLease
-from fluxmail.audit.records import Claim
 from fluxmail.engine.outcomes import BulkOutcome, RateLimiter
 from fluxmail.engine.outgoing import Outgoing
+from fluxmail.engine.pipeline_books import Books, BulkBooks
 from fluxmail.engine.protocol import Outcome, after_claim, transmit, transmit_many
 from fluxmail.engine.sending import Engine
 from fluxmail.engine.wiremarks import WireMarks
@@ -46,8 +46,6 @@ from fluxmail.results import SendResult
 from fluxmail.transport.base import Lane
 
 CLAIM_BATCH = 64
-FINISH_BATCH = 64
-FINISH_DELAY = 0.2  # seconds an outcome may wait for its batch (slow, rate-limited runs)
 _NOTHING = object()
 Emit = Callable[[BulkOutcome], Awaitable[None]]
 Build = Callable[[Any], tuple[Message, bytes]]  # an input item -> the message and its bytes
@@ -66,23 +64,19 @@ class Pipeline:
         connection_rate: float | None,
         per_connection: int | None,
         dry_run: bool,
+        books: Books | None = None,
     ) -> None:
         self._engine = engine
         self._source = source
-        self._build_item = build
         self._emit = emit
         self._concurrency = concurrency
         self._limiter = limiter
         self._connection_rate = connection_rate
         self._per_conn = per_connection
-        self._dry = engine.dry(dry_run)
-        self._store: AuditStore | None = None
-        self._lease: RunLease | None = None
+        # The bookkeeping strategy: a bulk run's by default, an outbox worker's when given.
+        self._books: Books = books or BulkBooks(engine, build, dry=engine.dry(dry_run))
         self._marks: WireMarks | None = None
-        self._unrecorded = False  # some outcome could not be committed: keep the lease's trail
         self._claimed: dict[str, Outgoing] = {}  # claimed, not yet handed to a sender
-        self._finishes: list[tuple[str, SendResult]] = []
-        self._flush_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         work: asyncio.Queue[Any] = asyncio.Queue(maxsize=CLAIM_BATCH)
@@ -90,11 +84,7 @@ class Pipeline:
         # Room for a whole batch (bounded: flat memory), so a sender finds one ready.
         room = max(self._concurrency * 4, lanes[0].batch_size)
         ready: asyncio.Queue[Any] = asyncio.Queue(maxsize=room)
-        if self._engine.audit.enabled:
-            self._store = self._engine.audit.store()
-            if not self._dry:
-                self._lease = self._store.begin_run()
-                self._marks = WireMarks(self._lease)
+        self._marks = self._books.open()
         feeding = isinstance(self._source, AsyncIterable)
         tasks = [
             *([asyncio.ensure_future(self._feed(work))] if feeding else []),
@@ -102,7 +92,7 @@ class Pipeline:
             *(asyncio.ensure_future(self._send(ready, lane)) for lane in lanes),
         ]
         try:
-            with self._store.hold_snapshots() if self._store else contextlib.nullcontext():
+            with self._books.holding():
                 await asyncio.gather(*tasks)
         finally:
             for task in tasks:
@@ -111,21 +101,10 @@ class Pipeline:
             await self._close()
 
     async def _close(self) -> None:
-        """Resolve every claimed-but-unsent record and commit every pending finish.
-
-        Snapshot folders are not waited for: their bytes were committed with each claim, so
-        they are as durable as the records; the store's writer thread keeps writing them, and
-        ``mailer.close()``, any read and the next open finish the job.
-        """
-        for out in self._claimed.values():
-            assert out.audit_id is not None
-            self._finishes.append((out.audit_id, out.unsent("the bulk run stopped first")))
+        """Resolve every claimed-but-unsent record and commit every pending finish."""
+        unsent = list(self._claimed.values())
         self._claimed.clear()
-        self._flush()  # synchronous: nothing is left 'sending'
-        if self._lease is not None:
-            # Every record resolved: the lease ends without a trail. Else the next opener
-            # of the store resolves what is left from the marks, as after a crash.
-            self._lease.close(resolved=not self._unrecorded)
+        self._books.close(unsent)
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -157,7 +136,7 @@ class Pipeline:
     async def _prepare(self, work: asyncio.Queue[Any], ready: asyncio.Queue[Any]) -> None:
         async for batch in self._batches(work):
             prepared = [p for p in [await self._build(job) for job in batch] if p]
-            claimed, refused = self._claim(prepared)
+            claimed, refused = self._books.claim(prepared)
             # Every claimed record is tracked before the first await below: a run cancelled
             # while the queue is full must still resolve the rest of the batch (_close).
             ends = [(index, out, after_claim(out, claim)) for index, out, claim in claimed]
@@ -177,38 +156,10 @@ class Pipeline:
     async def _build(self, job: tuple[int, Any]) -> tuple[int, Outgoing] | None:
         index, item = job
         try:
-            return index, Outgoing.prepare(*self._build_item(item), dry=self._dry)
+            return index, self._books.prepare(item)
         except FluxMailException as exc:
             await self._emit(_failed(index, exc))
             return None
-
-    def _claim(
-        self, batch: list[tuple[int, Outgoing]]
-    ) -> tuple[list[tuple[int, Outgoing, Claim | None]], list[tuple[int, FluxMailException]]]:
-        """Claim audit records for a batch (one commit): the claims, and the items refused."""
-        if self._store is None or not batch:
-            return [(index, out, None) for index, out in batch], []
-        records = [out.record(self._engine.config) for _, out in batch]
-        claim_many = self._store.claim_many
-        run = self._lease.token if self._lease is not None else None
-        try:  # on the loop, synchronously: committed before any of these is handed on
-            claims = claim_many(records, defer_snapshots=True, run=run)
-        except FluxMailException:
-            claims = None  # one bad record (e.g. a key conflict) spoils the batch: go one by one
-        kept: list[tuple[int, Outgoing, Claim | None]] = []
-        refused: list[tuple[int, FluxMailException]] = []
-        for n, (index, out) in enumerate(batch):
-            try:
-                claim = (
-                    claims[n]
-                    if claims is not None
-                    else claim_many([records[n]], defer_snapshots=True, run=run)[0]
-                )
-            except FluxMailException as exc:
-                refused.append((index, exc))
-                continue
-            kept.append((index, out, claim))
-        return kept, refused
 
     async def _send(self, ready: asyncio.Queue[Any], lane: Lane) -> None:
         own = RateLimiter(self._connection_rate)  # this connection's own pace, if any
@@ -277,19 +228,22 @@ class Pipeline:
             self._claimed.pop(out.audit_id or "", None)
         outs = [out for _, out in go]
         done = await transmit_many(outs, lambda: lane.send_batch([o.mail for o in outs]), self)
+        for out, each in zip(outs, done, strict=True):
+            self._books.done(out, each)
         for (index, _), each in zip(go, done, strict=True):
             await self._emit(_outcome(index, each))
 
     async def _all_to_wire(self, jobs: list[tuple[int, Outgoing]]) -> list[tuple[int, Outgoing]]:
         """``_to_wire`` for a batch: one mark for all, before its request; the ones to send."""
-        if self._marks is None:
+        jobs = [job for job in jobs if self._books.admits(job[1])]  # the rest stay claimed
+        if self._marks is None or not jobs:
             return jobs
         try:
             refused = await self._marks.mark([o.audit_id for _, o in jobs if o.audit_id])
         except FluxMailException as exc:
             for index, out in jobs:
                 self._claimed.pop(out.audit_id or "", None)
-                self.finish_now(out, out.unsent(str(exc)))
+                self._books.unmarked(out, exc)
                 await self._emit(_failed(index, exc))
             return []
         kept = []
@@ -307,14 +261,20 @@ class Pipeline:
     ) -> tuple[bool, Outgoing | None]:
         """Mark the message (unless it was primed) and the one to prime before any byte goes
         out; whether to send it, and what may still be primed. Nothing is sent unmarked."""
+        if not marked and not self._books.admits(out):
+            return False, None  # still claimed: the books give it back at the end
+        if then is not None and not self._books.admits(then):
+            then = None
         if self._marks is None:
             return True, then
         wanted = [o.audit_id for o in ((None if marked else out), then) if o and o.audit_id]
         try:
             refused = await self._marks.mark(wanted) if wanted else frozenset()
         except FluxMailException as exc:
+            if marked:  # marked already (primed): it goes out; only the next one waits
+                return True, None
             self._claimed.pop(out.audit_id or "", None)
-            self.finish_now(out, out.unsent(str(exc)))
+            self._books.unmarked(out, exc)
             await self._emit(_failed(index, exc))
             return False, None
         if then is not None and then.audit_id in refused:
@@ -330,37 +290,16 @@ class Pipeline:
             self._claimed.pop(out.audit_id, None)
         following = then.mail if then is not None else None
         done = await transmit(out, lambda: lane.send(out.mail, following), self)
+        self._books.done(out, done)
         await self._emit(_outcome(index, done))
 
-    # -- finishes ----------------------------------------------------------------------------
+    # -- the protocol's Recorder -----------------------------------------------------------
 
     async def finish(self, out: Outgoing, result: SendResult) -> None:
-        self.finish_now(out, result)
+        self._books.finish_now(out, result)
 
     def finish_now(self, out: Outgoing, result: SendResult) -> None:
-        """Queue the outcome for the next batched commit (the protocol's Recorder)."""
-        if out.audit_id is None:
-            return
-        self._finishes.append((out.audit_id, result))
-        if len(self._finishes) >= FINISH_BATCH:
-            self._flush()
-        elif self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(FINISH_DELAY, self._flush)
-
-    def _flush(self) -> None:
-        """Commit the waiting outcomes in one transaction, on the loop (no thread hop)."""
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        batch, self._finishes = self._finishes, []
-        if not batch or self._store is None:
-            return
-        try:
-            self._store.finish_many(batch)
-        except FluxMailException as exc:
-            # The records stay 'sending'; recovery reads the marked ones as 'unknown' later.
-            self._unrecorded = True
-            self._engine.log.error("could not record %d outcomes: %s", len(batch), exc)
+        self._books.finish_now(out, result)
 
 
 def _outcome(index: int, done: Outcome) -> BulkOutcome:

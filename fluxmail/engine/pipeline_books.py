@@ -1,0 +1,170 @@
+"""The pipeline's bookkeeping, a strategy (engine/pipeline.py): how its messages are claimed,
+marked as handed to the wire and recorded. ``BulkBooks`` is a bulk run's: batched claims under
+a run lease, batched finishes, and claimed-but-unsent records failed at the end. The outbox
+worker's (engine/worker_books.py) takes rows already claimed, settles and releases them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from fluxmail.audit.contract import AuditStore, RunLease
+from fluxmail.audit.records import Claim
+from fluxmail.engine.outgoing import Outgoing
+from fluxmail.engine.protocol import Outcome
+from fluxmail.engine.sending import Engine
+from fluxmail.engine.wiremarks import WireMarks
+from fluxmail.errors import FluxMailException
+from fluxmail.message.model import Message
+from fluxmail.results import SendResult
+
+FINISH_BATCH = 64
+FINISH_DELAY = 0.2  # seconds an outcome may wait for its batch (slow, rate-limited runs)
+
+Build = Callable[[Any], tuple[Message, bytes]]  # an input item -> the message and its bytes
+Claimed = list[tuple[int, Outgoing, Claim | None]]
+Refused = list[tuple[int, FluxMailException]]
+
+
+class Books(Protocol):
+    """What the pipeline asks of its bookkeeping, in the order a message meets it."""
+
+    def open(self) -> WireMarks | None:
+        """Start (a bulk run's lease); the marks to make before any byte goes out, if any."""
+        ...
+
+    def holding(self) -> AbstractContextManager[Any]: ...
+
+    def prepare(self, item: Any) -> Outgoing:
+        """The message for one input item; a FluxMailException if it cannot be built."""
+        ...
+
+    def claim(self, batch: list[tuple[int, Outgoing]]) -> tuple[Claimed, Refused]: ...
+
+    def admits(self, out: Outgoing) -> bool:
+        """May this claimed, not yet marked message still go out? (False: a worker stopping;
+        it stays claimed and ``close`` gives it back.)"""
+        ...
+
+    def unmarked(self, out: Outgoing, exc: FluxMailException) -> None:
+        """Its mark could not be made: it is not sent."""
+        ...
+
+    def finish_now(self, out: Outgoing, result: SendResult) -> None: ...
+
+    def done(self, out: Outgoing, outcome: Outcome) -> None:
+        """After ``transmit``: the whole outcome (with the transport's error)."""
+        ...
+
+    def close(self, unsent: Sequence[Outgoing]) -> None:
+        """Resolve what was claimed but never handed to a lane, and commit what is pending."""
+        ...
+
+
+class BulkBooks:
+    """A bulk run: claims in one commit per batch, a run lease, finishes in batches."""
+
+    def __init__(self, engine: Engine, build: Build, *, dry: bool) -> None:
+        self._engine = engine
+        self._build = build
+        self._dry = dry
+        self._store: AuditStore | None = None
+        self._lease: RunLease | None = None
+        self._unrecorded = False  # some outcome could not be committed: keep the lease's trail
+        self._finishes: list[tuple[str, SendResult]] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+
+    def open(self) -> WireMarks | None:
+        if not self._engine.audit.enabled:
+            return None
+        self._store = self._engine.audit.store()
+        if self._dry:
+            return None
+        self._lease = self._store.begin_run()
+        return WireMarks(self._lease)
+
+    def holding(self) -> AbstractContextManager[Any]:
+        return self._store.hold_snapshots() if self._store else contextlib.nullcontext()
+
+    def prepare(self, item: Any) -> Outgoing:
+        return Outgoing.prepare(*self._build(item), dry=self._dry)
+
+    def claim(self, batch: list[tuple[int, Outgoing]]) -> tuple[Claimed, Refused]:
+        """Claim audit records for a batch (one commit): the claims, and the items refused."""
+        if self._store is None or not batch:
+            return [(index, out, None) for index, out in batch], []
+        records = [out.record(self._engine.config) for _, out in batch]
+        claim_many = self._store.claim_many
+        run = self._lease.token if self._lease is not None else None
+        try:  # on the loop, synchronously: committed before any of these is handed on
+            claims = claim_many(records, defer_snapshots=True, run=run)
+        except FluxMailException:
+            claims = None  # one bad record (e.g. a key conflict) spoils the batch: go one by one
+        kept: Claimed = []
+        refused: Refused = []
+        for n, (index, out) in enumerate(batch):
+            try:
+                claim = (
+                    claims[n]
+                    if claims is not None
+                    else claim_many([records[n]], defer_snapshots=True, run=run)[0]
+                )
+            except FluxMailException as exc:
+                refused.append((index, exc))
+                continue
+            kept.append((index, out, claim))
+        return kept, refused
+
+    def admits(self, out: Outgoing) -> bool:
+        return True
+
+    def unmarked(self, out: Outgoing, exc: FluxMailException) -> None:
+        self.finish_now(out, out.unsent(str(exc)))
+
+    def done(self, out: Outgoing, outcome: Outcome) -> None:
+        return None
+
+    def finish_now(self, out: Outgoing, result: SendResult) -> None:
+        """Queue the outcome for the next batched commit (the protocol's Recorder)."""
+        if out.audit_id is None:
+            return
+        self._finishes.append((out.audit_id, result))
+        if len(self._finishes) >= FINISH_BATCH:
+            self._flush()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(FINISH_DELAY, self._flush)
+
+    def close(self, unsent: Sequence[Outgoing]) -> None:
+        """Claimed-but-unsent records fail; every pending finish is committed.
+
+        Snapshot folders are not waited for: their bytes were committed with each claim, so
+        they are as durable as the records; the store's writer thread keeps writing them, and
+        ``mailer.close()``, any read and the next open finish the job.
+        """
+        for out in unsent:
+            assert out.audit_id is not None
+            self._finishes.append((out.audit_id, out.unsent("the bulk run stopped first")))
+        self._flush()  # synchronous: nothing is left 'sending'
+        if self._lease is not None:
+            # Every record resolved: the lease ends without a trail. Else the next opener
+            # of the store resolves what is left from the marks, as after a crash.
+            self._lease.close(resolved=not self._unrecorded)
+
+    def _flush(self) -> None:
+        """Commit the waiting outcomes in one transaction, on the loop (no thread hop)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        batch, self._finishes = self._finishes, []
+        if not batch or self._store is None:
+            return
+        try:
+            self._store.finish_many(batch)
+        except FluxMailException as exc:
+            # The records stay 'sending'; recovery reads the marked ones as 'unknown' later.
+            self._unrecorded = True
+            self._engine.log.error("could not record %d outcomes: %s", len(batch), exc)
