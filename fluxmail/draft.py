@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 from fluxmail.errors import ConfigurationError
 from fluxmail.message.mime import render
@@ -18,6 +18,14 @@ class DraftSender(Protocol):
     def _send_sync(self, draft: Draft, dry_run: bool) -> SendResult: ...
 
     async def _send_async(self, draft: Draft, dry_run: bool) -> SendResult: ...
+
+    def _enqueue(
+        self, built: list[tuple[Message, bytes]], send_at: object, connection: Any
+    ) -> list[str]: ...
+
+    async def _enqueue_async(
+        self, built: list[tuple[Message, bytes]], send_at: object, connection: Any
+    ) -> list[str]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +54,21 @@ class Draft:
     async def send_async(self, dry_run: bool = False) -> SendResult:
         """The same as ``send()``, on the caller's event loop."""
         return await self.mailer._send_async(self, _dry_run(dry_run))
+
+    def enqueue(self, *, send_at: object = None, connection: Any = None) -> str:
+        """Store the message for a worker to deliver (``pending``) and return its audit id;
+        nothing contacts the server. ``send_at``: an aware datetime, a timedelta from now or
+        epoch seconds. ``connection``: the caller's psycopg connection, whose transaction the
+        row joins (docs/outbox.md)."""
+        [audit_id] = self.mailer._enqueue([(self.message, self._bytes)], send_at, connection)
+        return audit_id
+
+    async def enqueue_async(self, *, send_at: object = None, connection: Any = None) -> str:
+        """``enqueue()`` on the caller's event loop (``connection``: a psycopg
+        ``AsyncConnection``; without one the store is written from a worker thread)."""
+        built = [(self.message, self._bytes)]
+        [audit_id] = await self.mailer._enqueue_async(built, send_at, connection)
+        return audit_id
 
 
 def _dry_run(value: object) -> bool:

@@ -17,15 +17,22 @@ from fluxmail.engine.sending import Engine
 from fluxmail.errors import ConfigurationError, FluxMailException
 
 if TYPE_CHECKING:
-    from fluxmail import bulk, draft
+    from collections.abc import AsyncIterable, Iterable
+
+    from fluxmail import bulk, draft, outbox
     from fluxmail.bulk import BulkRun, MessageSource
     from fluxmail.draft import Draft
+    from fluxmail.engine import enqueue
     from fluxmail.message import model
+    from fluxmail.message.model import Message
+    from fluxmail.outbox import OutboxAdmin
     from fluxmail.results import SendResult
 else:  # needed from the first create() / send_many() on, not to build a mailer (cold start)
     bulk = lazy_module("fluxmail.bulk")
     draft = lazy_module("fluxmail.draft")
+    enqueue = lazy_module("fluxmail.engine.enqueue")
     model = lazy_module("fluxmail.message.model")
+    outbox = lazy_module("fluxmail.outbox")
 
 log = logging.getLogger("fluxmail")
 
@@ -180,6 +187,54 @@ class FluxMail:
             raise done.error
         assert done.result is not None
         return done.result
+
+    # -- the outbox: stored now, delivered by workers (docs/outbox.md) -----------------------
+
+    def _enqueue(
+        self, built: Sequence[tuple[Message, bytes]], send_at: object, connection: Any
+    ) -> list[str]:
+        c = self._config
+        return enqueue.enqueue(self.audit, c, built, send_at=send_at, connection=connection)
+
+    async def _enqueue_async(
+        self, built: Sequence[tuple[Message, bytes]], send_at: object, connection: Any
+    ) -> list[str]:
+        return await enqueue.enqueue_async(
+            self.audit, self._config, built, send_at=send_at, connection=connection
+        )
+
+    def enqueue_many(
+        self,
+        messages: Iterable[Draft | Mapping[str, Any]],
+        *,
+        send_at: object = None,
+        connection: Any = None,
+        batch_size: int = 500,
+    ) -> list[str]:
+        """Enqueue drafts or ``create()`` keyword dicts, ``batch_size`` per write; their ids."""
+        return outbox.enqueue_many(
+            self, messages, send_at=send_at, connection=connection, batch_size=batch_size
+        )
+
+    async def enqueue_many_async(
+        self,
+        messages: Iterable[Draft | Mapping[str, Any]] | AsyncIterable[Draft | Mapping[str, Any]],
+        *,
+        send_at: object = None,
+        connection: Any = None,
+        batch_size: int = 500,
+    ) -> list[str]:
+        """``enqueue_many`` on the caller's loop (``connection``: a psycopg AsyncConnection)."""
+        return await outbox.enqueue_many_async(
+            self, messages, send_at=send_at, connection=connection, batch_size=batch_size
+        )
+
+    @property
+    def outbox(self) -> OutboxAdmin:
+        """Queued messages: ``stats()``, ``retry(id)``, ``cancel(id)``."""
+        return outbox.OutboxAdmin(
+            lambda: enqueue.outbox_store(self.audit, self._config), self._config.retry_deadline
+        )
 
     # -- connection reuse --------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fluxmail.cli import audit, check, config, dev_server, providers, send
+from fluxmail.cli import audit, check, config, dev_server, outbox, providers, send, worker
 from fluxmail.cli._common import output, report, set_output
 from fluxmail.cli._output import Output
 from fluxmail.cli.exit_codes import EXIT_CODES, INTERRUPTED
@@ -63,7 +63,9 @@ check.register(app)
 config.register(app)
 providers.register(app)
 app.add_typer(audit.app, name="audit")
+app.add_typer(outbox.app, name="outbox")
 dev_server.register(app)
+worker.register(app)
 
 
 def _split_debug(args: list[str]) -> tuple[list[str], bool]:

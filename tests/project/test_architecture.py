@@ -32,6 +32,9 @@ LAYERS: dict[str, int] = {
     "fluxmail.mailer": 5,
     "fluxmail.testing": 5,
     "fluxmail.auditing": 5,
+    "fluxmail.outbox": 5,
+    "fluxmail.worker": 5,
+    "fluxmail.celery": 5,
     "fluxmail.devserver": 6,
     "fluxmail.docgen": 6,
     "fluxmail.cli": 6,
@@ -45,7 +48,7 @@ LATE_OK = {
     "aiosmtplib", "aiosmtpd", "psycopg", "yaml", "rich", "typer", "certifi", "css_inline",
     "idna", "dotenv", "pydantic_settings", "asyncio", "sqlite3", "ssl", "email", "subprocess",
     "concurrent", "importlib", "json", "tempfile", "shutil", "cryptography", "httpx", "google",
-    "botocore",
+    "botocore", "celery",
 }  # fmt: skip
 
 
