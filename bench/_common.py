@@ -99,12 +99,14 @@ _COUNTERS = re.compile(r"sess=(\d+) quit=(\d+) mesg=(\d+)")
 class Sink:
     """Postfix smtp-sink on 127.0.0.1 (mail discarded); `-c` counters checked after each run."""
 
-    def __init__(self) -> None:
+    def __init__(self, dump: Path | None = None) -> None:
         binary = find_tool("smtp-sink")
         if binary is None:
             raise RuntimeError(f"smtp-sink not found: {DEPS_HINT}")
         self.binary = binary
         self.port = 0
+        # -D: every message appended to one file (to count duplicates by Message-ID; slower).
+        self.dump = dump
         self._proc: subprocess.Popen[bytes] | None = None
         self._out = tempfile.NamedTemporaryFile(prefix="smtp-sink-", suffix=".out")  # noqa: SIM115
 
@@ -114,6 +116,9 @@ class Sink:
             argv = [self.binary, "-c"]
             if os.geteuid() == 0:
                 argv += ["-u", "nobody"]  # required when run as root
+            if self.dump is not None:
+                self.dump.parent.chmod(0o777)  # written as nobody when run as root
+                argv += ["-D", str(self.dump)]
             argv += [f"127.0.0.1:{self.port}", "256"]
             self._proc = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT)
             if self._wait_listening():

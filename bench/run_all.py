@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 import audit_latency
 import cold_start
+import fleet
 import memory
 import throughput
 from _common import Check, print_checks
@@ -25,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[Sequence[str]], list[Check]]] = {
     "throughput": throughput.main,
     "audit_latency": audit_latency.main,
     "memory": memory.main,
+    "fleet": fleet.main,
 }
 
 
