@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,14 +55,23 @@ class WorkerReport:
 
 
 class OwnerLease:
-    """``outbox.mark`` under a worker's id, shaped as the RunLease that WireMarks coalesces."""
+    """``outbox.mark`` under a worker's id, shaped as the RunLease that WireMarks coalesces.
 
-    def __init__(self, outbox: Outbox, owner: str, *, coalesce: bool) -> None:
+    Each mark first commits the settlements waiting since the last one: a worker killed
+    then leaves marked-but-unsettled (``unknown``) only what went out since, about one
+    message per lane plus the one primed behind it, not a whole settlement batch.
+    """
+
+    def __init__(
+        self, outbox: Outbox, owner: str, *, coalesce: bool, before: Callable[[], object]
+    ) -> None:
         self.token = owner
         self.coalesce = coalesce
         self._outbox = outbox
+        self._before = before
 
     def mark(self, audit_ids: Sequence[str]) -> frozenset[str]:
+        self._before()
         return self._outbox.mark(self.token, audit_ids)
 
     def close(self, *, resolved: bool) -> None:
@@ -98,7 +107,8 @@ class WorkerBooks:
     # -- the pipeline's Books ----------------------------------------------------------------
 
     def open(self) -> WireMarks | None:
-        return WireMarks(OwnerLease(self._outbox, self._owner, coalesce=self._coalesce))
+        lease = OwnerLease(self._outbox, self._owner, coalesce=self._coalesce, before=self.flush)
+        return WireMarks(lease)
 
     def holding(self) -> AbstractContextManager[Any]:
         return contextlib.nullcontext()
