@@ -224,7 +224,7 @@ class SQLiteOutbox:
             status, spec = self._row(conn, audit_id)
             allowed = _RETRYABLE | ({"unknown"} if force else set())
             if spec is None or status not in allowed:
-                why = "it was sent inline (no stored model)" if spec is None else status
+                why = "it was not queued (sent inline, or a draft)" if spec is None else status
                 hint = " (it may have been delivered: --force retries it anyway)"
                 raise AuditError(
                     f"audit record {audit_id!r} cannot be retried: {why}"
@@ -255,7 +255,12 @@ class SQLiteOutbox:
 
     @staticmethod
     def _row(conn: sqlite3.Connection, audit_id: str) -> tuple[str, str | None]:
-        row = conn.execute("SELECT status, spec FROM messages WHERE id=?", (audit_id,)).fetchone()
+        # A draft keeps its model too, but no due time: it is not the outbox's to send.
+        row = conn.execute(
+            "SELECT status, CASE WHEN due_at IS NULL THEN NULL ELSE spec END FROM messages "
+            "WHERE id=?",
+            (audit_id,),
+        ).fetchone()
         if row is None:
             raise not_found(audit_id)
         return row[0], row[1]

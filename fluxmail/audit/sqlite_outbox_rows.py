@@ -87,7 +87,8 @@ _EXPIRED_MARKED = (
 )
 # lease_owner is kept: a late settle from that worker still records the real outcome.
 _TO_UNKNOWN = "UPDATE messages SET status='unknown', recipients=?, updated_at=? WHERE id=?"
-_OUTBOX_ROW = "spec IS NOT NULL"
+# Queued rows: a model to send and a due time (drafts keep a model but are never due).
+_OUTBOX_ROW = "spec IS NOT NULL AND due_at IS NOT NULL"
 STATS = (
     "SELECT COUNT(*) FILTER (WHERE status='pending'), "
     "COUNT(*) FILTER (WHERE status='pending' AND due_at<=:now), "

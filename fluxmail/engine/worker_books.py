@@ -63,16 +63,25 @@ class OwnerLease:
     """
 
     def __init__(
-        self, outbox: Outbox, owner: str, *, coalesce: bool, before: Callable[[], object]
+        self,
+        outbox: Outbox,
+        owner: str,
+        *,
+        coalesce: bool,
+        before: Callable[[], object],
+        marked: set[str] | None = None,
     ) -> None:
         self.token = owner
         self.coalesce = coalesce
         self._outbox = outbox
         self._before = before
+        self._marked = marked if marked is not None else set()
 
     def mark(self, audit_ids: Sequence[str]) -> frozenset[str]:
         self._before()
-        return self._outbox.mark(self.token, audit_ids)
+        refused = self._outbox.mark(self.token, audit_ids)
+        self._marked.update(a for a in audit_ids if a not in refused)
+        return refused
 
     def close(self, *, resolved: bool) -> None:
         return None
@@ -93,6 +102,7 @@ class WorkerBooks:
         # Releases the store refused: retried with the settlements (this worker's renewals
         # would otherwise keep those rows leased, and 'sending', for as long as it lives).
         self._unreleased: list[str] = []
+        self._marked: set[str] = set()  # marked in the store: `release` refuses these
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -107,7 +117,10 @@ class WorkerBooks:
     # -- the pipeline's Books ----------------------------------------------------------------
 
     def open(self) -> WireMarks | None:
-        lease = OwnerLease(self._outbox, self._owner, coalesce=self._coalesce, before=self.flush)
+        lease = OwnerLease(
+            self._outbox, self._owner, coalesce=self._coalesce, before=self.flush,
+            marked=self._marked,
+        )  # fmt: skip
         return WireMarks(lease)
 
     def holding(self) -> AbstractContextManager[Any]:
@@ -154,6 +167,14 @@ class WorkerBooks:
             if row is not None:
                 self._settle(settlement(row, result, Outcome(result), self._config))
         self._results.clear()
+        # Marked but never transmitted (primed behind a "." whose reply a stop cancelled):
+        # its final "." never went, so nothing was delivered (RFC 5321 4.1.1.4). The store
+        # will not release a marked row: reschedule it, or it stays 'sending' until its lease.
+        for out in unsent:
+            row = self._held.get(out.audit_id or "")
+            if row is not None and row.audit_id in self._marked:
+                result = out.unsent("the worker stopped before sending it")
+                self._settle(settlement(row, result, Outcome(result), self._config, out.names))
         self.release([out.audit_id for out in unsent if out.audit_id])
         self.flush()
 
@@ -167,6 +188,7 @@ class WorkerBooks:
         self._release_now()
         for audit_id in ids:
             del self._held[audit_id]
+            self._marked.discard(audit_id)
             self.report.statuses[audit_id] = "pending"
         self.report.released += len(ids)
         log.info("released %d rows", len(ids))
@@ -186,10 +208,12 @@ class WorkerBooks:
 
     def lost(self, audit_id: str) -> None:
         self._held.pop(audit_id, None)
+        self._marked.discard(audit_id)
         self.changed.set()
 
     def _settle(self, item: Settlement) -> None:
         row = self._held.pop(item.audit_id, None)
+        self._marked.discard(item.audit_id)
         if row is None:
             return
         self._count(item)
