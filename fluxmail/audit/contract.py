@@ -11,13 +11,13 @@ end. Two backends implement it: SQLite plus a snapshot folder (one machine) and 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from fluxmail.audit.outbox import Outbox
-from fluxmail.audit.records import AuditRecord, Claim, OutboundRecord
+from fluxmail.audit.records import AuditRecord, Claim, DraftClaim, OutboundRecord
 from fluxmail.results import SendResult
 
 __all__ = ["AuditStore", "RunLease"]
@@ -75,6 +75,22 @@ class AuditStore(Protocol):
     def recover_stale(self, *, older_than: float) -> int: ...
     def recover_runs(self) -> int: ...
     def close(self) -> None: ...
+
+    def save_draft(self, record: OutboundRecord, spec: Mapping[str, Any]) -> str:
+        """Store a record as ``draft`` with its model (fluxmail.message.stored) and snapshot;
+        its id. A key already stored with the same content: that record's id (nothing
+        written); other content: the ``idempotency_conflict`` AuditError."""
+        ...
+
+    def claim_draft(self, audit_id: str) -> DraftClaim:
+        """Turn a ``draft`` (or a draft whose send ``failed``) ``sending`` and return what to
+        send; a draft sent already (or on its way) is a replay. Not a draft: AuditError
+        ``not_a_draft``; no such record: ``record_not_found``."""
+        ...
+
+    def discard_draft(self, audit_id: str) -> None:
+        """Delete a record that is still ``draft`` (snapshot included); else ``not_a_draft``."""
+        ...
 
     def outbox(self) -> Outbox:
         """The store's outbox side (fluxmail.audit.outbox): enqueue, claim, settle."""

@@ -49,6 +49,7 @@ def outbound_record(config: Config, message: Message, data: bytes, status: str) 
             (a.filename, a.mimetype, a.content) for a in message.attachments + message.inline_images
         ),
         status=status,  # type: ignore[arg-type]
+        origin=config.origin,
     )
 
 

@@ -13,12 +13,13 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from fluxmail.audit import postgres_drafts
 from fluxmail.audit.contract import AuditStore
 from fluxmail.audit.ids import new_id
 from fluxmail.audit.postgres_claims import claim_one
@@ -32,7 +33,7 @@ from fluxmail.audit.postgres_schema import (
     migrate,
 )
 from fluxmail.audit.problems import not_found
-from fluxmail.audit.records import AuditRecord, Claim, OutboundRecord
+from fluxmail.audit.records import AuditRecord, Claim, DraftClaim, OutboundRecord
 from fluxmail.audit.rows import cutoff_epoch, finish_values, list_query, loads, record_from_row
 from fluxmail.errors import AuditError
 from fluxmail.redaction import redact_words
@@ -254,6 +255,20 @@ class PostgresStore(AuditStore):
         if row is None:
             raise not_found(audit_id)
         return bytes(row[0])
+
+    # --- drafts (fluxmail.audit.postgres_drafts) ---------------------------------------------
+
+    def save_draft(self, record: OutboundRecord, spec: Mapping[str, Any]) -> str:
+        with self._reading() as cursor:
+            return postgres_drafts.save_draft(cursor, record, spec)
+
+    def claim_draft(self, audit_id: str) -> DraftClaim:
+        with self._reading() as cursor:
+            return postgres_drafts.claim_draft(cursor, audit_id)
+
+    def discard_draft(self, audit_id: str) -> None:
+        with self._reading() as cursor:
+            postgres_drafts.discard_draft(cursor, audit_id)
 
     def outbox(self) -> PostgresOutbox:
         """The outbox side (fluxmail.audit.postgres_outbox), on this store's connection."""

@@ -23,14 +23,16 @@ _T, _A = MESSAGES_TABLE, ATTACHMENTS_TABLE
 _INSERT = (
     f"INSERT INTO {_T} (id, created_at, updated_at, status, backend, provider, host, sender, "
     "to_addrs, cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, "
-    "metadata, attachments, eml, body_text, body_html, run_id) VALUES (%s, to_timestamp(%s), "
-    "to_timestamp(%s), %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s, %s, %s, %s, "
-    "%s::jsonb, %s::jsonb, %s, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+    "metadata, attachments, eml, body_text, body_html, run_id, origin) VALUES (%s, "
+    "to_timestamp(%s), to_timestamp(%s), %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, "
+    "%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
 )
+# spec=NULL: a draft (or outbox row) taken over by a send with its key is sent inline now.
 _RETRY = (
     f"UPDATE {_T} SET status=%s, updated_at=to_timestamp(%s), sent_at=NULL, message_id=%s, "
     "attachments=%s::jsonb, eml=%s, body_text=%s, body_html=%s, run_id=%s, on_wire_at=NULL, "
-    "base_attempts=jsonb_array_length(attempts) WHERE id=%s"
+    "base_attempts=jsonb_array_length(attempts), spec=NULL WHERE id=%s"
 )
 
 
@@ -49,7 +51,7 @@ def claim_one(cursor: Any, record: OutboundRecord, run: str | None) -> Claim:
             record.sender, dumps(record.to), dumps(record.cc), dumps(record.bcc),
             record.subject, record.message_id, record.idempotency_key, record.content_hash,
             dumps(dict(record.metadata)), dumps(manifest), record.eml, record.text,
-            record.html, run,
+            record.html, run, record.origin,
         ),
     )  # fmt: skip
     if cursor.fetchone() is not None:

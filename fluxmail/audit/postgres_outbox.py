@@ -37,7 +37,8 @@ _RELEASE = (
     "AND status='sending' AND on_wire_at IS NULL"
 )
 _NEXT_DUE = f"SELECT extract(epoch from min(due_at))::float8 FROM {_T} WHERE status='pending'"
-# Counts of outbox rows (those with a stored model); inline sends are not the queue's.
+# Counts of outbox rows (a stored model and a due time); inline sends and drafts are not
+# the queue's.
 _STATS = (
     "SELECT count(*) FILTER (WHERE status='pending'), "
     "count(*) FILTER (WHERE status='pending' AND due_at <= now()), "
@@ -46,7 +47,7 @@ _STATS = (
     "count(*) FILTER (WHERE status='sending'), count(*) FILTER (WHERE status='failed'), "
     "count(*) FILTER (WHERE status='unknown'), count(*) FILTER (WHERE status='cancelled'), "
     "extract(epoch from now() - min(due_at) FILTER (WHERE status='pending' "
-    f"AND due_at <= now()))::float8 FROM {_T} WHERE spec IS NOT NULL"
+    f"AND due_at <= now()))::float8 FROM {_T} WHERE spec IS NOT NULL AND due_at IS NOT NULL"
 )
 _RETRY = (
     f"UPDATE {_T} SET status='pending', due_at=now(), deadline_at=to_timestamp(%s), tries=0, "
@@ -188,7 +189,8 @@ class PostgresOutbox:
 
     def retry(self, audit_id: str, *, deadline_at: float, force: bool = False) -> None:
         with self._store._transaction() as cursor:
-            cursor.execute(f"SELECT status, spec IS NOT NULL FROM {_T} WHERE id=%s FOR UPDATE",
+            cursor.execute(f"SELECT status, spec IS NOT NULL AND due_at IS NOT NULL FROM {_T} "
+                           "WHERE id=%s FOR UPDATE",
                            (audit_id,))  # fmt: skip
             row = cursor.fetchone()
             if row is None:
@@ -244,7 +246,7 @@ def _unsupported(connection: Any, wanted: str) -> ConfigurationError:
 
 def _not_retryable(audit_id: str, status: str, queued: bool) -> AuditError:
     if not queued:
-        why = "was sent inline, not through the outbox (no stored message to send again)"
+        why = "was not queued (sent inline, or a draft): the outbox has nothing to send again"
     elif status == "unknown":
         why = "is unknown: it may have been delivered; retry with force to send it anyway"
     else:

@@ -25,17 +25,18 @@ from fluxmail.audit.snapshots import write_attachments
 __all__ = ["CHANNEL", "Step", "plan_enqueue", "run_async", "run_sync"]
 
 CHANNEL = "fluxmail_outbox"
-BATCH = 500  # rows per INSERT: 500 x 24 parameters, well under the protocol's 65535
+BATCH = 500  # rows per INSERT: 500 x 25 parameters, well under the protocol's 65535
 _T, _A = MESSAGES_TABLE, ATTACHMENTS_TABLE
 _ROW = (
     "(%s, to_timestamp(%s), to_timestamp(%s), 'pending', %s, %s, %s, %s, %s::jsonb, %s::jsonb, "
     "%s::jsonb, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, to_timestamp(%s), "
-    "to_timestamp(%s), %s::jsonb, 0)"
+    "to_timestamp(%s), %s::jsonb, 0, %s)"
 )
 _INSERT = (
     f"INSERT INTO {_T} (id, created_at, updated_at, status, backend, provider, host, sender, "
     "to_addrs, cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, "
-    "metadata, attachments, eml, body_text, body_html, due_at, deadline_at, spec, tries) VALUES "
+    "metadata, attachments, eml, body_text, body_html, due_at, deadline_at, spec, tries, "
+    "origin) VALUES "
 )
 _CONFLICT = " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
 _EXISTING = (
@@ -142,7 +143,7 @@ def _values(audit_id: str, now: float, item: Queued) -> tuple[Any, ...]:
         audit_id, now, now, r.backend, r.provider, r.host, r.sender, dumps_strings(r.to),
         dumps_strings(r.cc), dumps_strings(r.bcc), r.subject, r.message_id, r.idempotency_key,
         r.content_hash, dumps(dict(r.metadata)), dumps(_manifest(item)), r.eml, r.text, r.html,
-        item.due_at, item.deadline_at, dumps(dict(item.spec)),
+        item.due_at, item.deadline_at, dumps(dict(item.spec)), r.origin,
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from fluxmail.audit.problems import newer_schema
 
 __all__ = [
     "ATTACHMENTS_TABLE",
+    "COLUMNS",
     "LATEST_VERSION",
     "MESSAGES_TABLE",
     "MIGRATIONS",
@@ -100,6 +101,8 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             )""",
         ),
     ),
+    # 6: who wrote the record (FluxMail(origin="mcp")); NULL when not given. Drafts use spec.
+    (6, (f"ALTER TABLE {_T} ADD COLUMN origin text",)),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -107,8 +110,9 @@ _COLUMNS = (
     "id, created_at, updated_at, sent_at, status, backend, provider, host, sender, to_addrs, "
     "cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, recipients, "
     "attempts, base_attempts, final_reply, duration, metadata, attachments, run_id, transport, "
-    "provider_message_id"
+    "provider_message_id, origin"
 )
+COLUMNS = _COLUMNS  # for queries that read more than a record (drafts: spec, due_at)
 SELECT = f"SELECT {_COLUMNS} FROM {_T}"
 
 

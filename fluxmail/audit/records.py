@@ -20,10 +20,11 @@ __all__ = [
     "STATUSES",
     "AuditRecord",
     "Claim",
+    "DraftClaim",
     "OutboundRecord",
 ]
 
-# ``draft`` is not written yet: it is kept for saved drafts, which will be. ``pending`` and
+# ``draft``: a saved draft (``draft.save_draft()``), sent later by ``send_draft``. ``pending`` and
 # ``cancelled`` are outbox rows (fluxmail.audit.outbox): waiting for a worker, or withdrawn.
 STATUSES = (
     "draft", "dry_run", "pending", "sending", "sent", "partial", "queued", "failed", "unknown",
@@ -61,6 +62,8 @@ class OutboundRecord:
     html: str | None
     attachments: tuple[tuple[str, str, bytes], ...]
     status: Literal["sending", "dry_run", "draft", "pending"] = "sending"
+    # Who wrote it: FluxMail(origin="mcp"); None when not given.
+    origin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class AuditRecord:
     transport: str | None = None
     # The id an HTTP API gave the message (SendGrid's X-Message-Id, Resend's id); None over SMTP.
     provider_message_id: str | None = None
+    # FluxMail(origin=...) of the mailer that wrote it ("mcp" for the MCP server), else None.
+    origin: str | None = None
 
     def result(self) -> SendResult:
         """The recorded outcome as a SendResult (``sending`` reads as ``unknown``)."""
@@ -153,6 +158,7 @@ class AuditRecord:
             "attachments": [dict(a) for a in self.attachments],
             "transport": self.transport,
             "provider_message_id": self.provider_message_id,
+            "origin": self.origin,
         }
 
 
@@ -162,3 +168,15 @@ class Claim:
 
     audit_id: str
     replay: SendResult | None = None
+
+
+@dataclass(frozen=True)
+class DraftClaim:
+    """The answer to claim_draft(): ``replay`` not None means "already sent, do not send";
+    otherwise the record is now ``sending`` and this is exactly what to send."""
+
+    audit_id: str
+    replay: SendResult | None = None
+    spec: Mapping[str, Any] = field(default_factory=dict)
+    eml: bytes = b""
+    attachments: tuple[bytes, ...] = ()  # contents in position order (attachments, inline images)

@@ -175,6 +175,7 @@ def record_from_row(
         attachments=tuple(loads(row["attachments"]) or ()),
         transport=row.get("transport"),
         provider_message_id=row.get("provider_message_id"),
+        origin=row.get("origin"),
     )
 
 

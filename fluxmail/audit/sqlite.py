@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fluxmail.audit import sqlite_drafts
 from fluxmail.audit.contract import AuditStore
 from fluxmail.audit.deferred import INSERT_PENDING, Materializer
 from fluxmail.audit.ids import new_id
@@ -42,7 +43,7 @@ from fluxmail.errors import AuditError
 if TYPE_CHECKING:
     import sqlite3
 
-    from fluxmail.audit.records import Claim, OutboundRecord
+    from fluxmail.audit.records import Claim, DraftClaim, OutboundRecord
     from fluxmail.results import SendResult
 
 __all__ = ["BUSY_TIMEOUT", "LATEST_VERSION", "MIGRATIONS", "SQLiteStore"]
@@ -204,6 +205,17 @@ class SQLiteStore(SQLiteReading, AuditStore):
                 raise
             journal.release(resolved=True)
         return count
+
+    # --- drafts (fluxmail.audit.sqlite_drafts) -----------------------------------------------
+
+    def save_draft(self, record: OutboundRecord, spec: Mapping[str, Any]) -> str:
+        return sqlite_drafts.save_draft(self, record, spec)
+
+    def claim_draft(self, audit_id: str) -> DraftClaim:
+        return sqlite_drafts.claim_draft(self, audit_id)
+
+    def discard_draft(self, audit_id: str) -> None:
+        sqlite_drafts.discard_draft(self, audit_id)
 
     # --- the outbox --------------------------------------------------------------------------
 

@@ -29,11 +29,13 @@ __all__ = ["claim_batch"]
 _INSERT = (
     "INSERT INTO messages (id, created_at, updated_at, status, backend, provider, host, sender, "
     "to_addrs, cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, "
-    "metadata, folder, attachments, run_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "metadata, folder, attachments, run_id, origin) VALUES "
+    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+# spec=NULL: a draft (or outbox row) taken over by a send with its key is sent inline now.
 _RETRY = (
     "UPDATE messages SET status=?, updated_at=?, sent_at=NULL, message_id=?, attachments=?, "
-    "run_id=?, base_attempts=json_array_length(attempts) WHERE id=?"
+    "run_id=?, base_attempts=json_array_length(attempts), spec=NULL WHERE id=?"
 )
 
 
@@ -99,7 +101,7 @@ def _row(
         record.sender, dumps_strings(record.to), dumps_strings(record.cc),
         dumps_strings(record.bcc), record.subject, record.message_id, record.idempotency_key,
         record.content_hash, dumps(dict(record.metadata)) if record.metadata else "{}", rel,
-        dumps_plain(manifest) if manifest else "[]", run,
+        dumps_plain(manifest) if manifest else "[]", run, record.origin,
     )  # fmt: skip
 
 

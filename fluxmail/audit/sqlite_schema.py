@@ -87,6 +87,8 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "CREATE TABLE fluxmail_outbox_rates (key TEXT PRIMARY KEY, next_at REAL NOT NULL)",
         ),
     ),
+    # 8: who wrote the record (FluxMail(origin="mcp")); NULL when not given. Drafts use spec.
+    (8, ("ALTER TABLE messages ADD COLUMN origin TEXT",)),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -117,7 +119,7 @@ COLUMNS = (
     "id, created_at, updated_at, sent_at, status, backend, provider, host, sender, to_addrs, "
     "cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, recipients, "
     "attempts, base_attempts, final_reply, duration, metadata, folder, attachments, run_id, "
-    "transport, provider_message_id"
+    "transport, provider_message_id, origin"
 )
 SELECT = f"SELECT {COLUMNS} FROM messages"
 

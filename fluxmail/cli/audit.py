@@ -83,7 +83,7 @@ def _when(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
 
 
-def _table(records: list[AuditRecord]) -> None:
+def record_table(records: list[AuditRecord]) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -122,10 +122,10 @@ def list_records(
     if json_output:
         output().json({"ok": True, "records": [r.to_dict() for r in records]})
     else:
-        _table(records)
+        record_table(records)
 
 
-def _show(r: AuditRecord) -> None:
+def show_record(r: AuditRecord) -> None:
     out = output()
     out.fields(
         [
@@ -136,6 +136,7 @@ def _show(r: AuditRecord) -> None:
             ("backend", f"{r.backend} {r.host or ''}".strip()),
             ("provider", r.provider),
             ("delivered by", r.transport),  # the failover member that took it
+            ("origin", r.origin),  # who wrote it: FluxMail(origin="mcp")
             ("from", r.sender),
             ("to", ", ".join(r.to)),
             ("cc", ", ".join(r.cc)),
@@ -182,4 +183,4 @@ def show(
     if json_output:
         output().json({"ok": True, "record": record.to_dict()})
     else:
-        _show(record)
+        show_record(record)
