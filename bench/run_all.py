@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 import audit_latency
 import cold_start
+import dkim_cost
 import fleet
 import memory
 import throughput
@@ -27,6 +28,7 @@ BENCHMARKS: dict[str, Callable[[Sequence[str]], list[Check]]] = {
     "audit_latency": audit_latency.main,
     "memory": memory.main,
     "fleet": fleet.main,
+    "dkim_cost": dkim_cost.main,
 }
 
 

@@ -58,6 +58,8 @@ SECRET_FIELDS = (
     "oauth_client_secret",
     "oauth_refresh_token",
     "api_key",
+    "dkim_private_key",
+    "dkim_second_private_key",
 )
 Read = Callable[[], Mapping[str, Any]]
 
