@@ -190,7 +190,7 @@ def test_create_arguments_are_all_covered() -> None:
     assert {"subject", "recipients", "body", "sender", "html_body", "plain_body"} <= set(
         CREATE_ARGS
     )
-    assert len(CREATE_ARGS) == 20
+    assert len(CREATE_ARGS) == 22  # + template, context
 
 
 @pytest.mark.parametrize("name", CREATE_ARGS)
