@@ -7,13 +7,14 @@ from functools import cached_property
 from typing import Any, Protocol
 
 from fluxmail.errors import ConfigurationError
-from fluxmail.message.mime import render
 from fluxmail.message.model import Message
 from fluxmail.results import SendResult
 
 
 class DraftSender(Protocol):
     """What a draft sends through (``FluxMail``); a protocol, so drafts need not import it."""
+
+    def _render(self, message: Message) -> bytes: ...
 
     def _send_sync(self, draft: Draft, dry_run: bool) -> SendResult: ...
 
@@ -26,6 +27,8 @@ class DraftSender(Protocol):
     async def _enqueue_async(
         self, built: list[tuple[Message, bytes]], send_at: object, connection: Any
     ) -> list[str]: ...
+
+    def _save_draft(self, message: Message, data: bytes) -> str: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,7 +44,7 @@ class Draft:
 
     @cached_property
     def _bytes(self) -> bytes:
-        return render(self.message)
+        return self.mailer._render(self.message)  # the MIME writer's, DKIM-signed if set
 
     def as_bytes(self) -> bytes:
         """The exact bytes that go on the wire (and into the audit snapshot); never a Bcc header."""
@@ -62,6 +65,12 @@ class Draft:
         row joins (docs/outbox.md)."""
         [audit_id] = self.mailer._enqueue([(self.message, self._bytes)], send_at, connection)
         return audit_id
+
+    def save_draft(self) -> str:
+        """Store the message for review (status ``draft``) and return its audit id; nothing
+        contacts the server. ``mailer.send_draft(id)`` sends exactly these bytes later;
+        ``mailer.discard_draft(id)`` deletes it (docs/audit.md, "Drafts")."""
+        return self.mailer._save_draft(self.message, self.as_bytes())
 
     async def enqueue_async(self, *, send_at: object = None, connection: Any = None) -> str:
         """``enqueue()`` on the caller's event loop (``connection``: a psycopg

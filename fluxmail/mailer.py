@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from enum import Enum
 from os import PathLike
@@ -12,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 from fluxmail._lazy import lazy_module
 from fluxmail.audit.log import AuditLog
 from fluxmail.config.composite import Composite, Kind
+from fluxmail.config.dkim import dkim_signer
 from fluxmail.config.resolve import Config, idempotency_needs_audit, resolve_config, resolve_sender
 from fluxmail.engine.sending import Engine
-from fluxmail.errors import ConfigurationError, FluxMailException
+from fluxmail.errors import ConfigurationError, FluxMailException, MessageError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Iterable
@@ -22,19 +24,34 @@ if TYPE_CHECKING:
     from fluxmail import bulk, draft, outbox
     from fluxmail.bulk import BulkRun, MessageSource
     from fluxmail.draft import Draft
-    from fluxmail.engine import enqueue
-    from fluxmail.message import model
+    from fluxmail.engine import drafting, enqueue
+    from fluxmail.message import mime, model, templates
     from fluxmail.message.model import Message
     from fluxmail.outbox import OutboxAdmin
     from fluxmail.results import SendResult
 else:  # needed from the first create() / send_many() on, not to build a mailer (cold start)
     bulk = lazy_module("fluxmail.bulk")
     draft = lazy_module("fluxmail.draft")
+    drafting = lazy_module("fluxmail.engine.drafting")
     enqueue = lazy_module("fluxmail.engine.enqueue")
+    mime = lazy_module("fluxmail.message.mime")
     model = lazy_module("fluxmail.message.model")
+    templates = lazy_module("fluxmail.message.templates")
     outbox = lazy_module("fluxmail.outbox")
 
 log = logging.getLogger("fluxmail")
+_TEMPLATES_LOCK = threading.Lock()  # builds each mailer's template renderer once
+
+
+class _Required:
+    """create()'s ``recipients`` default: positional after the now-optional ``subject``, and
+    still required (an explicit None with cc= or bcc= stays valid, as upstream)."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED: Any = _Required()
 
 
 class EmailObject(str, Enum):
@@ -67,9 +84,11 @@ class FluxMail:
         if host is not None:
             settings["host"] = host
         self._config = resolve_config(**settings)
+        self._dkim = dkim_signer(self._config)  # None without FLUXMAIL_DKIM_* (docs/dkim.md)
         self._log = _logger(logger, log_level)
         self._engine = Engine(self._config, self._log)
         self.audit: AuditLog = self._engine.audit
+        self._template_set: templates.Templates | None = None
         c = self._config
         if c.backend == "smtp" and c.security != "none" and not c.tls_verify:
             self._log.warning(
@@ -127,9 +146,9 @@ class FluxMail:
 
     def create(
         self,
-        subject: str,
-        recipients: Any,
-        body: str,
+        subject: str | None = None,
+        recipients: Any = REQUIRED,
+        body: str | None = None,
         sender: Any = None,
         cc: Any = None,
         bcc: Any = None,
@@ -142,31 +161,54 @@ class FluxMail:
         priority: str | None = None,
         unsubscribe_url: str | None = None,
         inline_images: Mapping[str, str | PathLike[str] | bytes | Any] | None = None,
-        inline_css: bool = False,
+        inline_css: bool | None = None,
         headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         message_id: str | None = None,
+        template: str | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> Draft:
         """Validate and build a message; returns a new immutable Draft. Raises MessageError.
 
         ``message_id`` is for a deliberate resend of an ``unknown`` outcome: reusing the
         original Message-ID lets receivers discard the duplicate (RFC 5322 3.6.4).
+        ``template`` renders the subject and bodies from FLUXMAIL_TEMPLATES_DIR with
+        ``context`` (docs/templates.md); ``inline_css`` defaults to on for a template.
         """
+        parts: dict[str, Any] = {
+            "subject": subject, "body": body, "html_body": html_body, "plain_body": plain_body,
+            "inline_css": inline_css if inline_css is not None else template is not None,
+        }  # fmt: skip
+        templated = template is not None or context is not None
+        _check_required(subject, recipients, body, templated)
+        if templated:
+            parts = templates.create_fields(self._templates(), template, context, parts)
         resolved = sender if sender is not None else resolve_sender(self._config, None)
         message = model.build_message(
-            subject=subject, recipients=recipients, body=body, sender=resolved, cc=cc, bcc=bcc,
-            reply_to=reply_to, attachments=attachments, html_body=html_body,
-            plain_body=plain_body, in_reply_to=in_reply_to, references=references,
+            recipients=recipients, sender=resolved, cc=cc, bcc=bcc, reply_to=reply_to,
+            attachments=attachments, in_reply_to=in_reply_to, references=references,
             priority=priority, unsubscribe_url=unsubscribe_url, inline_images=inline_images,
-            inline_css=inline_css, headers=headers, idempotency_key=idempotency_key,
-            metadata=metadata, message_id=message_id,
+            headers=headers, idempotency_key=idempotency_key, metadata=metadata,
+            message_id=message_id, **parts,
         )  # fmt: skip
         if message.idempotency_key is not None and not self.audit.enabled:
             raise idempotency_needs_audit(self._config)  # the key would be silently ignored
         return draft.Draft(self, message)
 
+    def _templates(self) -> templates.Templates:
+        """The templates folder's renderer: built once per mailer, on first use."""
+        with _TEMPLATES_LOCK:
+            if self._template_set is None:
+                self._template_set = templates.Templates(self._config.templates_dir)
+            return self._template_set
+
     # -- sending -----------------------------------------------------------------------------
+
+    def _render(self, message: Message) -> bytes:
+        """The wire bytes of a message (sent, audited, queued): DKIM-signed when configured."""
+        data = mime.render(message)
+        return data if self._dkim is None else self._dkim.sign(message, data)
 
     @property
     def engine(self) -> Engine:
@@ -187,6 +229,35 @@ class FluxMail:
             raise done.error
         assert done.result is not None
         return done.result
+
+    # -- drafts: stored for review, sent later exactly as saved (docs/audit.md) --------------
+
+    def _save_draft(self, message: Message, data: bytes) -> str:
+        return drafting.save(self.audit, self._config, message, data)
+
+    def send_draft(self, audit_id: str) -> SendResult:
+        """Send a saved draft: its stored bytes and Message-ID, once. Sending it again replays
+        the stored result (``replayed=True``); a draft whose send failed may be sent again."""
+        runner = self._engine.runner
+        if runner.in_loop():
+            raise FluxMailException(
+                "send_draft() was called from fluxmail's own event loop; use await "
+                "send_draft_async()",
+                code="invalid_call",
+            )
+        return runner.run(self.send_draft_async(audit_id))
+
+    async def send_draft_async(self, audit_id: str) -> SendResult:
+        """``send_draft`` on the caller's event loop."""
+        done = await drafting.send(self._engine, audit_id)
+        if done.error is not None:
+            raise done.error
+        assert done.result is not None
+        return done.result
+
+    def discard_draft(self, audit_id: str) -> None:
+        """Delete a draft that was not sent; any other record: AuditError ``not_a_draft``."""
+        drafting.discard(self.audit, self._config, audit_id)
 
     # -- the outbox: stored now, delivered by workers (docs/outbox.md) -----------------------
 
@@ -278,6 +349,19 @@ class FluxMail:
     def send_many_async(self, messages: MessageSource, **options: Any) -> BulkRun:
         """The async face of send_many: ``async for result in mailer.send_many_async(...)``."""
         return bulk.send_many_async(self, messages, **options)
+
+
+def _check_required(subject: object, recipients: object, body: object, templated: bool) -> None:
+    """subject and body are optional only because a template may give them."""
+    missing = ["recipients"] if recipients is REQUIRED else []
+    if not templated:
+        missing += [name for name, v in (("subject", subject), ("body", body)) if v is None]
+    if missing:
+        raise MessageError(
+            f"create() needs subject=, recipients= and body= (or template= for the subject and "
+            f"body); missing: {', '.join(missing)}",
+            code="invalid_message",
+        )
 
 
 def _composite(kind: Kind, members: tuple[object, ...]) -> Composite:

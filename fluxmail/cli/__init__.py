@@ -13,7 +13,19 @@ from typing import Annotated, Any
 
 import typer
 
-from fluxmail.cli import audit, check, config, dev_server, outbox, providers, send, worker
+from fluxmail.cli import (
+    audit,
+    check,
+    config,
+    dev_server,
+    drafts,
+    mcp,
+    outbox,
+    preview,
+    providers,
+    send,
+    worker,
+)
 from fluxmail.cli._common import output, report, set_output
 from fluxmail.cli._output import Output
 from fluxmail.cli.exit_codes import EXIT_CODES, INTERRUPTED
@@ -59,13 +71,16 @@ def _root(
 
 
 send.register(app)
+preview.register(app)
 check.register(app)
 config.register(app)
 providers.register(app)
 app.add_typer(audit.app, name="audit")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(drafts.app, name="drafts")
 dev_server.register(app)
 worker.register(app)
+mcp.register(app)
 
 
 def _split_debug(args: list[str]) -> tuple[list[str], bool]:

@@ -22,9 +22,12 @@ from fluxmail.cli._common import (
     usage_error,
 )
 from fluxmail.cli.exit_codes import exit_code
+from fluxmail.cli.preview import VarOption, variables
 from fluxmail.errors import DeliveryError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from fluxmail.mailer import FluxMail
     from fluxmail.results import SendResult
 
@@ -39,6 +42,8 @@ EPILOG = """Examples:
       --sender "Shop <shop@example.com>" --to bob@example.com --subject Hi --text Hi
 
   fluxmail send --dry-run --json --to bob@example.com --subject Hi --text Hi
+
+  fluxmail send --template welcome --var name=Ada --to ada@example.com
 """
 
 Addresses = Annotated[list[str] | None, typer.Option(metavar="ADDRESS", help="Repeatable.")]
@@ -63,6 +68,21 @@ def _headers(values: list[str] | None) -> list[tuple[str, str]]:
             raise usage_error(f"--header {item!r}: write it as 'Name: value'")
         headers.append((name.strip(), value.strip()))
     return headers
+
+
+def _content(
+    subject: str | None, text: str | None, html: str | None, template: str | None, var: Any
+) -> dict[str, Any]:
+    """The body arguments of create(): the text and HTML given, or --template and --var."""
+    if template is None:
+        if var:
+            raise usage_error("--var sets a template variable: give --template too")
+        if subject is None:
+            raise usage_error("give the subject with --subject (or use --template)")
+        return _body(text, html)
+    if subject is not None or text is not None or html is not None:
+        raise usage_error("--template gives the subject and body: drop --subject/--text/--html")
+    return {"template": template, "context": variables(var)}
 
 
 def _body(text: str | None, html: str | None) -> dict[str, Any]:
@@ -112,11 +132,20 @@ def send(
     to: Annotated[
         list[str], typer.Option("--to", metavar="ADDRESS", help="Recipient (repeatable).")
     ],
-    subject: Annotated[str, typer.Option("--subject", "-s", help="Subject line.")],
+    subject: Annotated[
+        str | None, typer.Option("--subject", "-s", help="Subject line (not with --template).")
+    ] = None,
     text: Annotated[str | None, typer.Option("--text", help="Plain-text body.")] = None,
     text_file: Annotated[Path | None, typer.Option(help="Read the text body from a file.")] = None,
     html: Annotated[str | None, typer.Option("--html", help="HTML body.")] = None,
     html_file: Annotated[Path | None, typer.Option(help="Read the HTML body from a file.")] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template", metavar="NAME", help="Render NAME from FLUXMAIL_TEMPLATES_DIR instead."
+        ),
+    ] = None,
+    var: VarOption = None,
     cc: Addresses = None,
     bcc: Addresses = None,
     attach: Annotated[
@@ -136,6 +165,10 @@ def send(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Send at most once per key (see docs/audit.md).")
     ] = None,
+    save_draft: Annotated[
+        bool,
+        typer.Option("--draft", help="Store it as a draft to review; send nothing."),
+    ] = False,
     password_stdin: PasswordStdin = False,
     json_output: JsonFlag = False,
     show_bcc: Annotated[
@@ -143,14 +176,18 @@ def send(
     ] = False,
 ) -> None:
     """Send one message (use `fluxmail dev-server` to try it locally)."""
-    body = _body(_read("--text", text, text_file), _read("--html", html, html_file))
+    if save_draft and dry_run:
+        raise usage_error("give --draft or --dry-run, not both")
+    text, html = _read("--text", text, text_file), _read("--html", html, html_file)
+    body = _content(subject, text, html, template, var)
     with json_errors(json_output):
         mailer = build_mailer(**overrides(provider, password_stdin))
         try:
             _send(mailer, to, subject, body, json_output=json_output, show_bcc=show_bcc,
                   cc=cc, bcc=bcc, sender=sender, reply_to=reply_to,
                   attachments=list(attach or ()), headers=_headers(header),
-                  idempotency_key=idempotency_key, dry_run=dry_run)  # fmt: skip
+                  idempotency_key=idempotency_key, dry_run=dry_run,
+                  save_draft=save_draft)  # fmt: skip
         finally:
             mailer.close()
 
@@ -158,26 +195,45 @@ def send(
 def _send(
     mailer: FluxMail,
     to: list[str],
-    subject: str,
+    subject: str | None,
     body: dict[str, Any],
     *,
     json_output: bool,
     show_bcc: bool,
     dry_run: bool,
+    save_draft: bool = False,
     **fields: Any,
 ) -> None:
     draft = mailer.create(subject, to, **body, **fields)
+    if save_draft:
+        saved(draft.save_draft(), draft.message_id, json_output)
+        return
     message = draft.message
     shown = {a.addr.lower() for a in (*message.to, *message.cc)}
     hidden = set() if show_bcc else {a.addr.lower() for a in message.bcc} - shown
+    print_outcome(lambda: draft.send(dry_run=dry_run), hidden, json_output)
+
+
+def print_outcome(send: Callable[[], SendResult], hidden: set[str], json_output: bool) -> None:
+    """Run the send and print its result, or its error (then exit with the error's code)."""
     # With --json stdout holds exactly one object: the console backend prints to stderr then.
     quiet = contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext()
     try:
         with quiet:
-            result = draft.send(dry_run=dry_run)
+            result = send()
     except DeliveryError as exc:
         _failed(exc, hidden, json_output)
     _done(visible(result, hidden), json_output)
+
+
+def saved(audit_id: str, message_id: str, json_output: bool) -> None:
+    """``send --draft``: the draft's id, and how to review and send it."""
+    if json_output:
+        output().json({"ok": True, "id": audit_id, "status": "draft", "message_id": message_id})
+        return
+    output().fields([("draft", audit_id), ("message-id", message_id)])
+    output().print(f"review: fluxmail drafts show {audit_id}")
+    output().print(f"send:   fluxmail drafts send {audit_id}")
 
 
 def _done(data: dict[str, Any], json_output: bool) -> None:

@@ -50,6 +50,10 @@ def _blank_is_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+def _blank_or_int(value: object) -> object:
+    return _strict_int(_blank_is_none(value)) if value is not None else None
+
+
 def _lower(value: object) -> object:
     return value.strip().lower() if isinstance(value, str) else value
 
@@ -140,6 +144,11 @@ class SettingsFields(BaseModel):
     audit_url: Secret = _doc(None, "`postgresql://...` shared audit store.", secret=True)
     audit_password: Secret = _doc(None, "Password of the audit database.", secret=True)
     file_dir: Path = _doc(Path("outbox"), "Folder for the `.eml` files of the `file` backend.")
+    templates_dir: OptPath = _doc(
+        None,
+        "Folder of the message templates (`create(template=...)`, `fluxmail send --template`; "
+        "docs/templates.md); needs fluxmail[templates].",
+    )
     rate_limit: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = _doc(
         None, "Bulk messages per second; default: the provider's published limit."
     )
@@ -220,6 +229,51 @@ class SettingsFields(BaseModel):
     )
     oauth_subject: Text = _doc(
         None, "The mailbox a Google service account acts for (domain-wide delegation)."
+    )
+    # The MCP server for AI agents (`fluxmail mcp`, docs/agents.md); read when it starts.
+    mcp_allow_send: Bool = _doc(
+        False,
+        "`fluxmail mcp` offers the `send_draft` and `send_email` tools (otherwise agents "
+        "can only draft; a person sends with `fluxmail drafts send`).",
+    )
+    mcp_attachment_dir: OptPath = _doc(
+        None,
+        "The only folder `fluxmail mcp` attaches files from (none: no attachments).",
+    )
+    mcp_max_sends: Annotated[Annotated[int, Field(ge=0)] | None, BeforeValidator(_blank_or_int)] = (
+        _doc(None, "Sends one `fluxmail mcp` run may make (none: no cap; replays are free).")
+    )
+    mcp_max_recipients: Annotated[
+        Annotated[int, Field(ge=1)] | None, BeforeValidator(_blank_or_int)
+    ] = _doc(None, "To + Cc + Bcc addresses per message from `fluxmail mcp` (none: no cap).")
+    mcp_allowed_domains: Text = _doc(
+        None,
+        "Comma-separated recipient domains `fluxmail mcp` may address, e.g. "
+        "`example.com,example.org` (none: any).",
+    )
+    # DKIM signing (docs/dkim.md); keys loaded and checked by fluxmail.config.dkim.
+    dkim_domain: Text = _doc(
+        None, "DKIM signing domain (`d=`); with a selector and a key, every message is signed."
+    )
+    dkim_selector: Text = _doc(
+        None, "DKIM selector (`s=`): the key is published at `<selector>._domainkey.<domain>`."
+    )
+    dkim_private_key: Secret = _doc(
+        None,
+        "DKIM private key: RSA (PEM, PKCS#1 or PKCS#8, >= 1024 bits) or Ed25519 (PKCS#8 PEM); "
+        "needs fluxmail[dkim].",
+        secret=True,
+    )
+    dkim_second_selector: Text = _doc(
+        None, "Selector of a second signature (same domain), e.g. Ed25519 next to RSA."
+    )
+    dkim_second_private_key: Secret = _doc(
+        None, "Private key of the second DKIM signature.", secret=True
+    )
+    dkim_allow_unaligned: Bool = _doc(
+        False,
+        "Sign even when the From domain is neither FLUXMAIL_DKIM_DOMAIN nor one of its "
+        "subdomains (the signature then does not count for DMARC).",
     )
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)

@@ -83,6 +83,8 @@ class Config:
     auth: str = "password"
     # FluxMail(token_provider=...): a callable (sync or async) returning an OAuth access token.
     token_provider: Callable[[], Any] | None = field(default=None, compare=False)
+    # FluxMail(origin="mcp"): stored on every record this mailer writes (who wrote it).
+    origin: str | None = None
     # FLUXMAIL_OAUTH_*: where the access tokens come from (fluxmail.config.oauth checks them).
     oauth_provider: str | None = None
     oauth_client_id: str | None = None
@@ -105,6 +107,21 @@ class Config:
     retry_max_delay: float = 300.0
     outbox_lease: float = 60.0
     outbox_poll_interval: float = 5.0
+    # fluxmail mcp (docs/agents.md): what an agent may do through the MCP server.
+    mcp_allow_send: bool = False
+    mcp_attachment_dir: Path | None = None
+    mcp_max_sends: int | None = None
+    mcp_max_recipients: int | None = None
+    mcp_allowed_domains: str | None = None
+    # create(template=...) (docs/templates.md): read when a template is first rendered.
+    templates_dir: Path | None = None
+    # FLUXMAIL_DKIM_* (docs/dkim.md): fluxmail.config.dkim loads and checks the keys.
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_private_key: SecretStr | None = None
+    dkim_second_selector: str | None = None
+    dkim_second_private_key: SecretStr | None = None
+    dkim_allow_unaligned: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     _ssl_cache: dict[str, ssl.SSLContext] = field(default_factory=dict, compare=False)
     # Unknown FLUXMAIL_* names found while resolving (misspellings); the mailer logs them.

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fluxmail.config.api import ApiChoice, api_key, resolve_api
 from fluxmail.config.auth import check_auth, check_token_provider, has_oauth, resolve_auth
+from fluxmail.config.dkim import DKIM_FIELDS, dkim_signer
 from fluxmail.config.members import composite_of, resolve_members
 from fluxmail.config.model import NOT_SETTINGS, Config
 from fluxmail.config.oauth import OAUTH_FIELDS, check_oauth
@@ -88,6 +90,22 @@ def idempotency_needs_audit(config: Config) -> ConfigurationError:
     )
 
 
+_ORIGIN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def check_origin(value: object) -> str | None:
+    """FluxMail(origin=...): a short lowercase label stored on every record (e.g. "mcp")."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or _ORIGIN.fullmatch(value) is None:
+        raise ConfigurationError(
+            "argument origin= must be a short lowercase identifier (a letter, then up to 31 "
+            "letters, digits, '_' or '-'), e.g. 'mcp'",
+            code="invalid_config",
+        )
+    return value
+
+
 def resolve_config(**kwargs: object) -> Config:
     """Build a validated ``Config`` from kwargs, env, .env, secret files, URL and preset.
 
@@ -96,6 +114,7 @@ def resolve_config(**kwargs: object) -> Config:
     """
     rest = dict(kwargs)
     token_provider = check_token_provider(rest.pop("token_provider", None))
+    origin = check_origin(rest.pop("origin", None))
     composite = rest.pop("composite", None)
     args, host_arg, override, env_file = _split_kwargs(rest)
     s = load_settings(args, env_file)
@@ -125,6 +144,8 @@ def resolve_config(**kwargs: object) -> Config:
     auth = resolve_auth(s, relay, token_provider, src, notes)
     if token_provider is not None:
         src["token_provider"] = "argument"
+    if origin is not None:
+        src["origin"] = "argument"
     config = Config(
         backend="api" if api is not None else s.type,
         host=host,
@@ -140,6 +161,7 @@ def resolve_config(**kwargs: object) -> Config:
         rate_limit=s.rate_limit or (provider.rate_limit_per_second if provider else None),
         auth=auth,
         token_provider=token_provider,
+        origin=origin,
         api_provider=api.name if api is not None else None,
         api_key=api_key(s, api, src) if api is not None else s.api_key,
         api_base_url=api.base_url if api is not None else None,
@@ -201,7 +223,14 @@ _COPIED = (
     "retry_max_delay",
     "outbox_lease",
     "outbox_poll_interval",
+    "mcp_allow_send",
+    "mcp_attachment_dir",
+    "mcp_max_sends",
+    "mcp_max_recipients",
+    "mcp_allowed_domains",
+    "templates_dir",
     *OAUTH_FIELDS,
+    *DKIM_FIELDS,
 )
 _UPSTREAM_ARGS = {"object_type": "type", "use_tls": "tls", "use_ssl": "ssl"}
 
@@ -226,7 +255,9 @@ def _split_kwargs(kwargs: Mapping[str, object]) -> tuple[dict[str, object], Any,
             args[_UPSTREAM_ARGS.get(name, name)] = getattr(value, "value", value)
         else:
             allowed = ", ".join(
-                sorted([*known, *_UPSTREAM_ARGS, "ssl_context", "env_file", "token_provider"])
+                sorted(
+                    [*known, *_UPSTREAM_ARGS, "ssl_context", "env_file", "token_provider", "origin"]
+                )
             )
             raise ConfigurationError(
                 f"unknown argument {name!r}; allowed: {allowed}", code="invalid_config"
@@ -282,6 +313,12 @@ def _check(c: Config) -> None:
             f"FLUXMAIL_CA_FILE={str(c.ca_file)!r} is not a file; give a PEM bundle path",
             code="invalid_config",
         )
+    if c.templates_dir is not None and not _is_dir(c.templates_dir):
+        raise ConfigurationError(
+            f"FLUXMAIL_TEMPLATES_DIR={str(c.templates_dir)!r} is not a folder; give the folder "
+            "of the message templates",
+            code="invalid_config",
+        )
     if c.ca_file is not None:
         # Loaded now, with the transport's own policy, so a file holding no certificate is
         # refused here and not at the first send; the connections reuse this context.
@@ -304,6 +341,14 @@ def _check(c: Config) -> None:
     check_oauth(c)
     if c.backend == "smtp":
         check_smtp(c)
+    dkim_signer(c)  # the keys loaded now: a bad one is refused before any traffic
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long or unreadable
+        return False
 
 
 def _check_sender(sender: str) -> None:

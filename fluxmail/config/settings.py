@@ -173,6 +173,10 @@ _ALLOWED = {
     "transport": ("invalid_config", "one of smtp, api"),
     "oauth_provider": ("invalid_config", "one of microsoft, google, generic"),
     "auth": ("invalid_config", "one of auto, password, xoauth2, oauthbearer"),
+    "outbox_lease": ("invalid_timeout", "a finite number of seconds from 5 to 86400"),
+    "outbox_poll_interval": ("invalid_timeout", "a finite number of seconds > 0, at most 3600"),
+    "mcp_max_sends": ("invalid_config", "an integer >= 0"),
+    "mcp_max_recipients": ("invalid_config", "an integer >= 1"),
 }
 
 

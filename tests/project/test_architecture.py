@@ -35,9 +35,11 @@ LAYERS: dict[str, int] = {
     "fluxmail.outbox": 5,
     "fluxmail.worker": 5,
     "fluxmail.celery": 5,
+    "fluxmail.django": 5,
     "fluxmail.devserver": 6,
     "fluxmail.docgen": 6,
     "fluxmail.cli": 6,
+    "fluxmail.mcp": 6,
     "fluxmail.__main__": 6,
     "fluxmail": 7,  # the public facade: nothing inside the package imports it
 }
@@ -48,7 +50,7 @@ LATE_OK = {
     "aiosmtplib", "aiosmtpd", "psycopg", "yaml", "rich", "typer", "certifi", "css_inline",
     "idna", "dotenv", "pydantic_settings", "asyncio", "sqlite3", "ssl", "email", "subprocess",
     "concurrent", "importlib", "json", "tempfile", "shutil", "cryptography", "httpx", "google",
-    "botocore", "celery",
+    "botocore", "celery", "mcp", "django", "jinja2", "dkim", "nacl",
 }  # fmt: skip
 
 
