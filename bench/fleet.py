@@ -23,6 +23,7 @@ import argparse
 import collections
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -139,14 +140,17 @@ def deliver(fleet: Fleet, workers: int, messages: int) -> dict[str, Any]:
     url = fleet.database()
     with Sink() as sink:
         enqueue(url, messages, port=sink.port)
-        started = time.perf_counter()
+        started, cpu, busy = time.perf_counter(), _children_cpu(), _machine_busy()
         problems = wait_all(start_workers(workers, worker_env(sink.port, url)))
         elapsed = time.perf_counter() - started
+        worker_cpu, machine = _children_cpu() - cpu, _machine_busy(busy)
         arrived = sink.wait_messages(messages)
     found = statuses(url)
     return {
         "workers": workers,
         "rate": messages / elapsed,
+        "worker_cpu_us": worker_cpu / messages * 1e6,
+        "machine_busy": machine,
         "arrived": arrived,
         "sent_rows": found.get("sent", 0),
         "statuses": found,
@@ -186,6 +190,27 @@ def kill_run(fleet: Fleet, messages: int) -> dict[str, Any]:
         "window": window,
         "problems": problems,
     }
+
+
+def _children_cpu() -> float:
+    """User + system seconds of the finished child processes (the workers) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _machine_busy(since: tuple[int, int] | None = None) -> Any:
+    """The machine's (busy, total) CPU ticks from /proc/stat; given an earlier reading, the
+    busy fraction since: whether the workers had a core to spare."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    now = (sum(fields) - idle, sum(fields))
+    if since is None:
+        return now
+    total = now[1] - since[1]
+    return (now[0] - since[0]) / total if total else None
 
 
 def _size(path: Path) -> int:
@@ -232,14 +257,22 @@ def measure(fleet: Fleet, args: argparse.Namespace, counts: list[int]) -> list[C
     base = rates[counts[0]]
     print()
     print_table(
-        ["workers", "msg/s (median)", f"x {counts[0]} worker", "exactly once"],
+        ["workers", "msg/s (median)", f"x {counts[0]} worker", "worker CPU us/msg",
+         "machine busy", "exactly once"],
         [[str(k), f"{rates[k]:,.0f}", f"{rates[k] / base:.2f}",
+          f"{runs[k][0]['worker_cpu_us']:,.0f}", _percent(runs[k][0]["machine_busy"]),
           "yes" if all(r["exact"] for r in runs[k]) else "NO"] for k in counts],
     )  # fmt: skip
+    print("(worker CPU: all worker processes' user + system time per message; machine busy:")
+    print(" every core, PostgreSQL and smtp-sink included; near 100 %, more workers cannot help)")
     killed = kill_run(fleet, args.messages)
     print(f"\nkill run: {killed}")
     save_results("fleet", {"enqueue": [batch_rate, single_rate], "runs": runs, "kill": killed})
     return checks(batch_rate, rates, runs, killed, counts)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.0f} %"
 
 
 def checks(

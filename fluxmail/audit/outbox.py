@@ -125,9 +125,12 @@ class Outbox(Protocol):
         """Extend every lease ``owner`` holds; how many rows."""
         ...
 
-    def mark(self, owner: str, audit_ids: Sequence[str]) -> frozenset[str]:
+    def mark(
+        self, owner: str, audit_ids: Sequence[str], *, settle: Sequence[Settlement] = ()
+    ) -> frozenset[str]:
         """Durably note the rows as handed to the wire, before any byte goes out; the ids that
-        must not be sent (no longer ``owner``'s)."""
+        must not be sent (no longer ``owner``'s). ``settle``: outcomes committed with the
+        marks (PostgreSQL: in the same statement, one round trip), as ``settle`` would."""
         ...
 
     def settle(self, owner: str, items: Sequence[Settlement]) -> None:

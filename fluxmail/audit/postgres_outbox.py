@@ -15,7 +15,13 @@ from typing import Any
 
 from fluxmail.audit.outbox import Delivery, OutboxStats, Queued, Settlement
 from fluxmail.audit.postgres_outbox_enqueue import CHANNEL, plan_enqueue, run_async, run_sync
-from fluxmail.audit.postgres_outbox_leases import claim, expire, settle
+from fluxmail.audit.postgres_outbox_leases import (
+    claim,
+    expire,
+    mark_settling,
+    settle,
+    settles_in_one,
+)
 from fluxmail.audit.postgres_schema import MESSAGES_TABLE, RATES_TABLE
 from fluxmail.audit.problems import not_found
 from fluxmail.errors import AuditError, ConfigurationError
@@ -26,10 +32,6 @@ _T = MESSAGES_TABLE
 _RENEW = (
     f"UPDATE {_T} SET lease_until=now() + make_interval(secs => %s) "
     "WHERE lease_owner=%s AND status='sending'"
-)
-_MARK = (
-    f"UPDATE {_T} SET on_wire_at=now() WHERE id = ANY(%s) AND lease_owner=%s "
-    "AND status='sending' RETURNING id"
 )
 _RELEASE = (
     f"UPDATE {_T} SET status='pending', lease_owner=NULL, lease_until=NULL, "
@@ -152,20 +154,25 @@ class PostgresOutbox:
             cursor.execute(_RENEW, (lease, owner))
             return int(cursor.rowcount)
 
-    def mark(self, owner: str, audit_ids: Sequence[str]) -> frozenset[str]:
-        with self._store._transaction() as cursor:
-            cursor.execute(_MARK, (list(audit_ids), owner))
-            marked = {row[0] for row in cursor.fetchall()}
+    def mark(
+        self, owner: str, audit_ids: Sequence[str], *, settle: Sequence[Settlement] = ()
+    ) -> frozenset[str]:
+        finals = [item for item in settle if item.retry_at is None]
+        later = [item for item in settle if item.retry_at is not None]
+        if later:
+            self.settle(owner, later)
+        with self._store._transaction(single=True) as cursor:
+            marked = mark_settling(cursor, owner, audit_ids, finals)
         return frozenset(audit_ids) - marked
 
     def settle(self, owner: str, items: Sequence[Settlement]) -> None:
         if items:
-            with self._store._transaction() as cursor:
+            with self._store._transaction(single=settles_in_one(items)) as cursor:
                 settle(cursor, owner, items)
 
     def release(self, owner: str, audit_ids: Sequence[str]) -> None:
         if audit_ids:
-            with self._store._transaction() as cursor:
+            with self._store._transaction(single=True) as cursor:
                 cursor.execute(_RELEASE, (list(audit_ids), owner))
 
     def expire_leases(self) -> int:

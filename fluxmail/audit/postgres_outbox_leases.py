@@ -15,7 +15,7 @@ from fluxmail.audit.postgres_schema import ATTACHMENTS_TABLE, MESSAGES_TABLE
 from fluxmail.audit.rows import dumps_plain, finish_values, loads
 from fluxmail.results import RecipientStatus
 
-__all__ = ["claim", "expire", "settle"]
+__all__ = ["MARK", "claim", "expire", "mark_settling", "settle", "settles_in_one"]
 
 _T, _A = MESSAGES_TABLE, ATTACHMENTS_TABLE
 DEFAULT_DEADLINE = 86400.0  # seconds after creation, for a row written without one
@@ -53,11 +53,20 @@ _RESCHEDULE = (
     "lease_owner=NULL, lease_until=NULL, on_wire_at=NULL, sent_at=NULL, updated_at=now() "
     f"WHERE {_HELD}"
 )
-_FINAL = (
-    f"UPDATE {_T} SET status=%s, recipients=%s::jsonb, attempts=%s::jsonb, "
-    "final_reply=%s::jsonb, duration=%s, sent_at=to_timestamp(%s), updated_at=now(), "
-    "transport=%s, provider_message_id=%s, lease_owner=NULL, lease_until=NULL, "
-    f"retry_recipients=NULL WHERE {_HELD}"
+MARK = (
+    f"UPDATE {_T} SET on_wire_at=now() WHERE id = ANY(%s) AND lease_owner=%s "
+    "AND status='sending' RETURNING id"
+)
+# Every final outcome of a settlement in one statement (one round trip, whatever the count).
+_FINAL_MANY = (
+    f"UPDATE {_T} AS m SET status=v.status, recipients=v.recipients::jsonb, "
+    "attempts=v.attempts::jsonb, final_reply=v.reply::jsonb, duration=v.duration, "
+    "sent_at=to_timestamp(v.sent_at), updated_at=now(), transport=v.transport, "
+    "provider_message_id=v.pmid, lease_owner=NULL, lease_until=NULL, retry_recipients=NULL "
+    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], "
+    "%s::float8[], %s::text[], %s::text[], %s::text[]) "
+    "AS v(status, recipients, attempts, reply, duration, sent_at, transport, pmid, id) "
+    "WHERE m.id = v.id AND m.lease_owner = %s AND m.status IN ('sending', 'unknown')"
 )
 
 
@@ -142,4 +151,40 @@ def settle(cursor: Any, owner: str, items: Sequence[Settlement]) -> None:
     if later:
         cursor.executemany(_RESCHEDULE, later)
     if final:
-        cursor.executemany(_FINAL, final)
+        cursor.execute(_FINAL_MANY, (*_columns(final), owner))
+
+
+def _columns(final: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """The rows of final outcomes as the nine arrays _FINAL_MANY unnests."""
+    return [list(column) for column in zip(*(row[:9] for row in final), strict=True)]
+
+
+def mark_settling(
+    cursor: Any, owner: str, audit_ids: Sequence[str], finals: Sequence[Settlement]
+) -> set[str]:
+    """Final outcomes and marks in one statement (a data-modifying WITH): one round trip
+    for what a worker does before each message goes out. The ids marked."""
+    if not finals:
+        cursor.execute(MARK, (list(audit_ids), owner))
+        return {row[0] for row in cursor.fetchall()}
+    now = time.time()
+    final = []
+    for item in sorted(finals, key=lambda s: s.audit_id):
+        status, recipients, attempts, reply, duration, sent_at, _, transport, pmid, _ = (
+            finish_values(item.result, [], now, item.audit_id)
+        )
+        final.append(
+            (status, recipients, attempts, reply, duration, sent_at, transport, pmid,
+             item.audit_id)
+        )  # fmt: skip
+    cursor.execute(_MARK_SETTLING, (*_columns(final), owner, list(audit_ids), owner))
+    return {row[0] for row in cursor.fetchall()}
+
+
+# The settlements waiting, then the marks: the CTE runs whether or not it is read.
+_MARK_SETTLING = f"WITH settled AS ({_FINAL_MANY} RETURNING m.id) {MARK}"
+
+
+def settles_in_one(items: Sequence[Settlement]) -> bool:
+    """Only final outcomes: ``settle`` runs one statement (it needs no transaction block)."""
+    return all(item.retry_at is None for item in items)

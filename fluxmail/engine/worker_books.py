@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,32 +56,32 @@ class WorkerReport:
 
 
 class OwnerLease:
-    """``outbox.mark`` under a worker's id, shaped as the RunLease that WireMarks coalesces.
+    """``outbox.mark`` under a worker's id, shaped as the RunLease that WireMarks coalesces
+    (on PostgreSQL it runs on WireMarks' writer thread).
 
-    Each mark first commits the settlements waiting since the last one: a worker killed
-    then leaves marked-but-unsettled (``unknown``) only what went out since, about one
-    message per lane plus the one primed behind it, not a whole settlement batch.
+    Each mark carries the outcomes waiting since the last one (one statement on
+    PostgreSQL): a worker killed then leaves marked-but-unsettled (``unknown``) only what
+    went out since, about one message per lane plus the one primed behind it.
     """
 
-    def __init__(
-        self,
-        outbox: Outbox,
-        owner: str,
-        *,
-        coalesce: bool,
-        before: Callable[[], object],
-        marked: set[str] | None = None,
-    ) -> None:
+    def __init__(self, books: WorkerBooks, outbox: Outbox, owner: str, *, coalesce: bool) -> None:
         self.token = owner
         self.coalesce = coalesce
+        self._books = books
         self._outbox = outbox
-        self._before = before
-        self._marked = marked if marked is not None else set()
+        self.marked = books.marked
 
     def mark(self, audit_ids: Sequence[str]) -> frozenset[str]:
-        self._before()
-        refused = self._outbox.mark(self.token, audit_ids)
-        self._marked.update(a for a in audit_ids if a not in refused)
+        releases, batch = self._books.take()
+        try:
+            if releases:
+                self._outbox.release(self.token, releases)
+                releases = []
+            refused = self._outbox.mark(self.token, audit_ids, settle=batch)
+        except FluxMailException:
+            self._books.keep(releases, batch)
+            raise
+        self.marked.update(a for a in audit_ids if a not in refused)
         return refused
 
     def close(self, *, resolved: bool) -> None:
@@ -102,8 +103,10 @@ class WorkerBooks:
         # Releases the store refused: retried with the settlements (this worker's renewals
         # would otherwise keep those rows leased, and 'sending', for as long as it lives).
         self._unreleased: list[str] = []
-        self._marked: set[str] = set()  # marked in the store: `release` refuses these
+        self.marked: set[str] = set()  # marked in the store: `release` refuses these
         self._timer: asyncio.TimerHandle | None = None
+        # Guards the backlog and the releases: `commit` also runs on WireMarks' thread.
+        self._lock = threading.Lock()
 
     @property
     def outstanding(self) -> int:
@@ -117,11 +120,7 @@ class WorkerBooks:
     # -- the pipeline's Books ----------------------------------------------------------------
 
     def open(self) -> WireMarks | None:
-        lease = OwnerLease(
-            self._outbox, self._owner, coalesce=self._coalesce, before=self.flush,
-            marked=self._marked,
-        )  # fmt: skip
-        return WireMarks(lease)
+        return WireMarks(OwnerLease(self, self._outbox, self._owner, coalesce=self._coalesce))
 
     def holding(self) -> AbstractContextManager[Any]:
         return contextlib.nullcontext()
@@ -172,7 +171,7 @@ class WorkerBooks:
         # will not release a marked row: reschedule it, or it stays 'sending' until its lease.
         for out in unsent:
             row = self._held.get(out.audit_id or "")
-            if row is not None and row.audit_id in self._marked:
+            if row is not None and row.audit_id in self.marked:
                 result = out.unsent("the worker stopped before sending it")
                 self._settle(settlement(row, result, Outcome(result), self._config, out.names))
         self.release([out.audit_id for out in unsent if out.audit_id])
@@ -184,40 +183,30 @@ class WorkerBooks:
         ids = [a for a in audit_ids if a in self._held]
         if not ids:
             return
-        self._unreleased.extend(ids)
-        self._release_now()
+        with self._lock:
+            self._unreleased.extend(ids)
+        self.commit()
         for audit_id in ids:
             del self._held[audit_id]
-            self._marked.discard(audit_id)
+            self.marked.discard(audit_id)
             self.report.statuses[audit_id] = "pending"
         self.report.released += len(ids)
         log.info("released %d rows", len(ids))
         self.changed.set()
 
-    def _release_now(self) -> bool:
-        if not self._unreleased:
-            return True
-        try:
-            self._outbox.release(self._owner, self._unreleased)
-        except FluxMailException as exc:
-            count = len(self._unreleased)
-            log.warning("could not release %d rows (kept for later): %s", count, exc.code)
-            return False
-        self._unreleased.clear()
-        return True
-
     def lost(self, audit_id: str) -> None:
         self._held.pop(audit_id, None)
-        self._marked.discard(audit_id)
+        self.marked.discard(audit_id)
         self.changed.set()
 
     def _settle(self, item: Settlement) -> None:
         row = self._held.pop(item.audit_id, None)
-        self._marked.discard(item.audit_id)
+        self.marked.discard(item.audit_id)
         if row is None:
             return
         self._count(item)
-        self._backlog.append(item)
+        with self._lock:
+            self._backlog.append(item)
         self.changed.set()
         if len(self._backlog) >= SETTLE_BATCH:
             self.flush()
@@ -247,24 +236,48 @@ class WorkerBooks:
         return len(self._backlog) + len(self._unreleased)
 
     def flush(self) -> bool:
-        """Commit the waiting settlements in one transaction; False when the store refused
-        (they are kept for the next flush)."""
+        """On the loop: ``commit`` now (the batch timer is no longer needed)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._release_now():
-            return False
-        batch = self._backlog[: SETTLE_BATCH * 4]
-        if not batch:
-            return True
-        try:
-            self._outbox.settle(self._owner, batch)
-        except FluxMailException as exc:
+        return self.commit()
+
+    def commit(self) -> bool:
+        """From any thread: commit the refused releases, then the waiting settlements, in
+        transactions of up to SETTLE_BATCH * 4; False when the store refused (what was
+        taken goes back, for the next commit)."""
+        while True:
+            releases, batch = self.take()
+            if not releases and not batch:
+                return True
+            try:
+                if releases:
+                    self._outbox.release(self._owner, releases)
+                    releases = []
+                if batch:
+                    self._outbox.settle(self._owner, batch)
+            except FluxMailException as exc:
+                self.keep(releases, batch)
+                log.warning(
+                    "could not record %d rows (kept for later): %s",
+                    len(releases) + len(batch), exc.code,
+                )  # fmt: skip
+                return False
+
+    def take(self) -> tuple[list[str], list[Settlement]]:
+        """From any thread: the releases and up to SETTLE_BATCH * 4 settlements waiting,
+        taken out (``keep`` puts them back when they could not be committed)."""
+        with self._lock:
+            releases, self._unreleased = self._unreleased, []
+            batch = self._backlog[: SETTLE_BATCH * 4]
+            del self._backlog[: len(batch)]
+        return releases, batch
+
+    def keep(self, releases: list[str], batch: list[Settlement]) -> None:
+        with self._lock:
+            self._unreleased[:0] = releases
+            self._backlog[:0] = batch
             if len(self._backlog) > BACKLOG:
                 dropped = len(self._backlog) - BACKLOG
                 del self._backlog[:dropped]
                 log.error("dropped %d settlements: their rows end as unknown", dropped)
-            log.warning("could not settle %d rows (kept for later): %s", len(batch), exc.code)
-            return False
-        del self._backlog[: len(batch)]
-        return self.flush() if self._backlog else True

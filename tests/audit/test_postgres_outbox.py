@@ -235,6 +235,26 @@ def test_mark_refuses_rows_not_the_owners(outbox: PostgresOutbox) -> None:
     assert outbox.stats().sending == 2
 
 
+def test_a_mark_carries_the_waiting_settlements(outbox: PostgresOutbox, store: Any) -> None:
+    """mark(settle=...) records the outcomes and the marks in one statement: finals of rows
+    the owner holds, and a reschedule; a settlement of a row not the owner's is left alone."""
+    a, b, c, d = outbox.enqueue_many([queued(1), queued(2), queued(3), queued(4)])
+    outbox.claim_due("w1", limit=3, lease=60)
+    outbox.claim_due("w2", limit=1, lease=60)
+    outbox.mark("w1", [a, b])
+    later = time.time() + 3600
+    refused = outbox.mark(
+        "w1", [c],
+        settle=[Settlement(a, sent_result()), Settlement(d, sent_result()),
+                Settlement(b, failed_result(), retry_at=later)],
+    )  # fmt: skip
+    assert refused == frozenset()
+    assert [store.get(x).status for x in (a, b, c, d)] == ["sent", "pending", "sending", "sending"]
+    assert outbox.stats().scheduled == 1
+    assert outbox.mark("w1", [d], settle=[Settlement(c, sent_result())]) == frozenset({d})
+    assert store.get(c).status == "sent"
+
+
 def test_settle_retry_then_final(outbox: PostgresOutbox, store: Any, pg_database: str) -> None:
     [audit_id] = outbox.enqueue_many([queued(1)])
     outbox.claim_due("w1", limit=1, lease=60)
