@@ -27,6 +27,12 @@ Item = Draft | Mapping[str, Any]
 MessageSource = Iterable[Item] | AsyncIterable[Item]
 
 
+class Creates(Protocol):
+    """Anything with the mailer's ``create()`` (its items are checked against it)."""
+
+    def create(self, *args: Any, **kwargs: Any) -> Draft: ...
+
+
 class BulkMailer(Protocol):
     """What a bulk run needs of its mailer (``FluxMail``): the engine and ``create()``."""
 
@@ -338,16 +344,17 @@ class _Tally:
 
 
 def _build(mailer: BulkMailer, item: Any) -> tuple[Message, bytes]:
-    draft = item if isinstance(item, Draft) else mailer.create(**_create_args(mailer, item))
+    draft = item if isinstance(item, Draft) else mailer.create(**create_args(mailer, item))
     return draft.message, draft.as_bytes()
 
 
-def _create_args(mailer: BulkMailer, item: Any) -> Mapping[str, Any]:
+def create_args(mailer: Creates, item: Any, caller: str = "send_many()") -> Mapping[str, Any]:
     """A bulk item that is not a Draft: the keyword arguments of ``create()``, checked here so
-    a bad item is that item's MessageError, never a TypeError that ends the whole run."""
+    a bad item is that item's MessageError, never a TypeError that ends the whole run.
+    ``caller`` names the method in the message (enqueue_many() checks its items here too)."""
     if not isinstance(item, Mapping) or not all(isinstance(k, str) for k in item):
         raise MessageError(
-            f"a message to send_many() must be a Draft or a mapping of create() arguments, "
+            f"a message to {caller} must be a Draft or a mapping of create() arguments, "
             f"not {type(item).__name__}",
             code="invalid_message",
         )
@@ -356,7 +363,7 @@ def _create_args(mailer: BulkMailer, item: Any) -> Mapping[str, Any]:
     if unknown or missing:
         what = f"unknown: {', '.join(unknown)}" if unknown else f"missing: {', '.join(missing)}"
         raise MessageError(
-            f"a send_many() message has bad create() arguments ({what})",
+            f"a {caller} message has bad create() arguments ({what})",
             code="invalid_message",
         )
     return item

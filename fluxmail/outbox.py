@@ -3,16 +3,16 @@ retry, cancel). Workers (``fluxmail worker``) deliver what is enqueued; see docs
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from fluxmail.audit.contract import AuditStore
 from fluxmail.audit.outbox import Outbox, OutboxStats
+from fluxmail.bulk import create_args
 from fluxmail.draft import Draft
 from fluxmail.engine.enqueue import DEFAULT_DEADLINE, due_at
-from fluxmail.errors import ConfigurationError, MessageError, shown
+from fluxmail.errors import ConfigurationError, shown
 from fluxmail.message.model import Message
 
 __all__ = ["OutboxAdmin", "OutboxStats", "enqueue_many", "enqueue_many_async"]
@@ -87,31 +87,9 @@ def _built(mailer: EnqueueMailer, item: object) -> Built:
     MessageError, never a TypeError)."""
     if isinstance(item, Draft):
         return item.message, item.as_bytes()
-    if not isinstance(item, Mapping) or not all(isinstance(k, str) for k in item):
-        raise MessageError(
-            f"a message to enqueue_many() must be a Draft or a mapping of create() "
-            f"arguments, not {type(item).__name__}",
-            code="invalid_message",
-        )
-    names, required = _create_arg_names(type(mailer).create)
-    unknown, missing = sorted(set(item) - names), sorted(required - set(item))
-    if unknown or missing:
-        what = f"unknown: {', '.join(unknown)}" if unknown else f"missing: {', '.join(missing)}"
-        raise MessageError(
-            f"an enqueue_many() message has bad create() arguments ({what})",
-            code="invalid_message",
-        )
+    item = create_args(mailer, item, "enqueue_many()")
     draft = mailer.create(**item)
     return draft.message, draft.as_bytes()
-
-
-@functools.cache
-def _create_arg_names(create: Any) -> tuple[frozenset[str], frozenset[str]]:
-    # From the code object, as fluxmail.bulk does (importing inspect costs more).
-    code = create.__code__
-    names = code.co_varnames[1 : code.co_argcount]  # after self
-    required = names[: len(names) - len(create.__defaults__ or ())]
-    return frozenset(names), frozenset(required)
 
 
 def enqueue_many(

@@ -74,13 +74,17 @@ def resolve_sender(config: Config, explicit: str | None) -> str:
     )
 
 
-def idempotency_needs_audit(config: Config) -> ConfigurationError:
-    """Why this configuration cannot keep an ``idempotency_key``: no audit remembers keys."""
+def audit_off_reason(config: Config) -> str:
+    """Why this configuration keeps no audit, for the errors of what needs one."""
     source = config.sources.get("audit", "default")
     if config.backend == "memory" and source == "default":
-        why = "the memory backend keeps no audit unless asked"
-    else:
-        why = f"the audit is turned off ({where('audit', source)})"
+        return "the memory backend keeps no audit unless asked"
+    return f"the audit is turned off ({where('audit', source)})"
+
+
+def idempotency_needs_audit(config: Config) -> ConfigurationError:
+    """Why this configuration cannot keep an ``idempotency_key``: no audit remembers keys."""
+    why = audit_off_reason(config)
     return ConfigurationError(
         f"idempotency_key needs the audit store, which remembers the keys already sent, and {why}; "
         "without it a retried send would deliver twice. Turn the audit on (FLUXMAIL_AUDIT=true "

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 
 from fluxmail.audit.contract import AuditStore
 from fluxmail.audit.log import AuditLog, outbound_record
-from fluxmail.config.resolve import Config
-from fluxmail.config.settings import where
+from fluxmail.config.resolve import Config, audit_off_reason
 from fluxmail.engine import protocol
 from fluxmail.engine.outgoing import Outgoing
 from fluxmail.engine.protocol import Outcome
@@ -35,11 +34,7 @@ __all__ = ["discard", "draft_store", "save", "send"]
 def draft_store(audit: AuditLog, config: Config) -> AuditStore:
     """The store drafts live in; refused when the audit is off (there is nowhere to keep them)."""
     if not audit.enabled:
-        source = config.sources.get("audit", "default")
-        if config.backend == "memory" and source == "default":
-            why = "the memory backend keeps no audit unless asked"
-        else:
-            why = f"the audit is turned off ({where('audit', source)})"
+        why = audit_off_reason(config)
         raise ConfigurationError(
             f"drafts are kept in the audit store, and {why}. Turn the audit on "
             "(FLUXMAIL_AUDIT=true, or audit=True; FLUXMAIL_AUDIT_URL=postgresql://... to share "

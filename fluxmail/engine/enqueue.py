@@ -18,8 +18,7 @@ from fluxmail.audit.contract import AuditStore
 from fluxmail.audit.log import AuditLog, outbound_record
 from fluxmail.audit.outbox import Outbox, Queued
 from fluxmail.audit.records import Claim
-from fluxmail.config.resolve import Config
-from fluxmail.config.settings import where
+from fluxmail.config.resolve import Config, audit_off_reason
 from fluxmail.errors import ConfigurationError, shown
 from fluxmail.message.model import Message
 from fluxmail.message.stored import message_to_spec
@@ -37,11 +36,7 @@ _EPOCH_FLOOR = 1_000_000_000
 def outbox_store(audit: AuditLog, config: Config) -> AuditStore:
     """The store whose rows the workers deliver; refused when the audit is off (no row)."""
     if not audit.enabled:
-        source = config.sources.get("audit", "default")
-        if config.backend == "memory" and source == "default":
-            why = "the memory backend keeps no audit unless asked"
-        else:
-            why = f"the audit is turned off ({where('audit', source)})"
+        why = audit_off_reason(config)
         raise ConfigurationError(
             f"enqueue() writes the message to the audit store, where workers find it, and "
             f"{why}. Turn the audit on (FLUXMAIL_AUDIT=true; FLUXMAIL_AUDIT_URL=postgresql://..."
