@@ -19,6 +19,7 @@ from fluxmail.config.resolve import Config, audit_off_reason
 from fluxmail.engine import protocol
 from fluxmail.engine.outgoing import Outgoing
 from fluxmail.engine.protocol import Outcome
+from fluxmail.engine.sending import Engine, SingleRecorder
 from fluxmail.errors import ConfigurationError, MessageError
 from fluxmail.message.model import Message
 from fluxmail.message.stored import message_from_spec, message_to_spec
@@ -26,7 +27,6 @@ from fluxmail.results import SendResult
 
 if TYPE_CHECKING:
     from fluxmail.audit.records import DraftClaim
-    from fluxmail.engine.sending import Engine
 
 __all__ = ["discard", "draft_store", "save", "send"]
 
@@ -73,7 +73,9 @@ async def send(engine: Engine, audit_id: str) -> Outcome:
         unsent = SendResult("failed", message_id, audit_id=audit_id)
         await asyncio.to_thread(store.finish, audit_id, unsent)
         return Outcome(None, exc)
-    return await protocol.transmit(out, lambda: engine.transport.send(out.mail), _Recorder(engine))
+    return await protocol.transmit(
+        out, lambda: engine.transport.send(out.mail), SingleRecorder(engine)
+    )
 
 
 def _outgoing(claim: DraftClaim) -> Outgoing:
@@ -82,16 +84,3 @@ def _outgoing(claim: DraftClaim) -> Outgoing:
     out = Outgoing.prepare(message, claim.eml, dry=False)
     out.audit_id = claim.audit_id
     return out
-
-
-class _Recorder:
-    """Outcomes recorded as a single send records them (engine.finish, in a worker thread)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    async def finish(self, out: Outgoing, result: SendResult) -> None:
-        await asyncio.to_thread(self._engine.finish, out, result)
-
-    def finish_now(self, out: Outgoing, result: SendResult) -> None:
-        self._engine.finish(out, result)

@@ -50,7 +50,7 @@ class Engine:
         if done is not None:
             return done
         return await protocol.transmit(
-            out, lambda: self.transport.send(out.mail), _SingleRecorder(self)
+            out, lambda: self.transport.send(out.mail), SingleRecorder(self)
         )
 
     def finish(self, out: Outgoing, result: SendResult) -> None:
@@ -71,7 +71,10 @@ class Engine:
         self.audit.close()
 
 
-class _SingleRecorder:
+class SingleRecorder:
+    """Outcomes recorded one at a time (``engine.finish``, in a worker thread): a single
+    send's, and a saved draft's."""
+
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
