@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any
@@ -63,20 +65,26 @@ def parse_since(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def open_audit(audit_dir: Path | None) -> AuditStore:
-    """The store the mailer writes to, from the same settings (the SMTP ones are not needed)."""
+@contextmanager
+def open_audit(audit_dir: Path | None) -> Iterator[AuditStore]:
+    """The store the mailer writes to, from the same settings (the SMTP ones are not needed),
+    closed when the block ends."""
     settings = FluxMailSettings()
     url, password = settings.audit_url, settings.audit_password
     output().secrets.add(
         url.get_secret_value() if url else None, password.get_secret_value() if password else None
     )
     directory = audit_dir or settings.audit_dir
-    return open_store(
+    store = open_store(
         directory=directory,
         explicit=directory is not None,
         url=url.get_secret_value() if url is not None and audit_dir is None else None,
         password=password.get_secret_value() if password is not None else None,
     )
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _when(moment: datetime | None) -> str:
@@ -113,12 +121,8 @@ def list_records(
     if status is not None and status not in STATUSES:
         raise usage_error(f"--status {status!r}: use one of {', '.join(STATUSES)}")
     moment = parse_since(since) if since is not None else None
-    with json_errors(json_output):
-        store = open_audit(audit_dir)
-        try:
-            records = store.list(status=status, since=moment, limit=limit, include_bcc=False)
-        finally:
-            store.close()
+    with json_errors(json_output), open_audit(audit_dir) as store:
+        records = store.list(status=status, since=moment, limit=limit, include_bcc=False)
     if json_output:
         output().json({"ok": True, "records": [r.to_dict() for r in records]})
     else:
@@ -171,15 +175,11 @@ def show(
     json_output: JsonFlag = False,
 ) -> None:
     """Show one audit record: recipients' outcomes, attempts, the server's reply."""
-    with json_errors(json_output):
-        store = open_audit(audit_dir)
-        try:
-            if eml:
-                output().raw(store.get_eml(audit_id))
-                return
-            record = store.get(audit_id, include_bcc=show_bcc)
-        finally:
-            store.close()
+    with json_errors(json_output), open_audit(audit_dir) as store:
+        if eml:
+            output().raw(store.get_eml(audit_id))
+            return
+        record = store.get(audit_id, include_bcc=show_bcc)
     if json_output:
         output().json({"ok": True, "record": record.to_dict()})
     else:

@@ -70,12 +70,8 @@ def list_drafts(
     json_output: JsonFlag = False,
 ) -> None:
     """List the drafts waiting for review, newest first (Bcc recipients are not shown)."""
-    with json_errors(json_output):
-        store = open_audit(audit_dir)
-        try:
-            records = store.list(status="draft", limit=limit, include_bcc=False)
-        finally:
-            store.close()
+    with json_errors(json_output), open_audit(audit_dir) as store:
+        records = store.list(status="draft", limit=limit, include_bcc=False)
     if json_output:
         output().json({"ok": True, "records": [r.to_dict() for r in records]})
     else:
@@ -106,16 +102,12 @@ def show(
     json_output: JsonFlag = False,
 ) -> None:
     """Show a draft for review: its record and the text and HTML bodies it will send."""
-    with json_errors(json_output):
-        store = open_audit(audit_dir)
-        try:
-            data = store.get_eml(audit_id)
-            if eml:
-                output().raw(data)
-                return
-            record = store.get(audit_id, include_bcc=show_bcc)
-        finally:
-            store.close()
+    with json_errors(json_output), open_audit(audit_dir) as store:
+        data = store.get_eml(audit_id)
+        if eml:
+            output().raw(data)
+            return
+        record = store.get(audit_id, include_bcc=show_bcc)
     text, html = _body(data)
     if json_output:
         output().json({"ok": True, "record": record.to_dict(), "text": text, "html": html})
@@ -156,12 +148,8 @@ def send(
 @app.command("discard", epilog=DISCARD_EPILOG)
 def discard(audit_id: AuditId, audit_dir: AuditDir = None, json_output: JsonFlag = False) -> None:
     """Delete a draft that was not sent."""
-    with json_errors(json_output):
-        store = open_audit(audit_dir)
-        try:
-            store.discard_draft(audit_id)
-        finally:
-            store.close()
+    with json_errors(json_output), open_audit(audit_dir) as store:
+        store.discard_draft(audit_id)
     if json_output:
         output().json({"ok": True, "id": audit_id, "status": "discarded"})
     else:

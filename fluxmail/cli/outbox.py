@@ -77,12 +77,8 @@ def _show(stats: OutboxStats) -> None:
 @app.command("stats", epilog=STATS_EPILOG)
 def stats(audit_dir: AuditDir = None, json_output: JsonFlag = False) -> None:
     """Counts by state and how long the oldest due message has waited."""
-    with json_errors(json_output):
-        store = open_audit(audit_dir)
-        try:
-            found = _admin(store).stats()
-        finally:
-            store.close()
+    with json_errors(json_output), open_audit(audit_dir) as store:
+        found = _admin(store).stats()
     if json_output:
         output().json({"ok": True, "stats": found.to_dict()})
     else:
@@ -91,17 +87,13 @@ def stats(audit_dir: AuditDir = None, json_output: JsonFlag = False) -> None:
 
 def _act(audit_id: str, audit_dir: Path | None, json_output: bool, *, force: bool | None) -> str:
     """Retry (``force`` not None) or cancel one row; its status afterwards."""
-    with json_errors(json_output):
-        store = open_audit(audit_dir)
-        try:
-            admin = _admin(store)
-            if force is None:
-                admin.cancel(audit_id)
-            else:
-                admin.retry(audit_id, force=force)
-            status = store.get(audit_id).status
-        finally:
-            store.close()
+    with json_errors(json_output), open_audit(audit_dir) as store:
+        admin = _admin(store)
+        if force is None:
+            admin.cancel(audit_id)
+        else:
+            admin.retry(audit_id, force=force)
+        status = store.get(audit_id).status
     if json_output:
         output().json({"ok": True, "id": audit_id, "status": status})
     return status
