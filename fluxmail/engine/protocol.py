@@ -62,8 +62,16 @@ async def transmit(
     out: Outgoing, send: Callable[[], Awaitable[TransportResult]], recorder: Recorder
 ) -> Outcome:
     """Hand the message to the transport and record what happened, whatever happened."""
-    [done] = await transmit_many([out], lambda: _one(send), recorder)
-    return done
+    try:
+        sent = await send()
+    except MessageError as exc:
+        # Found while preparing the SMTP commands or the request: before anything went out.
+        recorder.finish_now(out, out.unsent(str(exc)))
+        return Outcome(None, exc)
+    except BaseException as exc:
+        recorder.finish_now(out, out.interrupted(exc))
+        raise
+    return await _finished(out, sent, recorder)
 
 
 async def transmit_many(
@@ -77,7 +85,6 @@ async def transmit_many(
     try:
         sent = await send()
     except MessageError as exc:
-        # Found while preparing the request or the SMTP commands: before anything went out.
         for out in outs:
             recorder.finish_now(out, out.unsent(str(exc)))
         return [Outcome(None, exc) for _ in outs]
@@ -90,15 +97,15 @@ async def transmit_many(
         if isinstance(each, MessageError):
             recorder.finish_now(out, out.unsent(str(each)))
             done.append(Outcome(None, each))
-            continue
-        result = out.result(each)
-        await recorder.finish(out, result)
-        done.append(Outcome.of(result, each.error))
+        else:
+            done.append(await _finished(out, each, recorder))
     return done
 
 
-async def _one(send: Callable[[], Awaitable[TransportResult]]) -> list[TransportResult]:
-    return [await send()]
+async def _finished(out: Outgoing, sent: TransportResult, recorder: Recorder) -> Outcome:
+    result = out.result(sent)
+    await recorder.finish(out, result)
+    return Outcome.of(result, sent.error)
 
 
 def failure(result: SendResult, error: DeliveryError | None) -> FluxMailException | None:

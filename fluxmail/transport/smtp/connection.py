@@ -23,6 +23,7 @@ from fluxmail.transport.oauth.cache import Token, refresh_time
 from fluxmail.transport.smtp import sasl
 from fluxmail.transport.smtp.model import (
     SMTPParams,
+    Staged,
     TLSInfo,
     default_local_hostname,
     ehlo_name,
@@ -44,7 +45,7 @@ T = TypeVar("T")
 
 
 # What a low-level failure may look like: a timeout, a socket or TLS error, a garbled reply.
-_WIRE_FAULTS = (asyncio.TimeoutError, OSError, BadReply)
+WIRE_FAULTS = (asyncio.TimeoutError, OSError, BadReply)
 
 
 class SMTPConnection:
@@ -65,6 +66,8 @@ class SMTPConnection:
         # MAIL/RCPT/DATA of the next message, written after the last final "." (RFC 2920);
         # the next send() with exactly these commands reads their replies instead of writing.
         self._primed = b""
+        self._primed_for: Staged | None = None  # the message those commands are for
+        self._primed_wire = b""  # and its dot-stuffed bytes, computed with them
 
     @property
     def is_connected(self) -> bool:
@@ -332,6 +335,7 @@ class SMTPConnection:
         self._authenticated = False
         self._token = self._renew_at = None
         self._primed = b""
+        self._primed_for, self._primed_wire = None, b""
 
     def _live(self, stage: Stage) -> PipelinedProtocol:
         proto = self._protocol
@@ -374,10 +378,9 @@ class SMTPConnection:
         try:  # _wire() inlined: this runs for every reply of a bulk run
             if proto is None:
                 raise ServerDisconnected("Connection lost")
-            response = await proto.read_response(timeout=seconds)
-        except _WIRE_FAULTS as exc:
-            self._abort()
-            raise wire_error(exc, stage, self._where, seconds, after_dot=after_dot) from exc
+            response = proto.next_reply() or await proto.read_response(timeout=seconds)
+        except WIRE_FAULTS as exc:
+            raise self._wire_failure(exc, stage, seconds, after_dot=after_dot) from exc
         # A server may echo the password or the base64 credentials back.
         text = redact_words(response.message, secrets) if secrets else response.message
         reply = parse_reply(response.code, text)
@@ -394,6 +397,12 @@ class SMTPConnection:
             yield
         except DeliveryError:
             raise  # already ours (a ConnectionFailed is an OSError too)
-        except _WIRE_FAULTS as exc:
-            self._abort()
-            raise wire_error(exc, stage, self._where, seconds, after_dot=after_dot) from exc
+        except WIRE_FAULTS as exc:
+            raise self._wire_failure(exc, stage, seconds, after_dot=after_dot) from exc
+
+    def _wire_failure(
+        self, exc: BaseException, stage: Stage, seconds: float, *, after_dot: bool = False
+    ) -> DeliveryError:
+        """A low-level failure at ``stage`` as a fluxmail error; the connection is dropped."""
+        self._abort()
+        return wire_error(exc, stage, self._where, seconds, after_dot=after_dot)

@@ -56,3 +56,38 @@ class ConnectionPool:
         idle, self._idle = self._idle, []
         for session in idle:
             await session.close()
+
+
+class LanePool:
+    """``ConnectionPool`` for a bulk lane: one kept-open session, used by one task at a time
+    (the lane's sender), so no semaphore and no list on the per-message path."""
+
+    def __init__(self, params: Callable[[], SMTPParams]) -> None:
+        self._params = params
+        self._session: SMTPSession | None = None
+
+    async def acquire(self, *, fresh: bool = False) -> tuple[SMTPSession, bool]:
+        session, self._session = self._session, None
+        if session is not None:
+            if not fresh and session.is_connected and not session.login_stale:
+                return session, True
+            await session.close()
+        session = SMTPSession(self._params())
+        await session.connect()
+        return session, False
+
+    async def warm(self) -> None:
+        """As ``ConnectionPool.warm``: a connected session waits for the next transaction."""
+        session, _ = await self.acquire()
+        await self.release(session, healthy=True)
+
+    async def release(self, session: SMTPSession, *, healthy: bool) -> None:
+        if healthy and session.is_connected and self._session is None:
+            self._session = session
+        else:
+            await session.close()
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()

@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 _MAX_PENDING = 64 * 1024  # unparsed reply bytes; bounds memory against a babbling server
+_READ_SIZE = 16 * 1024  # one read: a batch of pipelined replies, an EHLO, a greeting
 _BAD_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 
 
@@ -46,20 +47,28 @@ class BadReply(Exception):
     """A reply line that is not SMTP (RFC 5321 4.2), or more reply text than any server sends."""
 
 
-class PipelinedProtocol(asyncio.Protocol):
+class PipelinedProtocol(asyncio.BufferedProtocol):
     """An SMTP client connection that keeps every reply that arrives, in order.
 
     Several commands may be written at once (RFC 2920 pipelining): their replies queue up here
-    and ``read_response`` hands them out one by one.
+    and ``read_response`` hands them out one by one. Replies are read into one buffer of this
+    connection (``BufferedProtocol``): a plain ``Protocol`` gets a new 256 KiB bytes object
+    from asyncio for every read, a cost paid once per message by a bulk run.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.transport: asyncio.Transport | None = None
         self._pending = bytearray()
+        self._view = memoryview(bytearray(_READ_SIZE))
+        self._continued: list[bytes] = []  # the lines of a multi-line reply read so far
+        self._continued_size = 0
         self._replies: deque[RawReply] = deque()
         self._failure: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._deadline: float | None = None  # when the current wait times out (loop time)
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_at = 0.0
         self._paused = False  # the transport's write buffer is full (asyncio flow control)
         self._drained: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -75,31 +84,50 @@ class PipelinedProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
-    def data_received(self, data: bytes) -> None:
-        self._pending.extend(data)
-        try:
-            while (reply := self._parse_one()) is not None:
-                self._replies.append(reply)
-        except BadReply as exc:
-            self._fail(exc)
-        if len(self._pending) > _MAX_PENDING:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._view[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        pending = self._pending
+        pending += data
+        end = pending.rfind(b"\n")
+        if end != -1:
+            # Every complete line at once: pipelined replies arrive several to a segment.
+            lines = bytes(pending[: end + 1]).split(b"\n")
+            del pending[: end + 1]
+            lines.pop()  # the empty tail after the last newline
+            replies = self._replies
+            try:
+                for line in lines:
+                    if line[3:4] == b" " and line[:3].isdigit() and not self._continued:
+                        text = line[4:].strip(b" \t\r")  # the usual one-line reply, inlined
+                        replies.append(
+                            RawReply(int(line[:3]), text.decode("utf-8", "surrogateescape"))
+                        )
+                    else:
+                        self._line(line)
+            except BadReply as exc:
+                self._fail(exc)
+        if len(pending) + self._continued_size > _MAX_PENDING:
             self._fail(BadReply("Response too long"))
         self._wake()
 
-    def _parse_one(self) -> RawReply | None:
-        lines: list[bytes] = []
-        offset = 0
-        while (end := self._pending.find(b"\n", offset)) != -1:
-            line = bytes(self._pending[offset : end + 1])
-            offset = end + 1
-            if len(line) < 4 or not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r"):
-                raise BadReply("Malformed SMTP reply line")
-            lines.append(line)
-            if line[3:4] != b"-":
-                del self._pending[:offset]
-                text = b"\n".join(x[4:].strip(b" \t\r\n") for x in lines)
-                return RawReply(int(line[:3]), text.decode("utf-8", "surrogateescape"))
-        return None
+    def _line(self, line: bytes) -> None:
+        """One reply line (its newline removed): a whole reply once its last line arrives."""
+        if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r", b""):
+            raise BadReply("Malformed SMTP reply line")
+        if line[3:4] == b"-":
+            self._continued.append(line)
+            self._continued_size += len(line) + 1
+            return
+        text = line[4:].strip(b" \t\r")
+        if self._continued:
+            lines, self._continued, self._continued_size = [*self._continued, line], [], 0
+            text = b"\n".join(x[4:].strip(b" \t\r") for x in lines)
+        self._replies.append(RawReply(int(line[:3]), text.decode("utf-8", "surrogateescape")))
 
     def eof_received(self) -> bool:
         self._fail(ServerDisconnected("Unexpected EOF received"))
@@ -107,6 +135,9 @@ class PipelinedProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self._fail(ServerDisconnected("Connection lost"))
         self.resume_writing()  # a writer waiting in drain() learns of the loss
         if not self.closed.done():
@@ -145,21 +176,51 @@ class PipelinedProtocol(asyncio.Protocol):
         if not self.is_connected:
             raise ServerDisconnected("Connection lost")
 
+    def next_reply(self) -> RawReply | None:
+        """A reply that has arrived already, without waiting (None: none yet)."""
+        return self._replies.popleft() if self._replies else None
+
     async def read_response(self, timeout: float | None = None) -> RawReply:
-        deadline = None if timeout is None else self._loop.time() + timeout
+        if self._replies:  # pipelined replies usually arrive together: no wait at all
+            return self._replies.popleft()
+        loop = self._loop
+        deadline = None if timeout is None else loop.time() + timeout
         while not self._replies and self._failure is None:
-            remaining = None if deadline is None else max(deadline - self._loop.time(), 0.0)
-            self._waiter = self._loop.create_future()
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError("Timed out waiting for server response")
+            # A future per wait, and one watchdog timer per connection that moves on with the
+            # deadline: asyncio.wait_for, or a timer per wait, cost several times as much, and
+            # a bulk run waits once per message. A wake with only part of a reply loops.
+            waiter = self._waiter = loop.create_future()
+            self._deadline = deadline
+            if deadline is not None and (self._watchdog is None or self._watch_at > deadline):
+                self._arm(deadline)
             try:
-                await asyncio.wait_for(self._waiter, remaining)
-            except asyncio.TimeoutError as exc:
-                raise TimeoutError("Timed out waiting for server response") from exc
+                await waiter
             finally:
-                self._waiter = None
+                self._waiter = self._deadline = None
         if self._replies:
             return self._replies.popleft()
         assert self._failure is not None
         raise self._failure
+
+    def _arm(self, when: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watch_at = when
+        self._watchdog = self._loop.call_at(when, self._watch)
+
+    def _watch(self) -> None:
+        """The watchdog: wakes a wait whose deadline passed, else follows the current one."""
+        self._watchdog = None
+        waiter, deadline = self._waiter, self._deadline
+        if waiter is None or deadline is None:
+            return  # nobody waits: the next wait arms it again
+        if self._loop.time() >= deadline:
+            if not waiter.done():
+                waiter.set_result(None)  # read_response sees the deadline has passed
+        else:
+            self._arm(deadline)
 
     def take_unsolicited(self) -> list[RawReply]:
         """Replies nobody asked for (a server announcing 421 while idle)."""
@@ -169,6 +230,8 @@ class PipelinedProtocol(asyncio.Protocol):
     def forget_plaintext(self) -> None:
         """RFC 3207 4.2: nothing received before the TLS handshake may be used after it."""
         self._pending.clear()
+        self._continued.clear()
+        self._continued_size = 0
         self._replies.clear()
 
     async def upgrade(self, context: ssl.SSLContext, server_hostname: str, timeout: float) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from fluxmail.errors import ConnectionFailed, DeliveryError, OutcomeUnknown
 from fluxmail.results import Attempt, MessageStatus, RecipientOutcome, RecipientStatus, ServerReply
 from fluxmail.transport.base import Envelope, TransportResult
-from fluxmail.transport.smtp.pool import ConnectionPool
+from fluxmail.transport.smtp.pool import ConnectionPool, LanePool
 from fluxmail.transport.smtp.session import Staged, TransactionResult
 
 MAX_BACKOFF = 300.0
@@ -59,18 +59,27 @@ class _Progress:
 
     def absorb(self, tr: TransactionResult) -> bool:
         """Record one transaction; True when it made progress but hit a too-many-recipients cap."""
-        for addr in tr.rejected:
-            self.final[addr] = _status(addr, "rejected", tr.recipients[addr])
-        if tr.data_reply is not None:
-            self.final_reply = tr.data_reply
-            for addr in tr.accepted:
-                self.final[addr] = _status(addr, "sent", tr.data_reply)
-        self.pending = [a for a in self.pending if a not in self.final]
-        self.deferred = {a: tr.recipients[a] for a in tr.deferred}
-        capped = any(r.code in TOO_MANY_RECIPIENTS for r in self.deferred.values())
-        return capped and bool(tr.accepted) and tr.data_reply is not None
+        final, deferred = self.final, {}
+        data_reply = tr.data_reply
+        accepted = capped = False
+        for addr, reply in tr.recipients.items():  # one pass: the bulk hot path
+            code = reply.code
+            if 200 <= code < 300:
+                if data_reply is not None:
+                    final[addr] = _status(addr, "sent", data_reply)
+                accepted = True
+            elif 400 <= code < 500 or code == 552:  # 552 to RCPT: temporary (RFC 5321)
+                deferred[addr] = reply
+                capped = capped or code in TOO_MANY_RECIPIENTS
+            else:
+                final[addr] = _status(addr, "rejected", reply)
+        if data_reply is not None:
+            self.final_reply = data_reply
+        self.pending = [a for a in self.pending if a not in final]
+        self.deferred = deferred
+        return capped and accepted and data_reply is not None
 
-    def result(self, started: float) -> TransportResult:
+    def result(self, started: float, transport: str | None = None) -> TransportResult:
         for addr in self.pending:  # still deferred after the last attempt
             reply = self.deferred.get(addr)
             if reply is not None:
@@ -94,6 +103,7 @@ class _Progress:
             final_reply=self.final_reply,
             elapsed=time.monotonic() - started,
             error=self.error,
+            transport=transport,
         )
 
 
@@ -102,16 +112,12 @@ def _status(addr: str, status: RecipientOutcome, reply: ServerReply) -> Recipien
 
 
 async def _transaction(
-    pool: ConnectionPool,
-    env: Envelope,
-    recipients: Sequence[str],
-    data: bytes,
-    then: Staged | None = None,
+    pool: ConnectionPool | LanePool, mail: Staged, then: Staged | None = None
 ) -> TransactionResult:
     session, reused = await pool.acquire()
     healthy = False
     try:
-        if env.smtputf8 and not session.supports_smtputf8:
+        if mail.smtputf8 and not session.supports_smtputf8:
             # A fault of this server, not of the message (one with SMTPUTF8 takes it): a
             # DeliveryError carrying the result, never retried; nothing was sent.
             raise DeliveryError(
@@ -122,16 +128,14 @@ async def _transaction(
                 stage="mail",
             )
         try:
-            result = await session.send(
-                env.sender, recipients, data, smtputf8=env.smtputf8, then=then
-            )
+            result = await session.send_staged(mail, then)
         except ConnectionFailed:
             if not reused:
                 raise
             # An idle connection the server closed: reopen once, transparently.
             await pool.release(session, healthy=False)
             session, reused = await pool.acquire(fresh=True)
-            result = await session.send(env.sender, recipients, data, smtputf8=env.smtputf8)
+            result = await session.send_staged(mail)
         healthy = True
         return result
     finally:
@@ -139,15 +143,20 @@ async def _transaction(
 
 
 async def deliver(
-    pool: ConnectionPool,
+    pool: ConnectionPool | LanePool,
     env: Envelope,
     data: bytes,
     policy: RetryPolicy,
     then: Staged | None = None,
+    *,
+    transport: str | None = None,
+    current: Staged | None = None,
 ) -> TransportResult:
     """Deliver ``data`` to every envelope recipient; the result carries the last error.
 
-    ``then`` (bulk) is the message the same connection sends next, primed on the first attempt.
+    ``then`` (bulk) is the message the same connection sends next, primed on the first attempt;
+    ``current``, this message as staged when it was primed itself (its commands are reused).
+    ``transport`` names the server in the result.
     """
     started = time.monotonic()
     progress = _Progress(pending=list(env.recipients))
@@ -155,9 +164,13 @@ async def deliver(
     while progress.pending:
         number = len(progress.attempts) + 1
         t0, wall = time.monotonic(), time.time()
+        if number == 1 and current is not None:
+            mail = current
+        else:  # a retry goes to the deferred recipients only
+            mail = Staged(env.sender, tuple(progress.pending), data, env.smtputf8)
         try:
             first = then if number == 1 else None
-            capped = progress.absorb(await _transaction(pool, env, progress.pending, data, first))
+            capped = progress.absorb(await _transaction(pool, mail, first))
         except OutcomeUnknown as exc:
             progress.attempts.append(_attempt(number, wall, t0, exc))
             progress.error = exc
@@ -183,7 +196,7 @@ async def deliver(
         if policy.deadline is not None and time.monotonic() - started + delay > policy.deadline:
             break
         await asyncio.sleep(delay)
-    return progress.result(started)
+    return progress.result(started, transport)
 
 
 def _attempt(number: int, wall: float, t0: float, exc: DeliveryError | None) -> Attempt:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from fluxmail.errors import ConnectionFailed, DeliveryError, MessageError
 from fluxmail.results import ServerReply
-from fluxmail.transport.smtp.connection import SMTPConnection
+from fluxmail.transport.smtp.connection import WIRE_FAULTS, SMTPConnection
 from fluxmail.transport.smtp.model import (
     Security,
     SMTPParams,
@@ -65,25 +65,37 @@ class SMTPSession(SMTPConnection):
         ``then`` names the message this session will send next: with PIPELINING its commands
         go out right behind this message's final "." (one write, one round trip saved).
         """
-        rcpts = tuple(dict.fromkeys(recipients))  # one RCPT per address
-        payload = message_payload(data)
-        encoding = "utf-8" if smtputf8 else "ascii"
-        mail = b"MAIL FROM:" + envelope_path(sender, encoding)
+        return await self.send_staged(Staged(sender, recipients, data, smtputf8), then)
+
+    async def send_staged(self, mail: Staged, then: Staged | None = None) -> TransactionResult:
+        """``send()`` of a staged message: when it is the one primed behind the last final "."
+        (the same object), its commands and wire bytes are the ones computed then."""
+        if mail is self._primed_for and self._primed:
+            wire = self._primed_wire
+            async with self._lock:
+                return await self._send_pipelined(self._primed, mail, wire, then)
+        rcpts = tuple(dict.fromkeys(mail.recipients))  # one RCPT per address
+        payload = message_payload(mail.data)
+        encoding = "utf-8" if mail.smtputf8 else "ascii"
+        command = b"MAIL FROM:" + envelope_path(mail.sender, encoding)
         commands = [b"RCPT TO:" + envelope_path(r, encoding) + b"\r\n" for r in rcpts]
         if not rcpts:
             raise MessageError("A message needs at least one recipient", code="no_recipients")
         async with self._lock:
             self._live("mail")
-            mail += mail_options(self._extensions, payload, smtputf8, self._where) + b"\r\n"
+            command += mail_options(self._extensions, payload, mail.smtputf8, self._where)
+            command += b"\r\n"
             if "pipelining" in self._extensions:
-                preamble = mail + b"".join(commands) + b"DATA\r\n"
-                return await self._send_pipelined(preamble, rcpts, payload, then)
+                preamble = command + b"".join(commands) + b"DATA\r\n"
+                return await self._send_pipelined(preamble, mail, transparent(payload), then)
             if self._primed:
                 self._drop_primed()
-            return await self._send_stepwise(mail, commands, rcpts, payload)
+            return await self._send_stepwise(command, commands, rcpts, transparent(payload))
 
     def _stage(self, then: Staged | None) -> bytes:
-        """The pipelined commands for the next message, or b"" when it cannot be primed."""
+        """The pipelined commands for the next message, or b"" when it cannot be primed; its
+        wire bytes are kept for its own turn."""
+        self._primed_for, self._primed_wire = None, b""
         if then is None or "pipelining" not in self._extensions:
             return b""
         try:
@@ -95,7 +107,10 @@ class SMTPSession(SMTPConnection):
             rcpt = b"".join(b"RCPT TO:" + envelope_path(r, encoding) + b"\r\n" for r in rcpts)
         except (MessageError, DeliveryError):
             return b""  # it will fail on its own turn, with its own error
-        return mail + b"\r\n" + rcpt + b"DATA\r\n" if rcpts else b""
+        if not rcpts:
+            return b""
+        self._primed_for, self._primed_wire = then, transparent(payload)
+        return mail + b"\r\n" + rcpt + b"DATA\r\n"
 
     def _drop_primed(self) -> None:
         """Commands written ahead for another message: drop the connection so they die unsent.
@@ -112,7 +127,7 @@ class SMTPSession(SMTPConnection):
         )
 
     async def _send_pipelined(
-        self, preamble: bytes, rcpts: tuple[str, ...], payload: bytes, then: Staged | None
+        self, preamble: bytes, mail: Staged, wire: bytes, then: Staged | None
     ) -> TransactionResult:
         """RFC 2920: MAIL, every RCPT and DATA in one write, then the replies in order."""
         proto = self._live("mail")
@@ -123,6 +138,8 @@ class SMTPSession(SMTPConnection):
         else:
             with self._wire("mail", self._params.command_timeout):
                 proto.write(preamble)
+        self._primed_for, self._primed_wire = None, b""
+        rcpts = tuple(dict.fromkeys(mail.recipients))
         mail_reply = await self._read("mail")
         replies = {}
         for rcpt in rcpts:
@@ -142,10 +159,10 @@ class SMTPSession(SMTPConnection):
         if data_reply.code != 354:
             await self._reset_quietly()
             raise with_replies(reply_error("data", data_reply, self._where), replies)
-        return await self._transfer(payload, replies, self._stage(then))
+        return await self._transfer(wire, replies, self._stage(then))
 
     async def _send_stepwise(
-        self, mail: bytes, commands: list[bytes], rcpts: tuple[str, ...], payload: bytes
+        self, mail: bytes, commands: list[bytes], rcpts: tuple[str, ...], wire: bytes
     ) -> TransactionResult:
         mail_reply = await self._exchange("mail", mail)
         if not 200 <= mail_reply.code < 300:
@@ -164,26 +181,29 @@ class SMTPSession(SMTPConnection):
         if data_reply.code != 354:
             await self._reset_quietly()
             raise with_replies(reply_error("data", data_reply, self._where), replies)
-        return await self._transfer(payload, replies)
+        return await self._transfer(wire, replies)
 
     async def _transfer(
-        self, payload: bytes, replies: dict[str, ServerReply], primed: bytes = b""
+        self, wire: bytes, replies: dict[str, ServerReply], primed: bytes = b""
     ) -> TransactionResult:
-        """Send the message; once the final "." is written a loss means the outcome is unknown."""
+        """Send the message (``wire``: dot-stuffed); once the final "." is written a loss means
+        the outcome is unknown."""
         p = self._params
         proto = self._live("data")
-        wire = transparent(payload)
-        with self._wire("data", p.command_timeout):
-            if len(wire) > ONE_WRITE:
+        if len(wire) > ONE_WRITE:
+            with self._wire("data", p.command_timeout):
                 # A large body: make sure it all left before committing to the final ".".
                 proto.write(wire)
                 await asyncio.wait_for(proto.drain(), p.command_timeout)
                 await asyncio.sleep(0)  # let a pending reset or EOF surface first
                 wire = b""
+        try:  # _wire() inlined: the bulk hot path
             if proto.lost or not proto.is_connected:
                 raise ServerDisconnected("Connection lost")
             proto.write(wire + b".\r\n" + primed)  # small bodies: one syscall with the "."
-            self._primed = primed
+        except WIRE_FAULTS as exc:
+            raise self._wire_failure(exc, "data", p.command_timeout) from exc
+        self._primed = primed
         reply = await self._read("end_of_data", p.data_timeout, after_dot=True)
         if not 200 <= reply.code < 300:
             if not self._primed:  # the transaction is over anyway; RSET only when it is safe

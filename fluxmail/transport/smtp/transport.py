@@ -4,7 +4,6 @@ own one kept-open, pipelining connection each."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 import weakref
 
@@ -12,7 +11,7 @@ from fluxmail.config.auth import OAUTH_MECHANISMS
 from fluxmail.config.resolve import Config
 from fluxmail.transport.base import Lane, Mail, Transport, TransportResult
 from fluxmail.transport.oauth.tokens import TokenSource, token_source
-from fluxmail.transport.smtp.pool import ConnectionPool
+from fluxmail.transport.smtp.pool import ConnectionPool, LanePool
 from fluxmail.transport.smtp.retry import RetryPolicy, deliver
 from fluxmail.transport.smtp.session import SMTPParams, Staged
 
@@ -80,11 +79,12 @@ class SMTPTransport(Transport):
         return self._config.endpoint
 
     async def send(self, mail: Mail) -> TransportResult:
-        sent = await deliver(self._pool(), mail.envelope, mail.data, self._policy)
-        return dataclasses.replace(sent, transport=self.endpoint)
+        return await deliver(
+            self._pool(), mail.envelope, mail.data, self._policy, transport=self.endpoint
+        )
 
     def lane(self) -> SMTPLane:
-        return SMTPLane(self, ConnectionPool(self.params, keep_open=lambda: True, max_size=1))
+        return SMTPLane(self, LanePool(self.params))
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
@@ -100,25 +100,37 @@ class SMTPLane(Lane):
 
     primes = True
 
-    def __init__(self, transport: SMTPTransport, pool: ConnectionPool) -> None:
+    def __init__(self, transport: SMTPTransport, pool: LanePool) -> None:
         super().__init__(transport)
         self._pool = pool
         self._policy = transport._policy
         self._endpoint = transport.endpoint
+        self._primed: tuple[Mail, Staged] | None = None  # the last `then`, as staged
 
     async def ready(self) -> None:
         await self._pool.warm()
 
     async def send(self, mail: Mail, then: Mail | None = None) -> TransportResult:
+        # The message primed last time is sent now: the same Staged object lets the session
+        # reuse the commands and bytes it computed for it then.
+        primed, self._primed = self._primed, None
+        current = primed[1] if primed is not None and primed[0] is mail else None
         staged = None
         if then is not None:
-            env = then.envelope
-            staged = Staged(env.sender, env.recipients, then.data, env.smtputf8)
-        sent = await deliver(self._pool, mail.envelope, mail.data, self._policy, staged)
-        return dataclasses.replace(sent, transport=self._endpoint)
+            staged = _staged(then)
+            self._primed = (then, staged)
+        return await deliver(
+            self._pool, mail.envelope, mail.data, self._policy, staged,
+            transport=self._endpoint, current=current,
+        )  # fmt: skip
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+def _staged(mail: Mail) -> Staged:
+    env = mail.envelope
+    return Staged(env.sender, env.recipients, mail.data, env.smtputf8)
 
 
 TRANSPORT = SMTPTransport
