@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Union
 
+from fluxmail._lazy import lazy_pattern
 from fluxmail.errors import MessageError
 from fluxmail.message.domains import idna_domain
 
@@ -49,16 +50,17 @@ _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # U+10FFFF takes re ~30 ms to compile, a negated ASCII class well under 1 ms (cold start).
 # atext (RFC 5322 §3.2.3) plus every non-ASCII character (RFC 6532 §3.2):
 _ATEXT = r"""[^\x00-\x20\x7f"(),.:;<>@\[\\\]]"""
-_LOCAL = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
+_LOCAL = lazy_pattern(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
 _ALNUM = r"[^\x00-\x2f:-@\[-`{-\x7f]"  # letters, digits, non-ASCII
 _ALNUM_HYPHEN = r"[^\x00-\x2c./:-@\[-`{-\x7f]"  # the same and "-"
 _LABEL = rf"(?:{_ALNUM}(?:{_ALNUM_HYPHEN}*{_ALNUM})?)"
-_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_DOMAIN = lazy_pattern(rf"{_LABEL}(?:\.{_LABEL})*")
 # A display name that may go unquoted: atoms separated by single spaces (RFC 5322 §3.2.5).
-_BARE_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+)*")
-_UNQUOTED_NAME = re.compile(rf"(?:{_ATEXT}|[ .])*")
-_QUOTED_NAME = re.compile(r'"((?:[^"\\]|\\.)*)"')
-_UNESCAPE = re.compile(r"\\(.)")
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+"
+_BARE_PHRASE = lazy_pattern(rf"{_ATOM}(?: {_ATOM})*")
+_UNQUOTED_NAME = lazy_pattern(rf"(?:{_ATEXT}|[ .])*")
+_QUOTED_NAME = lazy_pattern(r'"((?:[^"\\]|\\.)*)"')
+_UNESCAPE = lazy_pattern(r"\\(.)")
 _EW_CHUNK = 42  # bytes per encoded word: 56 base64 chars + 12 = 68 <= 75 (RFC 2047 §2)
 
 
@@ -104,6 +106,11 @@ def _idna(domain: str, *, field: str) -> str:
         ) from exc
 
 
+def _plain_ascii(addr: str) -> bool:
+    """ASCII with an "@": ``local@domain`` is unchanged by the IDNA conversion."""
+    return addr.isascii() and "@" in addr
+
+
 @dataclass(frozen=True)
 class Address:
     """One mailbox: ``addr`` as given (``local@domain``, Unicode allowed) and a display name."""
@@ -127,8 +134,8 @@ class Address:
 
     def envelope(self, *, smtputf8: bool) -> str:
         """The MAIL FROM / RCPT TO form: IDNA domain unless the server speaks SMTPUTF8."""
-        if smtputf8:
-            return self.addr
+        if smtputf8 or _plain_ascii(self.addr):
+            return self.addr  # an ASCII local@domain is its own IDNA form
         if self.needs_smtputf8:
             raise MessageError(
                 f"{self.addr!r} has a non-ASCII local part; the server does not offer SMTPUTF8",
@@ -138,7 +145,8 @@ class Address:
 
     def header_value(self) -> str:
         """The header form: RFC 2047 / quoted display name, IDNA domain for ASCII local parts."""
-        addr = self.addr if self.needs_smtputf8 else self.envelope(smtputf8=False)
+        plain = _plain_ascii(self.addr) or self.needs_smtputf8
+        addr = self.addr if plain else self.envelope(smtputf8=False)
         if not self.name:
             return addr
         return f"{_display_name(self.name)} <{addr}>"
@@ -148,7 +156,7 @@ class Address:
 
 
 def _display_name(name: str) -> str:
-    if _BARE_PHRASE.fullmatch(name) and "=?" not in name:
+    if _BARE_PHRASE().fullmatch(name) and "=?" not in name:
         return name
     longest = max((len(word) for word in name.split()), default=0)
     if name.isascii() and "=?" not in name and longest <= 60:
@@ -163,22 +171,30 @@ def _invalid(value: object, field: str, why: str) -> MessageError:
     )
 
 
+def _octets(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
 def _check_addr(addr: str, field: str) -> None:
     local, at, domain = addr.rpartition("@")
-    if not at or not _LOCAL.fullmatch(local) or not _DOMAIN.fullmatch(domain):
+    if not at or not _LOCAL().fullmatch(local) or not _DOMAIN().fullmatch(domain):
         raise _invalid(addr, field, "expected local@domain")
+    _check_lengths(addr, local, domain, field)
+
+
+def _check_lengths(addr: str, local: str, domain: str, field: str) -> None:
     # RFC 5321 §4.5.3.1.1 / §4.5.3.1.3: 64 octets of local part, 254 for the path.
-    if len(local.encode("utf-8")) > 64 or len(addr.encode("utf-8")) > 254:
+    if _octets(local) > 64 or _octets(addr) > 254:
         raise _invalid(addr, field, "too long")
     # RFC 1035 §2.3.4: 63 octets per label, 253 for the name (checked on the IDNA form).
     wire = _idna(domain, field=field)
-    if len(wire) > 253 or any(len(label) > 63 for label in wire.split(".")):
+    if len(wire) > 253 or (len(wire) > 63 and max(map(len, wire.split("."))) > 63):
         raise _invalid(addr, field, "domain too long")
 
 
 def _is_bare_address(value: str) -> bool:
     local, at, domain = value.strip().rpartition("@")
-    return bool(at) and bool(_LOCAL.fullmatch(local)) and bool(_DOMAIN.fullmatch(domain))
+    return bool(at) and bool(_LOCAL().fullmatch(local)) and bool(_DOMAIN().fullmatch(domain))
 
 
 def _split(value: str, field: str) -> tuple[str, str]:
@@ -189,26 +205,29 @@ def _split(value: str, field: str) -> tuple[str, str]:
     if not lt:
         raise _invalid(value, field, "unbalanced angle brackets")
     head = head.strip()
-    quoted = _QUOTED_NAME.fullmatch(head)
+    quoted = _QUOTED_NAME().fullmatch(head)
     if quoted is not None:
-        return _UNESCAPE.sub(r"\1", quoted.group(1)).strip(), addr
-    if not _UNQUOTED_NAME.fullmatch(head):
+        return _UNESCAPE().sub(r"\1", quoted.group(1)).strip(), addr
+    if not _UNQUOTED_NAME().fullmatch(head):
         raise _invalid(value, field, "quote a display name that contains special characters")
     return " ".join(head.split()), addr
 
 
 # A bare ASCII dot-atom address: nothing a parser could read two ways, so the cross-check
-# below is skipped (bulk sends parse thousands of distinct addresses).
+# below is skipped (bulk sends parse thousands of distinct addresses). It is _LOCAL "@"
+# _DOMAIN in ASCII, so a match leaves only the lengths to check.
+_PLAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+    rf"@{_PLAIN_LABEL}(?:\.{_PLAIN_LABEL})*"
 )
 
 
 @lru_cache(maxsize=1024)
 def _parse_string(value: str, field: str) -> Address:
     if _PLAIN_ADDRESS.fullmatch(value):
-        _check_addr(value, field)
+        local, _, domain = value.rpartition("@")
+        _check_lengths(value, local, domain, field)
         return Address(addr=value)
     check_header_text(value, field=field)
     name, addr = _split(value, field)
@@ -244,6 +263,8 @@ def parse_addresses(
     """Parse ``None``, one address, or an iterable of addresses into a tuple."""
     if value is None:
         return ()
+    if type(value) is list:  # the common form, and no str, Address or (name, addr) pair
+        return tuple([parse_address(item, field=field) for item in value])
     if isinstance(value, (str, Address)):
         return (parse_address(value, field=field),)
     if isinstance(value, tuple) and len(value) == 2:

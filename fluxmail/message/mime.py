@@ -51,13 +51,14 @@ __all__ = [
     "render",
 ]
 
-_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ASCII_BYTES = bytes(range(128))
 # Printable ASCII without '"' and '\\', single spaces: safe inside a quoted string everywhere.
 _SAFE_FILENAME = re.compile(r"[!#-\[\]-~]+(?: [!#-\[\]-~]+)*")
 
 
 def _addresses(name: str, addresses: tuple[Address, ...]) -> str:
+    if len(addresses) == 1:
+        return fold(name, addresses[0].header_value())
     return fold(name, ", ".join(address.header_value() for address in addresses))
 
 
@@ -79,24 +80,43 @@ def _base64_lines(data: bytes) -> bytes:
     return b"\r\n".join(lines) + b"\r\n"
 
 
+# What a 7bit body may hold besides printable ASCII: TAB, CR and LF (RFC 2045 §2.7).
+_SEVEN_BIT_TEXT = bytes([0x09, 0x0A, 0x0D, *range(0x20, 0x7F)])
+# A bulk run sends one body to many recipients: its encoding is worked out once. The cache
+# keeps at most 16 texts of up to 32K characters with their encodings (~1 MB of ASCII text).
+_CACHED_TEXT_CHARS = 32 * 1024
+
+
 def _text_part(subtype: str, text: str) -> _Part:
     """A text part, line endings normalized to CRLF; 7bit, quoted-printable or base64."""
-    norm = text.replace("\r\n", "\n").replace("\r", "\n")
+    if len(text) <= _CACHED_TEXT_CHARS:
+        return _cached_text_part(subtype, text)
+    return _encode_text_part(subtype, text)
+
+
+def _encode_text_part(subtype: str, text: str) -> _Part:
+    norm = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     if not norm.endswith("\n"):
         norm += "\n"
-    norm = norm.replace("\n", CRLF)
     head = f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}Content-Transfer-Encoding: '
-    if (
-        norm.isascii()
-        and max(map(len, norm.split(CRLF))) <= SOFT_LIMIT
-        and not _CONTROLS.search(norm)
-    ):
-        return head + "7bit" + CRLF, norm.encode("ascii")
-    data = norm.encode("utf-8")
+    if norm.isascii():
+        data = norm.encode("ascii")
+        # No control characters (only TAB, CR and LF are left out) and no line over 78.
+        if not data.translate(None, _SEVEN_BIT_TEXT) and _longest_line(data) <= SOFT_LIMIT:
+            return head + "7bit" + CRLF, data.replace(b"\n", b"\r\n")
+    data = norm.replace("\n", CRLF).encode("utf-8")
     high = len(data.translate(None, _ASCII_BYTES))
     if high * 6 < len(data):  # quoted-printable is the shorter encoding
         return head + "quoted-printable" + CRLF, binascii.b2a_qp(data, istext=True)
     return head + "base64" + CRLF, _base64_lines(data)
+
+
+_cached_text_part = functools.lru_cache(maxsize=16)(_encode_text_part)
+
+
+def _longest_line(data: bytes) -> int:
+    """Octets in the longest LF-separated line (one split: faster than a regex scan)."""
+    return max(map(len, data.split(b"\n")))
 
 
 def _filename_params(filename: str) -> list[str]:
@@ -146,6 +166,8 @@ def _multipart(subtype: str, parts: list[_Part], seed: str) -> _Part:
 
 
 def _entity(message: Message) -> _Part:
+    if message.html is None and not message.attachments:
+        return _text_part("plain", message.text or "")  # one part: no boundary to seed
     seed = hashlib.sha1(message.message_id.encode("utf-8")).hexdigest()[:20]
     html: _Part | None = None
     if message.html is not None:
@@ -199,6 +221,6 @@ def render(message: Message) -> bytes:
     head, body = _entity(message)
     text = "".join(_top_headers(message)) + head + CRLF
     # Defence in depth for messages built around build_message: no bare CR or LF in headers.
-    if text.count("\n") != text.count("\r\n") or text.count("\r") != text.count("\r\n"):
+    if not (text.count("\n") == text.count("\r\n") == text.count("\r")):
         raise MessageError("a header contains a bare CR or LF", code="header_injection")
     return text.encode("utf-8") + body

@@ -12,8 +12,9 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from functools import cached_property
 from types import MappingProxyType
@@ -51,9 +52,21 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
+# The last whole second _now() gave: a bulk run builds many messages a second, and they share
+# one (immutable) datetime instead of making two each.
+_clock: tuple[int, datetime] = (0, datetime.fromtimestamp(0, timezone.utc))
+
+
 def _now() -> datetime:
     # Whole seconds: the Date header has no finer resolution (RFC 5322 3.3).
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    global _clock
+    seconds = time.time_ns() // 1_000_000_000
+    last = _clock
+    if last[0] == seconds:
+        return last[1]
+    now = datetime.fromtimestamp(seconds, timezone.utc)
+    _clock = (seconds, now)
+    return now
 
 
 @dataclass(frozen=True)
@@ -86,12 +99,22 @@ class Message:
         if not self.message_id:
             object.__setattr__(self, "message_id", make_message_id(self.sender.domain))
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as its fields (a read-only metadata view does not pickle): built in one
+        process, sent from another (``send_many(processes=N)``)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["metadata"] = dict(self.metadata)
+        return _unpickle_message, (values,)
+
     @property
     def envelope_recipients(self) -> tuple[Address, ...]:
         """To, Cc and Bcc in order, each address once (compared case-insensitively)."""
+        everyone = self.to + self.cc + self.bcc
+        if len(everyone) == 1:  # the usual bulk message: nothing to deduplicate
+            return everyone
         seen: set[str] = set()
         result: list[Address] = []
-        for address in (*self.to, *self.cc, *self.bcc):
+        for address in everyone:
             key = address.addr.casefold()
             if key not in seen:
                 seen.add(key)
@@ -101,6 +124,8 @@ class Message:
     @cached_property
     def needs_smtputf8(self) -> bool:
         people = (self.sender, *self.to, *self.cc, *self.bcc, *self.reply_to)
+        if all(address.addr.isascii() for address in people):
+            return False  # the usual case, without computing each address's local part
         return any(address.needs_smtputf8 for address in people)
 
     def content_hash(self) -> str:
@@ -137,8 +162,10 @@ def _bodies(body: str, html_body: bool, plain_body: str | None) -> tuple[str | N
     if not isinstance(body, str) or (plain_body is not None and not isinstance(plain_body, str)):
         raise MessageError("the body must be a string", code="invalid_body")
     for text in (body, plain_body):
+        if text is None or text.isascii():
+            continue  # nothing to check: ASCII text always encodes
         try:
-            (text or "").encode("utf-8")
+            text.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise MessageError("the body is not valid Unicode text", code="invalid_body") from exc
     if html_body:
@@ -229,6 +256,28 @@ def _check_json(value: object, where: str, depth: int) -> None:
     )
 
 
+def _attachments(
+    value: Iterable[AttachmentInput] | AttachmentInput | None,
+) -> tuple[Attachment, ...]:
+    if value is None:
+        return ()  # the usual case, without the generator
+    return tuple(attachment_from(item) for item in attachment_items(value))
+
+
+def _custom_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None, params: Mapping[str, object]
+) -> tuple[tuple[str, str], ...]:
+    """``headers``; none may be one that a parameter given in ``params`` writes."""
+    if headers is None:
+        return ()
+    return normalize_headers(headers, used={name for name, value in params.items() if value})
+
+
+def _unpickle_message(values: dict[str, Any]) -> Message:
+    values["metadata"] = MappingProxyType(values["metadata"])
+    return Message(**values)
+
+
 def _when(date: datetime | None) -> datetime:
     if date is None:
         return _now()
@@ -288,13 +337,13 @@ def build_message(
         subject=normalize_text_header("Subject", subject),
         text=text,
         html=html,
-        attachments=tuple(attachment_from(item) for item in attachment_items(attachments)),
+        attachments=_attachments(attachments),
         inline_images=images,
         in_reply_to=_optional_msg_id(in_reply_to, "in_reply_to"),
         references=normalize_msg_ids(references),
         priority=normalize_priority(priority),
         unsubscribe_url=normalize_unsubscribe_url(unsubscribe_url),
-        headers=normalize_headers(headers, used={k for k, v in used.items() if v}),
+        headers=_custom_headers(headers, used),
         message_id=_optional_msg_id(message_id, "message_id") or "",
         date=_when(date),
         idempotency_key=_idempotency_key(idempotency_key),

@@ -244,6 +244,6 @@ def test_address_character_classes_are_exactly_the_rfc_sets() -> None:
     for code in range(0x110000):
         char = chr(code)
         wide = code >= 0x80
-        assert bool(addresses._LOCAL.fullmatch(char)) == (wide or char in atext), hex(code)
-        assert bool(addresses._DOMAIN.fullmatch(char)) == (wide or char in alnum), hex(code)
-    assert addresses._DOMAIN.fullmatch("a-b.c") and not addresses._DOMAIN.fullmatch("a-.b")
+        assert bool(addresses._LOCAL().fullmatch(char)) == (wide or char in atext), hex(code)
+        assert bool(addresses._DOMAIN().fullmatch(char)) == (wide or char in alnum), hex(code)
+    assert addresses._DOMAIN().fullmatch("a-b.c") and not addresses._DOMAIN().fullmatch("a-.b")
