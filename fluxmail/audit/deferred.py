@@ -27,7 +27,14 @@ from fluxmail.audit.records import OutboundRecord
 from fluxmail.audit.snapshots import write_folder
 from fluxmail.errors import AuditError
 
-__all__ = ["BATCH", "INSERT_PENDING", "PENDING_SCHEMA", "Materializer", "pending_row"]
+__all__ = [
+    "BATCH",
+    "INSERT_PENDING",
+    "PENDING_INTO",
+    "PENDING_SCHEMA",
+    "Materializer",
+    "pending_row",
+]
 
 # Schema migration 3 (SQLite). ``seq`` (AUTOINCREMENT: never reused) names one version of a
 # record's snapshot, so a pass deletes only what it wrote, never a newer retry's snapshot.
@@ -41,10 +48,12 @@ PENDING_SCHEMA = (
         files BLOB
     )""",
 )
-INSERT_PENDING = (
-    "INSERT OR REPLACE INTO pending_snapshots (id, eml, body_text, body_html, files) "
-    "VALUES (?,?,?,?,?)"
-)
+_COLUMNS = "pending_snapshots (id, eml, body_text, body_html, files)"  # pending_row()'s
+# A retry's snapshot replaces any still pending for its record.
+INSERT_PENDING = f"INSERT OR REPLACE INTO {_COLUMNS} VALUES (?,?,?,?,?)"
+# For sqlite_inserts.insert_rows, of records with none pending (claim_batch deletes a retried
+# record's first): a plain INSERT skips the REPLACE's conflict handling.
+PENDING_INTO = f"INSERT INTO {_COLUMNS}"
 _SELECT = (
     "SELECT p.seq, m.folder, m.attachments, p.eml, p.body_text, p.body_html, p.files "
     "FROM pending_snapshots p LEFT JOIN messages m ON m.id = p.id "
@@ -75,7 +84,8 @@ def _lower_priority() -> None:
 def pending_row(audit_id: str, record: OutboundRecord) -> tuple[Any, ...]:
     """INSERT_PENDING's parameters: attachment contents concatenated in manifest order (the
     manifest's sizes split them again)."""
-    files = b"".join(content for _, _, content in record.attachments) or None
+    attached = record.attachments
+    files = b"".join([content for _, _, content in attached]) or None if attached else None
     return (audit_id, record.eml, record.text, record.html, files)
 
 
@@ -104,21 +114,35 @@ class Materializer:
         self._closed = False
         self._failing = False  # an error was logged; log again only after a success
         self._held = 0  # bulk runs in progress: the writer waits so sending keeps the CPU
+        self._owed = False  # snapshots claimed while held: wake the writer when the runs end
+        self._holding = threading.Lock()  # _held and _owed, changed from any thread
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
         """While a bulk run sends, keep the writer idle; it catches up when the run ends."""
-        self._held += 1
+        with self._holding:
+            self._held += 1
         try:
             yield
         finally:
-            self._held -= 1
-            if self._held == 0 and self._thread is not None:
-                self._wake.set()
+            with self._holding:
+                self._held -= 1
+                owed = self._held == 0 and (self._owed or self._thread is not None)
+                if owed:
+                    self._owed = False
+            if owed:
+                self.wake()
 
     def wake(self) -> None:
-        """New pending snapshots: let the background writer (started on first use) run."""
+        """New pending snapshots: let the background writer (started on first use) run.
+
+        While a run holds the writer, only note it: setting the event woke the thread for
+        nothing on every claim, and each wake-up took the GIL from the sending loop."""
         self._this_process()
+        with self._holding:
+            if self._held:
+                self._owed = True
+                return
         if self._thread is None or not self._thread.is_alive():
             self._closed = False
             self._thread = threading.Thread(
@@ -153,6 +177,7 @@ class Materializer:
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._lock = threading.Lock()
+            self._holding = threading.Lock()
             self._wake = threading.Event()
             self._thread = None
 

@@ -27,29 +27,35 @@ def _secret(value: SecretStr | None) -> str | None:
 
 
 def outbound_record(config: Config, message: Message, data: bytes, status: str) -> OutboundRecord:
-    """Everything the store keeps about a message; never a credential."""
-    return records.OutboundRecord(
-        message_id=message.message_id,
-        idempotency_key=message.idempotency_key,
-        # Only a key is ever compared against it; bulk runs without keys skip the hashing.
-        content_hash=message.content_hash() if message.idempotency_key else "",
-        backend=config.backend,
-        provider=config.provider.name if config.provider is not None else None,
-        host=config.host if config.backend == "smtp" else None,
-        sender=message.sender.addr,
-        to=tuple(a.addr for a in message.to),
-        cc=tuple(a.addr for a in message.cc),
-        bcc=tuple(a.addr for a in message.bcc),
-        subject=message.subject,
-        metadata=dict(message.metadata),
-        eml=data,
-        text=message.text,
-        html=message.html,
-        attachments=tuple(
-            (a.filename, a.mimetype, a.content) for a in message.attachments + message.inline_images
-        ),
-        status=status,  # type: ignore[arg-type]
-        origin=config.origin,
+    """Everything the store keeps about a message; never a credential.
+
+    Built once per message in bulk, so no generator per field and one dict for the record
+    (``records.outbound_from_fields``) instead of the frozen dataclass's 18 setattr calls.
+    """
+    files = message.attachments + message.inline_images
+    attachments = tuple([(a.filename, a.mimetype, a.content) for a in files]) if files else ()
+    return records.outbound_from_fields(
+        {
+            "message_id": message.message_id,
+            "idempotency_key": message.idempotency_key,
+            # Only a key is ever compared against it; bulk runs without keys skip the hashing.
+            "content_hash": message.content_hash() if message.idempotency_key else "",
+            "backend": config.backend,
+            "provider": config.provider.name if config.provider is not None else None,
+            "host": config.host if config.backend == "smtp" else None,
+            "sender": message.sender.addr,
+            "to": tuple([a.addr for a in message.to]),
+            "cc": tuple([a.addr for a in message.cc]) if message.cc else (),
+            "bcc": tuple([a.addr for a in message.bcc]) if message.bcc else (),
+            "subject": message.subject,
+            "metadata": dict(message.metadata) if message.metadata else {},
+            "eml": data,
+            "text": message.text,
+            "html": message.html,
+            "attachments": attachments,
+            "status": status,
+            "origin": config.origin,
+        }
     )
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "Claim",
     "DraftClaim",
     "OutboundRecord",
+    "outbound_from_fields",
 ]
 
 # ``draft``: a saved draft (``draft.save_draft()``), sent later by ``send_draft``. ``pending`` and
@@ -64,6 +65,15 @@ class OutboundRecord:
     status: Literal["sending", "dry_run", "draft", "pending"] = "sending"
     # Who wrote it: FluxMail(origin="mcp"); None when not given.
     origin: str | None = None
+
+
+def outbound_from_fields(fields: dict[str, Any]) -> OutboundRecord:
+    """The OutboundRecord of these fields (every one of them, by name), as the constructor
+    would make it: bulk runs build one per message, and the frozen dataclass's ``__init__``
+    sets its 18 fields one ``object.__setattr__`` at a time (~2 µs; one dict is a tenth)."""
+    record = object.__new__(OutboundRecord)
+    object.__setattr__(record, "__dict__", fields)
+    return record
 
 
 @dataclass(frozen=True)

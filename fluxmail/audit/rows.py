@@ -25,6 +25,7 @@ from fluxmail.audit.records import (
     Claim,
     OutboundRecord,
 )
+from fluxmail.audit.result_json import attempts_json, recipients_json, reply_json
 from fluxmail.results import RecipientStatus, SendResult
 
 __all__ = [
@@ -111,22 +112,12 @@ def finish_values(
     """Parameters of finish()'s UPDATE (status, recipients, attempts, final_reply, duration,
     sent_at, updated_at, transport, provider_message_id, id); attempts extend those of earlier
     claims, renumbered."""
-    # The result dataclasses are flat, so their __dict__ encodes as asdict() would, without
-    # asdict's recursive deep copies (this runs once per message in bulk).
-    attempts = list(prior)
-    number = len(attempts)
-    for attempt in result.attempts:
-        number += 1
-        fields = attempt.__dict__.copy()
-        fields["number"] = number
-        attempts.append(fields)
-    reply = result.final_reply
     status = result.status
     return (
         status,
-        dumps_plain({a: r.__dict__ for a, r in result.recipients.items()}),
-        dumps_plain(attempts) if attempts else "[]",
-        dumps_plain(reply.__dict__) if reply is not None else None,
+        recipients_json(result.recipients),
+        attempts_json(prior, result.attempts),
+        reply_json(result.final_reply),
         result.elapsed,
         now if status in ACCEPTED_STATUSES else None,
         now,

@@ -18,16 +18,16 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fluxmail.audit import sqlite_drafts
+from fluxmail._lazy import lazy_module
 from fluxmail.audit.contract import AuditStore
-from fluxmail.audit.deferred import INSERT_PENDING, Materializer
+from fluxmail.audit.deferred import PENDING_INTO, Materializer
 from fluxmail.audit.ids import new_id
 from fluxmail.audit.problems import not_found
 from fluxmail.audit.rows import finish_values, loads
 from fluxmail.audit.runs import DeadRun, WireJournal, dead_runs
 from fluxmail.audit.snapshots import DB_NAME, logger, remove_snapshot
 from fluxmail.audit.sqlite_claims import claim_batch
-from fluxmail.audit.sqlite_outbox import SQLiteOutbox
+from fluxmail.audit.sqlite_inserts import insert_rows
 from fluxmail.audit.sqlite_reading import SQLiteReading
 from fluxmail.audit.sqlite_recovery import resolve_run
 from fluxmail.audit.sqlite_schema import (
@@ -43,8 +43,12 @@ from fluxmail.errors import AuditError
 if TYPE_CHECKING:
     import sqlite3
 
+    from fluxmail.audit import sqlite_drafts, sqlite_outbox
     from fluxmail.audit.records import Claim, DraftClaim, OutboundRecord
     from fluxmail.results import SendResult
+else:  # loaded by the first draft or outbox call: a bulk run's store uses neither (~5 ms)
+    sqlite_drafts = lazy_module("fluxmail.audit.sqlite_drafts")
+    sqlite_outbox = lazy_module("fluxmail.audit.sqlite_outbox")
 
 __all__ = ["BUSY_TIMEOUT", "LATEST_VERSION", "MIGRATIONS", "SQLiteStore"]
 
@@ -69,7 +73,7 @@ class SQLiteStore(SQLiteReading, AuditStore):
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
-        self._outbox: SQLiteOutbox | None = None
+        self._outbox: sqlite_outbox.SQLiteOutbox | None = None
         self._snapshots = Materializer(self._root, self._reading, self._transaction)
         with self._lock:
             self._connection()
@@ -165,8 +169,7 @@ class SQLiteStore(SQLiteReading, AuditStore):
         try:
             with self._transaction() as conn:
                 claims = claim_batch(conn, self._root, records, created, pending, run, dead)
-                if pending:
-                    conn.executemany(INSERT_PENDING, pending)
+                insert_rows(conn, PENDING_INTO, pending or ())
         except BaseException:
             for rel in created:
                 remove_snapshot(self.folder, rel)
@@ -219,11 +222,11 @@ class SQLiteStore(SQLiteReading, AuditStore):
 
     # --- the outbox --------------------------------------------------------------------------
 
-    def outbox(self) -> SQLiteOutbox:
+    def outbox(self) -> sqlite_outbox.SQLiteOutbox:
         """The outbox side (fluxmail.audit.sqlite_outbox), one per store."""
         with self._lock:
             if self._outbox is None:
-                self._outbox = SQLiteOutbox(self)
+                self._outbox = sqlite_outbox.SQLiteOutbox(self)
             return self._outbox
 
     # --- outcomes ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from fluxmail.audit.records import Claim, OutboundRecord
 from fluxmail.audit.rows import dumps, dumps_plain, dumps_strings, existing_claim
 from fluxmail.audit.runs import DeadRun
 from fluxmail.audit.snapshots import day_dir, write_attachments, write_snapshot
+from fluxmail.audit.sqlite_inserts import insert_rows
 from fluxmail.audit.sqlite_recovery import resolve_dead_owners
 from fluxmail.audit.sqlite_schema import SELECT, dict_row
 
@@ -26,12 +27,12 @@ if TYPE_CHECKING:
 
 __all__ = ["claim_batch"]
 
-_INSERT = (
+_INSERT_INTO = (
     "INSERT INTO messages (id, created_at, updated_at, status, backend, provider, host, sender, "
     "to_addrs, cc_addrs, bcc_addrs, subject, message_id, idempotency_key, content_hash, "
-    "metadata, folder, attachments, run_id, origin) VALUES "
-    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "metadata, folder, attachments, run_id, origin)"
 )
+
 # spec=NULL: a draft (or outbox row) taken over by a send with its key is sent inline now.
 _RETRY = (
     "UPDATE messages SET status=?, updated_at=?, sent_at=NULL, message_id=?, attachments=?, "
@@ -49,8 +50,9 @@ def claim_batch(
     dead: list[DeadRun],
 ) -> list[Claim]:
     """Claims in order, as claim() one by one would give. ``created``: snapshot folders written
-    (removed by the caller on failure); ``pending``: deferred snapshot rows (None: write the
-    folders now); ``dead``: journals of dead runs resolved on the way (released by the caller).
+    (removed by the caller on failure); ``pending``: deferred snapshot rows, of records with
+    none pending any more (None: write the folders now); ``dead``: journals of dead runs
+    resolved on the way (released by the caller).
 
     A key claimed earlier in the same batch is looked up again after the pending rows are in.
     """
@@ -80,7 +82,7 @@ def claim_batch(
             manifest = write_snapshot(root, rel, record)
         else:
             pending.append(pending_row(audit_id, record))
-            manifest = write_attachments(None, record.attachments)
+            manifest = write_attachments(None, record.attachments) if record.attachments else []
         rows.append(_row(audit_id, rel, record, now, manifest, run))
         claims.append(Claim(audit_id))
     _insert(conn, rows)
@@ -98,17 +100,18 @@ def _row(
     """The INSERT parameters of a new record (empty JSON values written as literals)."""
     return (
         audit_id, now, now, record.status, record.backend, record.provider, record.host,
-        record.sender, dumps_strings(record.to), dumps_strings(record.cc),
-        dumps_strings(record.bcc), record.subject, record.message_id, record.idempotency_key,
-        record.content_hash, dumps(dict(record.metadata)) if record.metadata else "{}", rel,
+        record.sender, dumps_strings(record.to),
+        dumps_strings(record.cc) if record.cc else "[]",
+        dumps_strings(record.bcc) if record.bcc else "[]",
+        record.subject, record.message_id, record.idempotency_key, record.content_hash,
+        dumps(dict(record.metadata)) if record.metadata else "{}", rel,
         dumps_plain(manifest) if manifest else "[]", run, record.origin,
     )  # fmt: skip
 
 
 def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """INSERT the waiting rows; returns a new empty list for the next ones."""
-    if rows:
-        conn.executemany(_INSERT, rows)
+    insert_rows(conn, _INSERT_INTO, rows)
     return []
 
 
@@ -141,11 +144,11 @@ def _claim_existing(
         return found
     # Nothing was accepted before: a new attempt on the same record, with the bytes it sends
     # (a deferred snapshot replaces any still pending; a written one supersedes it).
+    conn.execute("DELETE FROM pending_snapshots WHERE id=?", (row["id"],))
     if pending is not None:
         pending.append(pending_row(row["id"], record))
         manifest = write_attachments(None, record.attachments)
     else:
-        conn.execute("DELETE FROM pending_snapshots WHERE id=?", (row["id"],))
         manifest = write_snapshot(root, row["folder"], record)
     conn.execute(_RETRY, (record.status, now, record.message_id, dumps(manifest), run, row["id"]))
     return Claim(row["id"])

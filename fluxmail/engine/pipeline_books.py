@@ -22,7 +22,9 @@ from fluxmail.errors import FluxMailException
 from fluxmail.message.model import Message
 from fluxmail.results import SendResult
 
-FINISH_BATCH = 64
+# Outcomes per finish commit. The wait is bounded by FINISH_DELAY, not by the count: 256 a
+# commit costs ~1 µs less per message than 64 (fewer index and header pages rewritten).
+FINISH_BATCH = 256
 FINISH_DELAY = 0.2  # seconds an outcome may wait for its batch (slow, rate-limited runs)
 
 Build = Callable[[Any], tuple[Message, bytes]]  # an input item -> the message and its bytes
@@ -97,7 +99,8 @@ class BulkBooks:
         """Claim audit records for a batch (one commit): the claims, and the items refused."""
         if self._store is None or not batch:
             return [(index, out, None) for index, out in batch], []
-        records = [out.record(self._engine.config) for _, out in batch]
+        config = self._engine.config
+        records = [out.record(config) for _, out in batch]
         claim_many = self._store.claim_many
         run = self._lease.token if self._lease is not None else None
         try:  # on the loop, synchronously: committed before any of these is handed on
