@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from pydantic import SecretStr
 
 from fluxmail.config.providers import Provider, get_provider, normalize_name
-from fluxmail.config.urls import UrlParts, is_loopback, query_fields
+from fluxmail.config.urls import UrlParts, is_api_url, is_loopback, query_fields
 from fluxmail.errors import ConfigurationError
 
 __all__ = [
@@ -61,10 +61,6 @@ _API_QUERY = {
     "account_id": "api_account_id",
     "user": "api_user",
 }
-
-
-def is_api_url(text: str) -> bool:
-    return text.strip().partition("://")[0].lower().endswith("+api")
 
 
 def _error(problem: str) -> ConfigurationError:

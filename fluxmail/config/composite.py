@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Union
 from urllib.parse import unquote, urlsplit
 
+from fluxmail._lazy import lazy_pattern
 from fluxmail.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -38,8 +39,8 @@ __all__ = [
 Kind = Literal["failover", "roundrobin"]
 KINDS: tuple[Kind, ...] = ("failover", "roundrobin")
 MAX_DEPTH = 8  # nesting deeper than this is a mistake, and it keeps the parser bounded
-_OPEN = re.compile(r"(failover|roundrobin)\s*\(", re.IGNORECASE)
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_OPEN = lazy_pattern(r"(failover|roundrobin)\s*\(", re.IGNORECASE)
+_SCHEME = lazy_pattern(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 LOCAL_SCHEMES = ("memory", "console", "file")
 
 Member = Union[str, "Composite", "Config"]
@@ -59,7 +60,7 @@ class Composite:
 
 def is_composite(text: str) -> bool:
     """Does ``text`` use the composite form (``failover(`` or ``roundrobin(`` first)?"""
-    return _OPEN.match(text.strip()) is not None
+    return _OPEN().match(text.strip()) is not None
 
 
 def _error(problem: str) -> ConfigurationError:
@@ -82,7 +83,7 @@ class _Parser:
             self.pos += 1
 
     def group(self, depth: int) -> Composite:
-        match = _OPEN.match(self.text, self.pos)
+        match = _OPEN().match(self.text, self.pos)
         assert match is not None
         if depth > MAX_DEPTH:
             raise _error(f"composites are nested more than {MAX_DEPTH} deep")
@@ -102,7 +103,7 @@ class _Parser:
         return Composite(kind, tuple(members))
 
     def member(self, depth: int) -> Member:
-        if _OPEN.match(self.text, self.pos):
+        if _OPEN().match(self.text, self.pos):
             return self.group(depth + 1)
         start = self.pos
         while self.pos < len(self.text) and not (
@@ -113,7 +114,7 @@ class _Parser:
         token = self.text[start : self.pos]
         if self.pos < len(self.text) and self.text[self.pos] == "(":
             raise _error(f"member {self.count} contains '(' (only failover( and roundrobin( open)")
-        if not _SCHEME.match(token):
+        if not _SCHEME().match(token):
             raise _error(f"member {self.count} is not a URL (it must start with a scheme://)")
         return token
 
@@ -121,7 +122,7 @@ class _Parser:
 def parse_composite(text: str) -> Composite:
     """Parse the composite form; raises ``invalid_composite_url`` without echoing the text."""
     parser = _Parser(text.strip())
-    if not _OPEN.match(parser.text):
+    if not _OPEN().match(parser.text):
         raise _error("it must start with failover( or roundrobin(")
     found = parser.group(1)
     parser.skip()
@@ -134,7 +135,7 @@ def parse_composite(text: str) -> Composite:
 def member_urls(text: str) -> list[str]:
     """Every member URL of a composite, leniently (for redaction: never raises)."""
     tokens = re.split(r"[\s()]+", text)
-    return [t for t in tokens if _SCHEME.match(t)]
+    return [t for t in tokens if _SCHEME().match(t)]
 
 
 def member_settings(url: str) -> dict[str, object]:

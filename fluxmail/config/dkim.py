@@ -14,19 +14,22 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import SecretStr
 
+from fluxmail._lazy import lazy_module, lazy_pattern
 from fluxmail.config.model import Config
 from fluxmail.errors import ConfigurationError, MessageError
 from fluxmail.message.addresses import parse_address
-from fluxmail.message.dkim import DkimKey, dkimpy, sign
 from fluxmail.message.domains import idna_domain
 
 if TYPE_CHECKING:
+    from fluxmail.message import dkim as signing
+    from fluxmail.message.dkim import DkimKey
     from fluxmail.message.model import Message
+else:  # the keys' and signatures' code: loaded with the first DKIM key, not by every cold start
+    signing = lazy_module("fluxmail.message.dkim")
 
 __all__ = ["DKIM_FIELDS", "RAW_MIME_ONLY", "DkimSigner", "aligned", "dkim_signer", "load_key"]
 
@@ -37,15 +40,16 @@ DKIM_FIELDS = (
 # HTTP APIs that take JSON fields and write the MIME themselves: no bytes of ours to sign.
 RAW_MIME_ONLY = frozenset({"sendgrid", "postmark", "resend"})
 MIN_RSA_BITS = 1024  # RFC 8301 3.2: verifiers may refuse less; 2048 is what to generate
-_PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
-_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_PEM = lazy_pattern(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
+_LABEL = lazy_pattern(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _OID_RSA = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1
 _OID_ED25519 = bytes.fromhex("2b6570")  # 1.3.101.112 (RFC 8410)
 
 
-@dataclass(frozen=True)
-class DkimSigner:
-    """The keys a mailer signs with, and its alignment rule; immutable, shared by threads."""
+class DkimSigner(NamedTuple):
+    """The keys a mailer signs with, and its alignment rule; immutable, shared by threads.
+
+    A named tuple: a frozen dataclass would cost every cold start ~0.3 ms more to create."""
 
     domain: str
     keys: tuple[DkimKey, ...]
@@ -61,7 +65,7 @@ class DkimSigner:
                 code="dkim_unaligned",
                 field="sender",
             )
-        return sign(data, self.keys)
+        return signing.sign(data, self.keys)
 
 
 def aligned(from_domain: str, d: str) -> bool:
@@ -124,7 +128,7 @@ def _domain(value: str) -> str:
     except UnicodeError:
         ascii_form = ""
     labels = ascii_form.split(".")
-    if len(labels) < 2 or len(ascii_form) > 253 or not all(_LABEL.match(x) for x in labels):
+    if len(labels) < 2 or len(ascii_form) > 253 or not all(_LABEL().match(x) for x in labels):
         raise ConfigurationError(
             f"FLUXMAIL_DKIM_DOMAIN={value!r} is not a domain name (the d= tag, e.g. example.com)",
             code="invalid_dkim_config",
@@ -134,7 +138,7 @@ def _domain(value: str) -> str:
 
 def _selector(value: str, which: str) -> str:
     text = value.strip()
-    if not text or len(text) > 63 or not all(_LABEL.match(x) for x in text.split(".")):
+    if not text or len(text) > 63 or not all(_LABEL().match(x) for x in text.split(".")):
         raise ConfigurationError(
             f"FLUXMAIL_DKIM_{which}SELECTOR={value!r} is not a selector (letters, digits, "
             "hyphens and dots, e.g. 2026a): it becomes part of a DNS name",
@@ -187,7 +191,7 @@ def _bad_key(which: str, why: str) -> ConfigurationError:
 def load_key(secret: SecretStr, domain: str, selector: str, which: str) -> DkimKey:
     """A checked key: its type found from the PEM label and the PKCS#8 algorithm."""
     raw = secret.get_secret_value().strip().encode("utf-8", "replace")
-    blocks = _PEM.findall(raw)
+    blocks = _PEM().findall(raw)
     if not blocks:
         seed = _b64(raw)  # dkimpy's own Ed25519 form: the 32-byte seed in base64
         if seed is None or len(seed) != 32:
@@ -253,7 +257,7 @@ def _pkcs8(der: bytes) -> tuple[bytes, bytes]:
 
 
 def _ed25519(seed: bytes, domain: str, selector: str) -> DkimKey:
-    dkimpy()  # the extra, before its optional part
+    signing.dkimpy()  # the extra, before its optional part
     try:
         import nacl.signing
     except ImportError as exc:
@@ -261,14 +265,14 @@ def _ed25519(seed: bytes, domain: str, selector: str) -> DkimKey:
             "Ed25519 DKIM keys need PyNaCl: pip install 'fluxmail[dkim]'", code="missing_extra"
         ) from exc
     public = nacl.signing.SigningKey(seed).verify_key.encode()
-    return DkimKey(
+    return signing.DkimKey(
         domain, selector, "ed25519-sha256", 256,
         base64.b64encode(public).decode("ascii"), base64.b64encode(seed),
     )  # fmt: skip
 
 
 def _rsa(der: bytes, domain: str, selector: str, which: str) -> DkimKey:
-    crypto = dkimpy().crypto
+    crypto = signing.dkimpy().crypto
     try:
         key = crypto.parse_private_key(der)
     except crypto.UnparsableKeyError:
@@ -283,7 +287,7 @@ def _rsa(der: bytes, domain: str, selector: str, which: str) -> DkimKey:
         b"-----BEGIN PRIVATE KEY-----\n" + base64.b64encode(der) + b"\n-----END PRIVATE KEY-----\n"
     )
     public = base64.b64encode(_spki(n, e)).decode("ascii")
-    return DkimKey(domain, selector, "rsa-sha256", bits, public, pem)
+    return signing.DkimKey(domain, selector, "rsa-sha256", bits, public, pem)
 
 
 def _der(tag: int, value: bytes) -> bytes:

@@ -4,18 +4,24 @@
 sources; the known variable names and the misspelling hints come from here too.
 """
 
-from __future__ import annotations
-
-import difflib
-from collections.abc import Mapping
+# No ``from __future__ import annotations``: pydantic would compile every field's annotation
+# string again for each class built on these fields, on every cold start.
+import functools
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
+from fluxmail._lazy import lazy_module
 from fluxmail.config.ports import PORT_MAX, PORT_MIN
 from fluxmail.config.sources import ENV_PREFIX, SECRET_FIELDS, Trace, env_name
 from fluxmail.config.urls import UrlParts
+
+if TYPE_CHECKING:
+    import difflib
+else:  # the misspelling hints only: not every cold start
+    difflib = lazy_module("difflib")
 
 __all__ = ["SettingsFields", "known_variables", "parse_bool", "unknown_lines"]
 
@@ -62,12 +68,47 @@ def _lower_or_none(value: object) -> object:
     return _lower(_blank_is_none(value))
 
 
-Bool = Annotated[bool, BeforeValidator(parse_bool)]
-Port = Annotated[int, BeforeValidator(_strict_int), Field(ge=PORT_MIN, le=PORT_MAX)]
+# The kinds of settings. Plain types, no per-field validators or Annotated markers: pydantic
+# builds this model on every cold start, and those made that a third slower. Each kind reads
+# a raw value (an environment or .env string, an argument) its own way, in ``_READS``.
+Bool = bool
+OptBool = bool | None
+Port = Annotated[int, Field(ge=PORT_MIN, le=PORT_MAX)] | None
+Count = Annotated[int, Field(ge=0)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-Text = Annotated[str | None, BeforeValidator(_blank_is_none)]
-Secret = Annotated[SecretStr | None, BeforeValidator(_blank_is_none)]
-OptPath = Annotated[Path | None, BeforeValidator(_blank_is_none)]
+OptSeconds = Seconds | None
+Delay = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Rate = Annotated[float | None, Field(gt=0, allow_inf_nan=False)]
+Lease = Annotated[float, Field(ge=5, le=86400, allow_inf_nan=False)]
+Poll = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
+Text = str | None
+Secret = SecretStr | None
+OptPath = Path | None
+Backend = Literal["smtp", "console", "file", "memory"]
+AuthMode = Literal["auto", "password", "xoauth2", "oauthbearer"]
+TransportKind = Literal["smtp", "api"]
+OAuthProvider = Literal["microsoft", "google", "generic"] | None
+MaxSends = Annotated[int, Field(ge=0)] | None
+MaxRecipients = Annotated[int, Field(ge=1)] | None
+
+# How each kind reads a raw value before pydantic checks its type; a field's kind is the very
+# object its annotation names (compared with ``is``: ``host: str | None`` equals ``Text`` but
+# reads as given). Kinds not listed (the floats, ``file_dir: Path``) read as given too.
+_READS: tuple[tuple[object, Callable[[object], object]], ...] = (
+    (Bool, parse_bool),
+    (OptBool, parse_bool),
+    (Port, _strict_int),
+    (Count, _strict_int),
+    (Text, _blank_is_none),
+    (Secret, _blank_is_none),
+    (OptPath, _blank_is_none),
+    (Backend, _lower),
+    (AuthMode, _lower),
+    (TransportKind, _lower),
+    (OAuthProvider, _lower_or_none),
+    (MaxSends, _blank_or_int),
+    (MaxRecipients, _blank_or_int),
+)
 
 
 def _doc(default: Any, text: str, *, upstream: bool = False, secret: bool = False) -> Any:
@@ -81,7 +122,7 @@ class SettingsFields(BaseModel):
     # Never validated itself (defer_build): FluxMailSettings builds the schema on first use.
     model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
-    type: Annotated[Literal["smtp", "console", "file", "memory"], BeforeValidator(_lower)] = _doc(
+    type: Backend = _doc(
         "smtp", "Backend: `smtp`, `console`, `file` or `memory` (`object_type=`).", upstream=True
     )
     # Not blank-is-None: an empty FLUXMAIL_HOST is the invalid_host error, not "no host".
@@ -91,16 +132,14 @@ class SettingsFields(BaseModel):
         "unless FLUXMAIL_PROVIDER or FLUXMAIL_URL gives it.",
         upstream=True,
     )
-    port: Port | None = _doc(
+    port: Port = _doc(
         None, "Port 1-65535; default from the provider or the TLS mode (587/465/25).", upstream=True
     )
-    tls: Bool | None = _doc(None, "STARTTLS (`use_tls=`).", upstream=True)
-    ssl: Bool | None = _doc(None, "Implicit TLS from the first byte (`use_ssl=`).", upstream=True)
+    tls: OptBool = _doc(None, "STARTTLS (`use_tls=`).", upstream=True)
+    ssl: OptBool = _doc(None, "Implicit TLS from the first byte (`use_ssl=`).", upstream=True)
     username: Text = _doc(None, "SMTP login.", upstream=True)
     password: Secret = _doc(None, "SMTP password or API key.", upstream=True, secret=True)
-    auth: Annotated[
-        Literal["auto", "password", "xoauth2", "oauthbearer"], BeforeValidator(_lower)
-    ] = _doc(
+    auth: AuthMode = _doc(
         "auto",
         "SMTP login mechanism: `password` (PLAIN/LOGIN), `xoauth2` or `oauthbearer` (RFC 7628, "
         "OAuth 2.0 bearer token); `auto`: `xoauth2` when OAuth settings or `token_provider=` "
@@ -109,10 +148,10 @@ class SettingsFields(BaseModel):
     timeout: Seconds = _doc(
         30.0, "Seconds; the default of the connect and command timeouts.", upstream=True
     )
-    max_retries: Annotated[int, BeforeValidator(_strict_int), Field(ge=0)] = _doc(
+    max_retries: Count = _doc(
         0, "Retries after the first attempt, for transient failures only.", upstream=True
     )
-    retry_delay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = _doc(
+    retry_delay: Delay = _doc(
         1.0, "Seconds before the first retry (exponential backoff with jitter).", upstream=True
     )
     provider: Text = _doc(None, "Provider preset from the catalog (`fluxmail providers`).")
@@ -122,16 +161,16 @@ class SettingsFields(BaseModel):
     ca_file: OptPath = _doc(None, "PEM bundle to trust instead of certifi's (a private CA).")
     tls_verify: Bool = _doc(True, "Verify certificates and host names; false logs a warning.")
     local_hostname: Text = _doc(None, "Name sent in EHLO; default: the machine's FQDN.")
-    connect_timeout: Seconds | None = _doc(
+    connect_timeout: OptSeconds = _doc(
         None, "Seconds to connect and finish TLS; default FLUXMAIL_TIMEOUT."
     )
-    command_timeout: Seconds | None = _doc(
+    command_timeout: OptSeconds = _doc(
         None, "Seconds to wait for each SMTP reply; default FLUXMAIL_TIMEOUT."
     )
     data_timeout: Seconds = _doc(
         600.0, "Seconds to wait for the reply to the final `.` (RFC 5321 4.5.3.2)."
     )
-    retry_deadline: Seconds | None = _doc(None, "Overall seconds for all attempts of one send.")
+    retry_deadline: OptSeconds = _doc(None, "Overall seconds for all attempts of one send.")
     providers_file: OptPath = _doc(None, "YAML file adding or overriding catalog entries.")
     allow_insecure_auth: Bool = _doc(
         False, "Allow credentials without TLS to a host that is not loopback."
@@ -149,18 +188,18 @@ class SettingsFields(BaseModel):
         "Folder of the message templates (`create(template=...)`, `fluxmail send --template`; "
         "docs/templates.md); needs fluxmail[templates].",
     )
-    rate_limit: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = _doc(
+    rate_limit: Rate = _doc(
         None, "Bulk messages per second; default: the provider's published limit."
     )
     retry_max_delay: Seconds = _doc(
         300.0, "Seconds; the cap of the backoff between retries (also the outbox's)."
     )
-    outbox_lease: Annotated[float, Field(ge=5, le=86400, allow_inf_nan=False)] = _doc(
+    outbox_lease: Lease = _doc(
         60.0,
         "Seconds an outbox worker holds a claimed message before another worker may take it "
         "back (renewed while the worker lives; docs/outbox.md).",
     )
-    outbox_poll_interval: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = _doc(
+    outbox_poll_interval: Poll = _doc(
         5.0,
         "Seconds between an idle outbox worker's looks for due messages (PostgreSQL also "
         "wakes it at once with LISTEN/NOTIFY).",
@@ -176,7 +215,7 @@ class SettingsFields(BaseModel):
         "instead of a logged warning.",
     )
     # HTTP API transports (docs/transports/index.md); checked by fluxmail.config.api.
-    transport: Annotated[Literal["smtp", "api"], BeforeValidator(_lower)] = _doc(
+    transport: TransportKind = _doc(
         "smtp",
         "How to reach FLUXMAIL_PROVIDER: `smtp` (its relay) or `api` (its HTTP API: sendgrid, "
         "postmark, resend, mailgun, ses, cloudflare, gmail). `<provider>+api://` URLs set it.",
@@ -196,9 +235,7 @@ class SettingsFields(BaseModel):
     )
     api_user: Text = _doc(None, "Gmail API mailbox (`gmail+api://user@example.com`).")
     # OAuth 2.0 access tokens for SMTP (docs/oauth.md); checked by fluxmail.config.oauth.
-    oauth_provider: Annotated[
-        Literal["microsoft", "google", "generic"] | None, BeforeValidator(_lower_or_none)
-    ] = _doc(
+    oauth_provider: OAuthProvider = _doc(
         None,
         "Where OAuth 2.0 tokens come from: `microsoft` (Entra ID), `google` or `generic` "
         "(any RFC 6749 token endpoint: FLUXMAIL_OAUTH_TOKEN_URL).",
@@ -240,12 +277,12 @@ class SettingsFields(BaseModel):
         None,
         "The only folder `fluxmail mcp` attaches files from (none: no attachments).",
     )
-    mcp_max_sends: Annotated[Annotated[int, Field(ge=0)] | None, BeforeValidator(_blank_or_int)] = (
-        _doc(None, "Sends one `fluxmail mcp` run may make (none: no cap; replays are free).")
+    mcp_max_sends: MaxSends = _doc(
+        None, "Sends one `fluxmail mcp` run may make (none: no cap; replays are free)."
     )
-    mcp_max_recipients: Annotated[
-        Annotated[int, Field(ge=1)] | None, BeforeValidator(_blank_or_int)
-    ] = _doc(None, "To + Cc + Bcc addresses per message from `fluxmail mcp` (none: no cap).")
+    mcp_max_recipients: MaxRecipients = _doc(
+        None, "To + Cc + Bcc addresses per message from `fluxmail mcp` (none: no cap)."
+    )
     mcp_allowed_domains: Text = _doc(
         None,
         "Comma-separated recipient domains `fluxmail mcp` may address, e.g. "
@@ -280,6 +317,15 @@ class SettingsFields(BaseModel):
     _url: UrlParts | None = PrivateAttr(default=None)
     _unknown: tuple[str, ...] = PrivateAttr(default=())
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_raw(cls, data: Any) -> Any:
+        """Each given value read by its field's kind (``_READS``); None stays None."""
+        readers = _field_readers()
+        if not isinstance(data, dict):
+            return data
+        return {k: v if v is None or k not in readers else readers[k](v) for k, v in data.items()}
+
     @property
     def origins(self) -> Mapping[str, str]:
         """field -> the source that gave it (``PRECEDENCE`` labels); absent fields: default."""
@@ -299,6 +345,17 @@ class SettingsFields(BaseModel):
         self._origins = trace.origins()
         self._url = trace.url
         self._unknown = tuple(unknown_lines(trace.variables))
+
+
+@functools.cache
+def _field_readers() -> dict[str, Callable[[object], object]]:
+    """field -> its kind's reader, for the fields whose kind has one."""
+    found: dict[str, Callable[[object], object]] = {}
+    for name, annotation in SettingsFields.__annotations__.items():
+        read = next((read for kind, read in _READS if annotation is kind), None)
+        if read is not None:
+            found[name] = read
+    return found
 
 
 # Read outside the model: the .env switch, and the benchmarks' scratch folder (bench/,

@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fluxmail.config.composite import Composite, is_composite, member_settings, parse_composite
+from fluxmail._lazy import lazy_module
 from fluxmail.config.model import Config
 from fluxmail.config.settings import SettingsFields, where
 from fluxmail.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from fluxmail.config import composite as composites
+    from fluxmail.config.composite import Composite
+else:  # parsed only for a composite URL or argument: not every cold start
+    composites = lazy_module("fluxmail.config.composite")
 
 __all__ = ["CONNECTION_FIELDS", "composite_of", "resolve_members"]
 
@@ -30,7 +36,7 @@ CONNECTION_FIELDS = ("type", "host", "port", "username", "password", "tls", "ssl
 def composite_of(given: object, s: SettingsFields) -> Composite | None:
     """The composite to resolve: the ``composite=`` argument, or a composite FLUXMAIL_URL."""
     if given is not None:
-        if not isinstance(given, Composite):
+        if not isinstance(given, composites.Composite):
             raise ConfigurationError(
                 "argument composite= must be a fluxmail.config.composite.Composite; use "
                 "FluxMail.failover(...) or FluxMail.roundrobin(...)",
@@ -38,9 +44,9 @@ def composite_of(given: object, s: SettingsFields) -> Composite | None:
             )
         return given
     text = s.url.get_secret_value() if s.url is not None else None
-    if text is None or not is_composite(text):
+    if text is None or not composites.is_composite(text):
         return None
-    return parse_composite(text)
+    return composites.parse_composite(text)
 
 
 def _check_conflicts(s: SettingsFields) -> None:
@@ -83,7 +89,7 @@ def _member(
 ) -> Config:
     if isinstance(member, Config):
         return member  # FluxMail.failover(mailer, ...): that mailer's whole configuration
-    if isinstance(member, Composite):
+    if isinstance(member, composites.Composite):
         return _resolve(member, shared, resolve, origin, f"{label}.")
     if not isinstance(member, str):
         raise ConfigurationError(
@@ -91,9 +97,9 @@ def _member(
             f"nested failover()/roundrobin(), not {type(member).__name__}",
             code="invalid_composite_url",
         )
-    if is_composite(member):
-        return _resolve(parse_composite(member), shared, resolve, origin, f"{label}.")
-    settings: dict[str, Any] = {"url": "", **member_settings(member)}
+    if composites.is_composite(member):
+        return _resolve(composites.parse_composite(member), shared, resolve, origin, f"{label}.")
+    settings: dict[str, Any] = {"url": "", **composites.member_settings(member)}
     try:
         return resolve(**{**shared, **settings})
     except ConfigurationError as exc:

@@ -12,10 +12,10 @@ token sources (``fluxmail.transport.oauth``) read the defaults from here.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
+from fluxmail._lazy import lazy_pattern
 from fluxmail.config.sources import is_file
 from fluxmail.config.urls import is_loopback
 from fluxmail.errors import ConfigurationError
@@ -60,7 +60,7 @@ OAUTH_FIELDS = (
     "oauth_subject",
 )
 # A GUID, a domain, or Microsoft's common / organizations / consumers: it goes into a URL path.
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+_TENANT = lazy_pattern(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 # What each flow reads; anything else set is a contradiction, not silently ignored.
 _USED: dict[tuple[str, Flow], tuple[str, ...]] = {
     ("microsoft", "client_credentials"): ("tenant_id", "client_id", "client_secret"),
@@ -154,7 +154,7 @@ def _check_unused(c: Config, provider: str, flow: Flow, label: str) -> None:
 
 
 def _check_values(c: Config) -> None:
-    if c.oauth_tenant_id is not None and not _TENANT.match(c.oauth_tenant_id):
+    if c.oauth_tenant_id is not None and not _TENANT().match(c.oauth_tenant_id):
         raise ConfigurationError(
             f"FLUXMAIL_OAUTH_TENANT_ID={c.oauth_tenant_id!r} is not a tenant id: give the "
             "directory (tenant) GUID or a domain such as contoso.onmicrosoft.com",

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fluxmail.config.api import ApiChoice, api_key, resolve_api
+from fluxmail._lazy import lazy_module, lazy_pattern
 from fluxmail.config.auth import check_auth, check_token_provider, has_oauth, resolve_auth
 from fluxmail.config.dkim import DKIM_FIELDS, dkim_signer
 from fluxmail.config.members import composite_of, resolve_members
 from fluxmail.config.model import NOT_SETTINGS, Config
 from fluxmail.config.oauth import OAUTH_FIELDS, check_oauth
-from fluxmail.config.providers import get_provider, load_catalog
 from fluxmail.config.secrets import check_smtp, preset_username
 from fluxmail.config.settings import SettingsFields, load_settings, where
 from fluxmail.config.sources import is_file
@@ -43,7 +41,13 @@ from fluxmail.message.addresses import parse_address
 if TYPE_CHECKING:
     import ssl
 
+    from fluxmail.config import api as api_config
+    from fluxmail.config import providers as catalog
+    from fluxmail.config.api import ApiChoice
     from fluxmail.config.providers import Provider
+else:  # FLUXMAIL_TRANSPORT=api, FLUXMAIL_PROVIDER or a providers file: not every cold start
+    api_config = lazy_module("fluxmail.config.api")
+    catalog = lazy_module("fluxmail.config.providers")
 
 __all__ = [
     "PRECEDENCE",
@@ -94,14 +98,14 @@ def idempotency_needs_audit(config: Config) -> ConfigurationError:
     )
 
 
-_ORIGIN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_ORIGIN = lazy_pattern(r"[a-z][a-z0-9_-]{0,31}")
 
 
 def check_origin(value: object) -> str | None:
     """FluxMail(origin=...): a short lowercase label stored on every record (e.g. "mcp")."""
     if value is None:
         return None
-    if not isinstance(value, str) or _ORIGIN.fullmatch(value) is None:
+    if not isinstance(value, str) or _ORIGIN().fullmatch(value) is None:
         raise ConfigurationError(
             "argument origin= must be a short lowercase identifier (a letter, then up to 31 "
             "letters, digits, '_' or '-'), e.g. 'mcp'",
@@ -167,7 +171,7 @@ def resolve_config(**kwargs: object) -> Config:
         token_provider=token_provider,
         origin=origin,
         api_provider=api.name if api is not None else None,
-        api_key=api_key(s, api, src) if api is not None else s.api_key,
+        api_key=api_config.api_key(s, api, src) if api is not None else s.api_key,
         api_base_url=api.base_url if api is not None else None,
         api_options=api.options if api is not None else {},
         sources=_sources(src, provider, override),
@@ -190,7 +194,7 @@ def _api(s: SettingsFields, src: dict[str, str]) -> ApiChoice | None:
             f"{where('type', src.get('type', 'default'))}={s.type}; keep one of them",
             code="invalid_config",
         )
-    return resolve_api(s, src)
+    return api_config.resolve_api(s, src)
 
 
 def _unknown_variables(s: SettingsFields) -> tuple[str, ...]:
@@ -295,11 +299,11 @@ def _provider(name: str | None, extra: Path | None, src: Mapping[str, str]) -> P
             code="invalid_providers_file",
         )
     if extra is not None:
-        load_catalog(extra)  # validated whenever set, not only once a provider is chosen
+        catalog.load_catalog(extra)  # validated whenever set, not only once a provider is chosen
     if not name:
         return None
     try:
-        return get_provider(name, extra)
+        return catalog.get_provider(name, extra)
     except ConfigurationError as exc:
         if exc.code == "unknown_provider" and src.get("provider") == "url":
             raise ConfigurationError(

@@ -25,15 +25,20 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from fluxmail.config.api import is_api_url, parse_api_url
-from fluxmail.config.composite import is_composite
+from fluxmail._lazy import lazy_module
 from fluxmail.config.secrets import read_secret_file
-from fluxmail.config.urls import UrlParts, parse_url
+from fluxmail.config.urls import UrlParts, is_api_url, parse_url
 from fluxmail.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
     from pydantic_settings import DotEnvSettingsSource, EnvSettingsSource
+
+    from fluxmail.config import api as api_config
+    from fluxmail.config import composite as composites
+else:  # read only for a FLUXMAIL_URL of that form: not every cold start
+    api_config = lazy_module("fluxmail.config.api")
+    composites = lazy_module("fluxmail.config.composite")
 
 __all__ = [
     "ENV_PREFIX",
@@ -196,12 +201,29 @@ class _UrlParts:
         text = raw.get_secret_value() if isinstance(raw, SecretStr) else raw
         if not self._trace.expand_url or not isinstance(text, str) or not text.strip():
             return {}
-        if is_composite(text):
+        if composites.is_composite(text):
             return {}  # failover(...) / roundrobin(...): each member is resolved on its own
-        parts = parse_api_url(text) if is_api_url(text) else parse_url(text)
+        parts = api_config.parse_api_url(text) if is_api_url(text) else parse_url(text)
         # Kept for resolve: the TLS mode the scheme implies and ?domain=; never the password.
         self._trace.url = UrlParts({}, parts.security, parts.domain)
         return parts.values
+
+
+def _variables(source: EnvSettingsSource) -> Read:
+    """What calling ``source`` gives ``FluxMailSettings``, read straight from its variables.
+
+    pydantic-settings' own call examines every field's type for nested models, JSON values and
+    aliases, for each source: most of a ``from_env()`` once the class is built. These have none
+    of them (tests/config/test_settings_fast_read.py compares the two), so a field's value is
+    its ``FLUXMAIL_*`` variable's, by the lower-cased name as ``case_sensitive=False`` keeps it.
+    """
+
+    def read() -> dict[str, Any]:
+        found = source.env_vars
+        fields = source.settings_cls.model_fields
+        return {name: found[key] for name in fields if (key := env_name(name).lower()) in found}
+
+    return read
 
 
 def _names(env_vars: Mapping[str, str | None]) -> list[str]:
@@ -226,8 +248,8 @@ def layers(
     secret_files = _SecretFiles(env.env_vars, dot.env_vars, lenient=lenient)
     return (
         Layer("argument", init, fields, trace),
-        Layer("environment", env, fields, trace),
-        Layer(".env", dot, fields, trace),
+        Layer("environment", _variables(env), fields, trace),
+        Layer(".env", _variables(dot), fields, trace),
         Layer("secret file", secret_files, fields, trace),
         Layer("url", _UrlParts(trace), fields, trace),
     )
