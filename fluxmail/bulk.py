@@ -10,10 +10,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from typing import Any, Protocol
 
 from fluxmail.draft import Draft
+from fluxmail.engine.builders import Builders, Built, ignore_interrupts
+from fluxmail.engine.handoff import Handoff
 from fluxmail.engine.outcomes import BulkOutcome, BulkSummary, RateLimiter, is_rate
 from fluxmail.engine.pipeline import Pipeline
 from fluxmail.engine.sending import Engine
@@ -63,8 +73,16 @@ class BulkRun:
         max_messages_per_connection: int | None = None,
         progress: bool | None = None,
         dry_run: bool = False,
+        processes: int = 1,
     ) -> None:
         _check_count("concurrency", concurrency, 256, code="invalid_concurrency")
+        _check_count("processes", processes, MAX_PROCESSES)
+        if processes > 1 and not isinstance(source, Iterable):
+            raise ConfigurationError(
+                "processes= needs a plain iterable of messages (an async iterable is read on "
+                "the event loop)",
+                code="invalid_option",
+            )
         if max_messages_per_connection is not None:
             _check_count("max_messages_per_connection", max_messages_per_connection, None)
         _check_flag("progress", progress, optional=True)
@@ -80,37 +98,53 @@ class BulkRun:
         self._per_conn = max_messages_per_connection
         self._progress_wanted = progress
         self._dry_run = dry_run
+        self._processes = processes
         self.summary = BulkSummary()
         self._out: asyncio.Queue[Any] | None = None
         self._task: asyncio.Future[None] | None = None
         self._display: ProgressDisplay | None = None
+        self._handoff: Handoff | None = None
         self._streaming = True  # wait() only needs the summary
 
     # -- the async engine --------------------------------------------------------------------
 
-    async def _start(self) -> None:
+    async def _start(self, handoff: bool = False) -> None:
         if self._out is not None:
             return
         self._display = make_display(self._progress_wanted, _length(self._source))
         self._out = asyncio.Queue(maxsize=1024)
+        if handoff:  # the sync face: outcomes cross to the caller's thread (engine/handoff)
+            self._handoff = Handoff(asyncio.get_running_loop())
         self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
         assert self._out is not None
         started = time.monotonic()
+        source: Any = self._source
+        build = functools.partial(_build, self._mailer)
+        pool, chunked = None, False
+        if self._processes > 1:  # built in child processes, sent from here (engine/builders)
+            pool = Builders(
+                self._processes, start=_start_builder, start_args=(type(self._mailer),),
+                config=self._mailer.engine.config, build=_build_in_child, local=_built_already,
+            )  # fmt: skip
+            source, build = pool.built(source), functools.partial(_take, build)
+            chunked = True
         pipeline = Pipeline(
-            self._mailer.engine, self._source, functools.partial(_build, self._mailer), self._emit,
+            self._mailer.engine, source, build, self._emit,
             concurrency=self._concurrency, limiter=self._limiter,
             connection_rate=self._per_conn_rate,
-            per_connection=self._per_conn, dry_run=self._dry_run,
+            per_connection=self._per_conn, dry_run=self._dry_run, chunked=chunked,
         )  # fmt: skip
         try:
             await pipeline.run()
         finally:
+            if pool is not None:
+                await asyncio.to_thread(pool.close)  # joined: their CPU is the run's
             self.summary.elapsed = time.monotonic() - started
             if self._display is not None:
                 self._display.close()
-            await self._out.put(_DONE)
+            await (self._handoff or self._out).put(_DONE)
 
     async def _emit(self, outcome: BulkOutcome) -> None:
         assert self._out is not None
@@ -118,7 +152,7 @@ class BulkRun:
         if self._display is not None:
             self._display.advance(outcome.ok)
         if self._streaming:
-            await self._out.put(outcome)
+            await (self._handoff or self._out).put(outcome)
 
     async def _next_batch(self, linger: float = 0.0) -> list[Any]:
         await self._start()
@@ -151,8 +185,13 @@ class BulkRun:
     def __iter__(self) -> Iterator[BulkOutcome]:
         runner = self._mailer.engine.runner
         try:
-            while True:
-                batch = runner.run(self._next_batch(linger=0.002))
+            if self._out is None:
+                runner.run(self._start(handoff=True))
+            if self._handoff is None:  # iterated after an async start: the loop's queue
+                batches = iter(lambda: runner.run(self._next_batch(linger=0.002)), None)
+            else:
+                batches = iter(self._handoff.take, None)
+            for batch in batches:
                 yield from self._finished(batch)
                 if batch[-1] is _DONE:
                     return
@@ -202,10 +241,12 @@ def _length(source: object) -> int | None:
 
 # -- option parsing: every value is checked before anything is claimed or sent ----------------
 
+MAX_PROCESSES = 64
 _OPTIONS = (
     "concurrency",
     "dry_run",
     "max_messages_per_connection",
+    "processes",
     "progress",
     "rate_limit",
     "rate_limit_per_connection",
@@ -348,6 +389,41 @@ def _build(mailer: BulkMailer, item: Any) -> tuple[Message, bytes]:
     return draft.message, draft.as_bytes()
 
 
+_builder: Any = None  # a builder process's mailer (send_many(processes=N))
+
+
+def _start_builder(mailer_class: Any, config: Any) -> None:
+    """In a builder process: the mailer that builds (``FluxMail._building``)."""
+    ignore_interrupts()
+    global _builder
+    _builder = mailer_class._building(config)
+
+
+def _build_in_child(items: list[Any]) -> list[Built]:
+    built = []
+    for item in items:
+        try:
+            draft = _builder.create(**create_args(_builder, item))
+            built.append(Built(draft.message, draft.as_bytes()))
+        except FluxMailException as exc:
+            built.append(Built(None, error=exc))
+    return built
+
+
+def _built_already(item: Any) -> bool:
+    return isinstance(item, Draft)
+
+
+def _take(build: Callable[[Any], tuple[Message, bytes]], item: Any) -> tuple[Message, bytes]:
+    """An item from the builder processes: built there, or the item itself to build here."""
+    if not isinstance(item, Built):
+        return build(item)
+    if item.error is not None:
+        raise item.error
+    assert item.message is not None
+    return item.message, item.data
+
+
 def create_args(mailer: Creates, item: Any, caller: str = "send_many()") -> Mapping[str, Any]:
     """A bulk item that is not a Draft: the keyword arguments of ``create()``, checked here so
     a bad item is that item's MessageError, never a TypeError that ends the whole run.
@@ -359,6 +435,8 @@ def create_args(mailer: Creates, item: Any, caller: str = "send_many()") -> Mapp
             code="invalid_message",
         )
     names, required = _create_arg_names(type(mailer).create)
+    if names.issuperset(item) and required.issubset(item):
+        return item  # the usual item: the two subset tests cost less than the differences
     unknown, missing = sorted(set(item) - names), sorted(required - set(item))
     if unknown or missing:
         what = f"unknown: {', '.join(unknown)}" if unknown else f"missing: {', '.join(missing)}"

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from fluxmail._lazy import lazy_module
 from fluxmail.audit.log import AuditLog
-from fluxmail.config.composite import Composite, Kind
 from fluxmail.config.dkim import dkim_signer
 from fluxmail.config.resolve import Config, idempotency_needs_audit, resolve_config, resolve_sender
 from fluxmail.engine.sending import Engine
@@ -23,6 +22,8 @@ if TYPE_CHECKING:
 
     from fluxmail import bulk, draft, outbox
     from fluxmail.bulk import BulkRun, MessageSource
+    from fluxmail.config import composite as composites
+    from fluxmail.config.composite import Composite, Kind
     from fluxmail.draft import Draft
     from fluxmail.engine import drafting, enqueue
     from fluxmail.message import mime, model, templates
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from fluxmail.results import SendResult
 else:  # needed from the first create() / send_many() on, not to build a mailer (cold start)
     bulk = lazy_module("fluxmail.bulk")
+    composites = lazy_module("fluxmail.config.composite")  # failover() / roundrobin() only
     draft = lazy_module("fluxmail.draft")
     drafting = lazy_module("fluxmail.engine.drafting")
     enqueue = lazy_module("fluxmail.engine.enqueue")
@@ -98,6 +100,18 @@ class FluxMail:
             )
         for warning in c.warnings:  # misspelled FLUXMAIL_* names
             self._log.warning("%s", warning)
+
+    @classmethod
+    def _building(cls, config: Config) -> FluxMail:
+        """A mailer that only builds messages (a ``send_many(processes=N)`` child): the same
+        ``create()`` and DKIM signing, no transport, no audit store, no loop thread."""
+        mailer = cls.__new__(cls)
+        mailer._config = config
+        mailer._dkim = dkim_signer(config)
+        mailer._log = log
+        mailer.audit = AuditLog(config)  # create() asks whether it is enabled; never opened
+        mailer._template_set = None
+        return mailer
 
     @classmethod
     def from_env(cls, **overrides: Any) -> FluxMail:
@@ -371,7 +385,8 @@ def _composite(kind: Kind, members: tuple[object, ...]) -> Composite:
             f"FluxMail.{kind}() needs at least one member (a URL or a FluxMail)",
             code="invalid_composite_url",
         )
-    return Composite(kind, tuple(m.config if isinstance(m, FluxMail) else m for m in members))  # type: ignore[misc]
+    given = tuple(m.config if isinstance(m, FluxMail) else m for m in members)
+    return composites.Composite(kind, given)  # type: ignore[arg-type]
 
 
 def _logger(logger: object, log_level: object) -> logging.Logger:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -46,6 +47,10 @@ from fluxmail.results import SendResult
 from fluxmail.transport.base import Lane
 
 CLAIM_BATCH = 64
+# Bytes, not only messages, bound what is built ahead of the senders: memory stays flat with
+# large attachments (a claim batch, and the queue of built messages, each hold at most this).
+CLAIM_BYTES = 1 << 20
+READY_BYTES = 2 << 20
 _NOTHING = object()
 Emit = Callable[[BulkOutcome], Awaitable[None]]
 Build = Callable[[Any], tuple[Message, bytes]]  # an input item -> the message and its bytes
@@ -65,9 +70,12 @@ class Pipeline:
         per_connection: int | None,
         dry_run: bool,
         books: Books | None = None,
+        chunked: bool = False,
     ) -> None:
+        """``chunked``: ``source`` is an async iterable of lists of items."""
         self._engine = engine
         self._source = source
+        self._chunked = chunked
         self._emit = emit
         self._concurrency = concurrency
         self._limiter = limiter
@@ -83,9 +91,9 @@ class Pipeline:
         lanes = [self._engine.transport.lane() for _ in range(self._concurrency)]
         # Room for a whole batch (bounded: flat memory), so a sender finds one ready.
         room = max(self._concurrency * 4, lanes[0].batch_size)
-        ready: asyncio.Queue[Any] = asyncio.Queue(maxsize=room)
+        ready = _Ready(room, READY_BYTES)
         self._marks = self._books.open()
-        feeding = isinstance(self._source, AsyncIterable)
+        feeding = isinstance(self._source, AsyncIterable) and not self._chunked
         tasks = [
             *([asyncio.ensure_future(self._feed(work))] if feeding else []),
             asyncio.ensure_future(self._prepare(work, ready)),
@@ -117,8 +125,16 @@ class Pipeline:
         await work.put(None)
 
     async def _batches(self, work: asyncio.Queue[Any]) -> AsyncIterator[list[Any]]:
-        """Up to CLAIM_BATCH jobs at a time: whatever an async source has ready, or a slice of
-        a sync iterable (read here directly: no extra task hop per message)."""
+        """Up to CLAIM_BATCH jobs at a time: whatever an async source has ready, a slice of a
+        sync iterable (read here directly: no extra task hop per message), or of a chunk."""
+        index = 0
+        if self._chunked:  # an async source of lists (builder processes): no hop per item
+            async for chunk in self._source:
+                for start in range(0, len(chunk), CLAIM_BATCH):
+                    part = chunk[start : start + CLAIM_BATCH]
+                    yield list(zip(itertools.count(index), part))
+                    index += len(part)
+            return
         if isinstance(self._source, AsyncIterable):
             while True:
                 batch = [await work.get()]
@@ -128,30 +144,44 @@ class Pipeline:
                     yield batch[:-1]
                     return
                 yield batch
-        items, index = iter(self._source), 0
+        items = iter(self._source)
         while batch := list(zip(itertools.count(index), itertools.islice(items, CLAIM_BATCH))):
             index += len(batch)
             yield batch
 
-    async def _prepare(self, work: asyncio.Queue[Any], ready: asyncio.Queue[Any]) -> None:
+    async def _prepare(self, work: asyncio.Queue[Any], ready: _Ready) -> None:
         async for batch in self._batches(work):
-            prepared = [p for p in [await self._build(job) for job in batch] if p]
-            claimed, refused = self._books.claim(prepared)
-            # Every claimed record is tracked before the first await below: a run cancelled
-            # while the queue is full must still resolve the rest of the batch (_close).
-            ends = [(index, out, after_claim(out, claim)) for index, out, claim in claimed]
-            for _, out, done in ends:
-                if done is None and out.audit_id is not None:
-                    self._claimed[out.audit_id] = out
-            for index, exc in refused:
-                await self._emit(_failed(index, exc))
-            for index, out, done in ends:
-                if done is not None:
-                    await self._emit(_outcome(index, done))
-                else:
-                    await ready.put((index, out))
+            prepared: list[tuple[int, Outgoing]] = []
+            size = 0
+            for job in batch:
+                built = await self._build(job)
+                if built is None:
+                    continue
+                prepared.append(built)
+                size += len(built[1].mail.data)
+                if size >= CLAIM_BYTES:  # large messages: claim and hand on fewer at a time
+                    await self._hand_on(prepared, ready)
+                    prepared, size = [], 0
+            await self._hand_on(prepared, ready)
         for _ in range(self._concurrency):
             await ready.put(None)
+
+    async def _hand_on(self, prepared: list[tuple[int, Outgoing]], ready: _Ready) -> None:
+        """Claim built messages (one commit) and queue them for the senders."""
+        claimed, refused = self._books.claim(prepared)
+        # Every claimed record is tracked before the first await below: a run cancelled
+        # while the queue is full must still resolve the rest of the batch (_close).
+        ends = [(index, out, after_claim(out, claim)) for index, out, claim in claimed]
+        for _, out, done in ends:
+            if done is None and out.audit_id is not None:
+                self._claimed[out.audit_id] = out
+        for index, exc in refused:
+            await self._emit(_failed(index, exc))
+        for index, out, done in ends:
+            if done is not None:
+                await self._emit(_outcome(index, done))
+            else:
+                await ready.put((index, out))
 
     async def _build(self, job: tuple[int, Any]) -> tuple[int, Outgoing] | None:
         index, item = job
@@ -161,7 +191,7 @@ class Pipeline:
             await self._emit(_failed(index, exc))
             return None
 
-    async def _send(self, ready: asyncio.Queue[Any], lane: Lane) -> None:
+    async def _send(self, ready: _Ready, lane: Lane) -> None:
         own = RateLimiter(self._connection_rate)  # this connection's own pace, if any
         if lane.batch_size > 1 and not (self._limiter.active or own.active):
             # A rate-limited run sends one message per request: the limiter paces messages.
@@ -174,8 +204,10 @@ class Pipeline:
             while job is not None:
                 # Peek at the next message (it may be the end marker, None) to prime it.
                 nxt: Any = ready.get_nowait() if not ready.empty() else _NOTHING
-                await self._limiter.wait()
-                await own.wait()
+                if self._limiter.active:
+                    await self._limiter.wait()
+                if own.active:
+                    await own.wait()
                 last = self._per_conn is not None and on_conn + 1 >= self._per_conn
                 then: Outgoing | None = None
                 if lane.primes and nxt is not _NOTHING and nxt is not None and not last:
@@ -199,7 +231,7 @@ class Pipeline:
         finally:
             await lane.close()
 
-    async def _send_batches(self, ready: asyncio.Queue[Any], lane: Lane) -> None:
+    async def _send_batches(self, ready: _Ready, lane: Lane) -> None:
         """Up to ``lane.batch_size`` ready messages per request (an API's batch endpoint):
         every one marked before the request goes out, each finished on its own."""
         job = await ready.get()
@@ -300,6 +332,71 @@ class Pipeline:
 
     def finish_now(self, out: Outgoing, result: SendResult) -> None:
         self._books.finish_now(out, result)
+
+
+class _Ready:
+    """The built messages waiting for a sender (one producer, the senders as consumers): at
+    most ``room`` of them and, past the first, at most ``cap`` bytes. A deque and bare
+    futures: asyncio.Queue counts only items, and costs several times as much per message."""
+
+    def __init__(self, room: int, cap: int) -> None:
+        self._items: deque[Any] = deque()
+        self._room = room
+        self._cap = cap
+        self._bytes = 0
+        self._getters: deque[asyncio.Future[None]] = deque()
+        self._putter: asyncio.Future[None] | None = None
+
+    async def put(self, job: tuple[int, Outgoing] | None) -> None:
+        size = len(job[1].mail.data) if job is not None else 0
+        while self._items and (
+            len(self._items) >= self._room or (size and self._bytes + size > self._cap)
+        ):
+            self._putter = asyncio.get_running_loop().create_future()
+            try:
+                await self._putter
+            finally:
+                self._putter = None
+        self._items.append(job)
+        self._bytes += size
+        self._wake_getter()
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                if getter in self._getters:
+                    self._getters.remove(getter)
+                elif self._items:
+                    self._wake_getter()  # woken, then cancelled: the item is another's
+                raise
+        return self._took(self._items.popleft())
+
+    def get_nowait(self) -> Any:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._took(self._items.popleft())
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def _took(self, job: Any) -> Any:
+        if job is not None:
+            self._bytes -= len(job[1].mail.data)
+        if self._putter is not None and not self._putter.done():
+            self._putter.set_result(None)
+        return job
+
+    def _wake_getter(self) -> None:
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                return
 
 
 def _outcome(index: int, done: Outcome) -> BulkOutcome:
