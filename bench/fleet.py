@@ -69,21 +69,30 @@ def worker_env(port: int, url: str) -> dict[str, str]:
 
 
 def start_workers(count: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    """``count`` workers, each logging to its own temporary file: a worker logs a line per
+    message, and a pipe nobody reads until the end fills up and stops it (which once made
+    2 and 4 workers look no faster than one)."""
     argv = [fluxmail_command(), "worker", "--once", "--concurrency", str(CONCURRENCY)]
-    return [
-        subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(count)
-    ]
+    procs = []
+    for _ in range(count):
+        log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in wait_all)
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        proc.log = log  # type: ignore[attr-defined]
+        procs.append(proc)
+    return procs
 
 
 def wait_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 900) -> list[str]:
-    """Wait for every worker; the stderr tail of each one that failed."""
+    """Wait for every worker; the last log line of each one that failed."""
     problems = []
     for proc in procs:
-        _, err = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
+        log = proc.log  # type: ignore[attr-defined]
         if proc.returncode not in (0, -signal.SIGKILL):
-            tail = (err.decode(errors="replace").strip().splitlines() or ["(no output)"])[-1]
-            problems.append(f"exit {proc.returncode}: {tail}")
+            log.seek(0)
+            lines = log.read().decode(errors="replace").strip().splitlines()
+            problems.append(f"exit {proc.returncode}: {(lines or ['(no output)'])[-1]}")
+        log.close()
     return problems
 
 
