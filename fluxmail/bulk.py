@@ -164,6 +164,10 @@ class BulkRun:
             batch.append(self._out.get_nowait())
         return batch
 
+    async def _ended(self) -> None:
+        if self._task is not None:
+            await asyncio.wait([self._task])
+
     async def _cancel(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -192,6 +196,10 @@ class BulkRun:
             else:
                 batches = iter(self._handoff.take, None)
             for batch in batches:
+                if batch[-1] is _DONE and self._handoff is not None:
+                    # Handed over from inside the run's last steps: let the task end, so an
+                    # error that ended it is raised here, not lost.
+                    runner.run(self._ended())
                 yield from self._finished(batch)
                 if batch[-1] is _DONE:
                     return

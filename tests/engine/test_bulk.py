@@ -227,3 +227,20 @@ def test_a_bad_item_is_its_own_message_error(smtp_server: Any, bad: Any) -> None
     assert [o.ok for o in outcomes] == [True, True, False, True]
     assert isinstance(outcomes[2].error, MessageError)
     assert outcomes[2].error.code == "invalid_message" and server.deliveries == 3
+
+
+@pytest.mark.parametrize("face", ["iterate", "wait"])
+def test_an_error_raised_by_the_source_reaches_the_caller(smtp_server: Any, face: str) -> None:
+    """The caller's own generator failing ends the run with that error, never a silent short
+    run (the sync faces, several runs in a row on one mailer)."""
+    server = smtp_server()
+
+    def source() -> Iterator[dict[str, Any]]:
+        yield from _messages(3)
+        raise LookupError("the database cursor broke")
+
+    mailer = mailer_for(server)
+    for _ in range(5):
+        run = mailer.send_many(source(), concurrency=2, progress=False)
+        with pytest.raises(LookupError, match="cursor broke"):
+            list(run) if face == "iterate" else run.wait()
