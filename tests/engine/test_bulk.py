@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from fluxmail import BulkSender, ConfigurationError, MessageError, Refused
 from tests.support.mailing import mailer_for
-from tests.support.servers import Faults, drop, reply
+from tests.support.servers import Faults, drop, reply, stall
 
 
 def _messages(n: int) -> Iterator[dict[str, Any]]:
@@ -244,3 +245,17 @@ def test_an_error_raised_by_the_source_reaches_the_caller(smtp_server: Any, face
         run = mailer.send_many(source(), concurrency=2, progress=False)
         with pytest.raises(LookupError, match="cursor broke"):
             list(run) if face == "iterate" else run.wait()
+
+
+def test_a_stall_after_many_quick_replies_times_out_on_time(smtp_server: Any) -> None:
+    """One connection's deadline follows each wait (a watchdog per connection, not a timer per
+    reply): after a run of quick replies, a stalled RCPT still times out after the command
+    timeout, that message alone fails, and the rest of the run goes on."""
+    server = smtp_server(faults=Faults(rcpt_to={"u12@example.com": stall()}))
+    mailer = mailer_for(server, command_timeout=0.5, max_retries=0)
+    started = time.monotonic()
+    outcomes = {o.index: o for o in mailer.send_many(_messages(20), concurrency=2)}
+    assert time.monotonic() - started < 10  # bounded by the timeout, not the stall
+    assert outcomes[12].status == "failed" and getattr(outcomes[12].error, "code", "") == "timeout"
+    assert all(o.status == "sent" for i, o in outcomes.items() if i != 12)
+    assert server.deliveries == 19
