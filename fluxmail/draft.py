@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Protocol
 
 from fluxmail.errors import ConfigurationError
@@ -37,14 +37,27 @@ class Draft:
 
     mailer: DraftSender = field(repr=False)
     message: Message
+    _render_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @property
     def message_id(self) -> str:
         return self.message.message_id
 
-    @cached_property
+    @property
     def _bytes(self) -> bytes:
-        return self.mailer._render(self.message)  # the MIME writer's, DKIM-signed if set
+        # Rendered once, under a lock: with DKIM (a timestamp in the signature) two renders
+        # differ, and the bytes sent must be the bytes audited. functools.cached_property
+        # has no lock from Python 3.12 on.
+        data: bytes | None = self.__dict__.get("_rendered")
+        if data is None:
+            with self._render_lock:
+                data = self.__dict__.get("_rendered")
+                if data is None:
+                    data = self.mailer._render(self.message)  # the MIME writer's, DKIM-signed
+                    self.__dict__["_rendered"] = data
+        return data
 
     def as_bytes(self) -> bytes:
         """The exact bytes that go on the wire (and into the audit snapshot); never a Bcc header."""

@@ -167,3 +167,35 @@ def test_without_dkimpy_the_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(ConfigurationError):
         sign(b"From: a@example.com\r\n\r\nx", ())
     FluxMail(object_type="memory", sender="a@example.com").create("s", "t@example.org", "b")
+
+
+def test_a_draft_is_rendered_once_when_threads_race_for_its_bytes() -> None:
+    """The signature carries a timestamp, so two renders differ: a draft shared by threads
+    renders once, under its own lock, and every thread gets the same signed bytes."""
+    import threading
+
+    key = rsa_pem()
+    m = mailer(key)
+    renders = []
+    original = m._render
+
+    def counted(message: Any) -> bytes:
+        renders.append(1)
+        return original(message)
+
+    m._render = counted  # type: ignore[method-assign]
+    draft = m.create(subject="Hi", recipients=["to@example.org"], body="b")
+    start = threading.Barrier(8)
+    seen: list[bytes] = []
+
+    def read() -> None:
+        start.wait()
+        seen.append(draft.as_bytes())
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(renders) == 1 and len(set(seen)) == 1 and len(seen) == 8
+    assert verify_all(seen[0], zone({"s1": key})) == [True]
