@@ -43,6 +43,17 @@ class RecipientStatus:
     text: str = ""
 
 
+def overall_status(recipients: Mapping[str, RecipientStatus]) -> MessageStatus:
+    """A message's status from its recipients': any ``unknown`` makes it unknown, all sent is
+    sent, some sent is partial, none is failed (the SMTP retry loop, failover, outbox retries)."""
+    statuses = [r.status for r in recipients.values()]
+    if "unknown" in statuses:
+        return "unknown"
+    if statuses and all(s == "sent" for s in statuses):
+        return "sent"
+    return "partial" if "sent" in statuses else "failed"
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One try at delivering the message; ``error`` is None when it succeeded."""

@@ -25,7 +25,7 @@ from fluxmail.engine.outgoing import Outgoing
 from fluxmail.engine.protocol import Outcome
 from fluxmail.errors import DeliveryError, MessageError, OutcomeUnknown
 from fluxmail.message.stored import message_from_spec
-from fluxmail.results import Attempt, MessageStatus, RecipientStatus, SendResult
+from fluxmail.results import Attempt, MessageStatus, RecipientStatus, SendResult, overall_status
 from fluxmail.transport.base import Envelope, Mail
 
 __all__ = ["backoff", "build", "settlement"]
@@ -108,12 +108,7 @@ def _merged(row: Delivery, result: SendResult) -> SendResult:
 def _status(result: SendResult, recipients: dict[str, RecipientStatus]) -> MessageStatus:
     if result.status in ("unknown", "queued", "dry_run"):
         return result.status
-    statuses = [r.status for r in recipients.values()]
-    if "unknown" in statuses:
-        return "unknown"
-    if statuses and all(s == "sent" for s in statuses):
-        return "sent"
-    return "partial" if "sent" in statuses else "failed"
+    return overall_status(recipients)
 
 
 def _addresses(spec: Any) -> list[str]:

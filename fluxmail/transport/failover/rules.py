@@ -9,8 +9,6 @@ any recipient was accepted the message is not sent again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from fluxmail.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -19,10 +17,10 @@ from fluxmail.errors import (
     Stage,
     TLSFailure,
 )
-from fluxmail.results import Attempt, MessageStatus, RecipientStatus
+from fluxmail.results import Attempt, RecipientStatus, overall_status
 from fluxmail.transport.base import TransportResult
 
-__all__ = ["handoff", "may_fail_over", "member_failed", "merge", "overall"]
+__all__ = ["handoff", "may_fail_over", "member_failed", "merge"]
 
 # Before MAIL FROM: nothing about the message was said yet (RSET/NOOP check a reused connection).
 BEFORE_MAIL: frozenset[Stage] = frozenset(
@@ -79,16 +77,6 @@ def member_failed(result: TransportResult) -> bool:
     return may_fail_over(error) and error.code != "smtputf8_required"
 
 
-def overall(recipients: Mapping[str, RecipientStatus]) -> MessageStatus:
-    """The message's status from its recipients' (as the SMTP retry loop computes it)."""
-    statuses = [r.status for r in recipients.values()]
-    if "unknown" in statuses:
-        return "unknown"
-    if statuses and all(s == "sent" for s in statuses):
-        return "sent"
-    return "partial" if "sent" in statuses else "failed"
-
-
 def merge(earlier: TransportResult | None, later: TransportResult) -> TransportResult:
     """One result for a message two members saw: the later member's word on the recipients it
     took, the earlier's on the rest; attempts numbered across both."""
@@ -99,7 +87,7 @@ def merge(earlier: TransportResult | None, later: TransportResult) -> TransportR
         Attempt(n, a.started_at, a.elapsed, a.error, a.error_code, a.smtp_code, a.smtp_text)
         for n, a in enumerate((*earlier.attempts, *later.attempts), 1)
     )
-    status = overall(recipients)
+    status = overall_status(recipients)
     if status == "sent" and later.status == "queued":
         status = "queued"  # an HTTP API member took it: accepted, final delivery unknown
     return TransportResult(

@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fluxmail.errors import ConnectionFailed, DeliveryError, OutcomeUnknown
-from fluxmail.results import Attempt, MessageStatus, RecipientOutcome, RecipientStatus, ServerReply
+from fluxmail.results import (
+    Attempt,
+    RecipientOutcome,
+    RecipientStatus,
+    ServerReply,
+    overall_status,
+)
 from fluxmail.transport.base import Envelope, TransportResult
 from fluxmail.transport.smtp.pool import ConnectionPool, LanePool
 from fluxmail.transport.smtp.session import Staged, TransactionResult
@@ -86,18 +92,8 @@ class _Progress:
                 self.final[addr] = _status(addr, "deferred", reply)
             elif self.error is not None:
                 self.settle("deferred", [addr], self.error)
-        statuses = [r.status for r in self.final.values()]
-        status: MessageStatus
-        if "unknown" in statuses:
-            status = "unknown"
-        elif statuses and all(s == "sent" for s in statuses):
-            status = "sent"
-        elif "sent" in statuses:
-            status = "partial"
-        else:
-            status = "failed"
         return TransportResult(
-            status=status,
+            status=overall_status(self.final),
             recipients=self.final,
             attempts=tuple(self.attempts),
             final_reply=self.final_reply,
