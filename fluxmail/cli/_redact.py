@@ -24,7 +24,7 @@ from fluxmail.config.sources import Trace, dotenv, environment, read_layers
 from fluxmail.errors import FluxMailException
 from fluxmail.redaction import REDACTED
 
-__all__ = ["REDACTED", "Secrets", "dotenv_values_of"]
+__all__ = ["REDACTED", "Secrets", "dotenv_values_of", "secret_forms"]
 
 # A repr()-style quoted value ('x' or "x") inside a message: the form errors echo input in.
 _QUOTED = re.compile(r"'([^'\n]*)'|\"([^\"\n]*)\"")
@@ -61,12 +61,12 @@ def _secret_values(trace: Trace) -> set[str]:
     return found
 
 
-def _derived(value: str, username: str | None) -> set[str]:
+def secret_forms(value: str, username: str | None) -> set[str]:
     """The forms a secret takes on the wire and in URLs (RFC 4616 PLAIN, LOGIN, RFC 3986)."""
     forms = {value, quote(value, safe=""), base64.b64encode(value.encode()).decode()}
     if is_composite(value):  # failover(...): every member URL holds its own password
         for member in member_urls(value):
-            forms |= _derived(member, username)
+            forms |= secret_forms(member, username)
         return forms
     if username is not None:
         forms.add(base64.b64encode(f"\0{username}\0{value}".encode()).decode())
@@ -76,7 +76,7 @@ def _derived(value: str, username: str | None) -> set[str]:
     except ValueError:
         return forms
     if password:
-        forms |= _derived(unquote(password), unquote(user) if user else username) | {password}
+        forms |= secret_forms(unquote(password), unquote(user) if user else username) | {password}
     elif user and parts.scheme.lower().endswith("+api"):
         forms |= {user, unquote(user), quote(unquote(user), safe="")}  # the key is the user part
     return forms
@@ -94,7 +94,7 @@ class Secrets:
         self._refresh()
 
     def _refresh(self) -> None:
-        self._values = set().union(*(_derived(v, self.username) for v in self._raw))
+        self._values = set().union(*(secret_forms(v, self.username) for v in self._raw))
 
     def add(self, *values: str | None, username: str | None = None) -> None:
         """Remember more secrets (the resolved config, a password read from stdin)."""

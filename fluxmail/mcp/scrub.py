@@ -8,35 +8,15 @@ passwords are replaced whatever they are (``fluxmail.cli._redact.Secrets.message
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
 
-from fluxmail.cli._redact import Secrets
+from fluxmail.cli._redact import Secrets, secret_forms
 from fluxmail.config.resolve import Config
 from fluxmail.config.sources import SECRET_FIELDS
 from fluxmail.redaction import redact_words
 
 __all__ = ["Scrubber"]
-
-
-def _forms(value: str, username: str | None) -> set[str]:
-    """A secret, quoted as in a URL, base64 (LOGIN) and in a PLAIN initial response."""
-    forms = {value, quote(value, safe=""), base64.b64encode(value.encode()).decode()}
-    if username:
-        plain = f"\0{username}\0{value}".encode()
-        forms.add(base64.b64encode(plain).decode())
-    try:
-        parts = urlsplit(value)
-        password, user = parts.password, parts.username
-    except ValueError:
-        return forms
-    if password:
-        forms |= _forms(unquote(password), unquote(user) if user else username)
-    elif user and parts.scheme.lower().endswith("+api"):
-        forms.add(unquote(user))  # <provider>+api://KEY@...: the key is the user part
-    return forms
 
 
 def _config_secrets(config: Config) -> set[str]:
@@ -46,7 +26,7 @@ def _config_secrets(config: Config) -> set[str]:
         if value is not None and hasattr(value, "get_secret_value"):
             text = str(value.get_secret_value())
             if text:
-                found |= _forms(text, config.username)
+                found |= secret_forms(text, config.username)
     for member in config.members:  # failover(...) / roundrobin(...) members
         found |= _config_secrets(member)
     return found
