@@ -411,8 +411,7 @@ def _build_in_child(items: list[Any]) -> list[Built]:
     built = []
     for item in items:
         try:
-            draft = _builder.create(**create_args(_builder, item))
-            built.append(Built(draft.message, draft.as_bytes()))
+            built.append(Built(*_build(_builder, item)))
         except FluxMailException as exc:
             built.append(Built(None, error=exc))
     return built

@@ -74,11 +74,7 @@ class SMTPSession(SMTPConnection):
             wire = self._primed_wire
             async with self._lock:
                 return await self._send_pipelined(self._primed, mail, wire, then)
-        rcpts = tuple(dict.fromkeys(mail.recipients))  # one RCPT per address
-        payload = message_payload(mail.data)
-        encoding = "utf-8" if mail.smtputf8 else "ascii"
-        command = b"MAIL FROM:" + envelope_path(mail.sender, encoding)
-        commands = [b"RCPT TO:" + envelope_path(r, encoding) + b"\r\n" for r in rcpts]
+        rcpts, payload, command, commands = _envelope(mail)
         if not rcpts:
             raise MessageError("A message needs at least one recipient", code="no_recipients")
         async with self._lock:
@@ -99,18 +95,14 @@ class SMTPSession(SMTPConnection):
         if then is None or "pipelining" not in self._extensions:
             return b""
         try:
-            rcpts = tuple(dict.fromkeys(then.recipients))
-            payload = message_payload(then.data)
-            encoding = "utf-8" if then.smtputf8 else "ascii"
-            mail = b"MAIL FROM:" + envelope_path(then.sender, encoding)
+            rcpts, payload, mail, commands = _envelope(then)
             mail += mail_options(self._extensions, payload, then.smtputf8, self._where)
-            rcpt = b"".join(b"RCPT TO:" + envelope_path(r, encoding) + b"\r\n" for r in rcpts)
         except (MessageError, DeliveryError):
             return b""  # it will fail on its own turn, with its own error
         if not rcpts:
             return b""
         self._primed_for, self._primed_wire = then, transparent(payload)
-        return mail + b"\r\n" + rcpt + b"DATA\r\n"
+        return mail + b"\r\n" + b"".join(commands) + b"DATA\r\n"
 
     def _drop_primed(self) -> None:
         """Commands written ahead for another message: drop the connection so they die unsent.
@@ -235,3 +227,14 @@ class SMTPSession(SMTPConnection):
             reply = None
         if reply is None or reply.code != 250:
             self._abort()
+
+
+def _envelope(mail: Staged) -> tuple[tuple[str, ...], bytes, bytes, list[bytes]]:
+    """One RCPT per address, the payload (CRLF checked), MAIL FROM without its parameters
+    (they depend on the session's extensions) and the RCPT commands; MessageError if bad."""
+    rcpts = tuple(dict.fromkeys(mail.recipients))
+    payload = message_payload(mail.data)
+    encoding = "utf-8" if mail.smtputf8 else "ascii"
+    command = b"MAIL FROM:" + envelope_path(mail.sender, encoding)
+    commands = [b"RCPT TO:" + envelope_path(r, encoding) + b"\r\n" for r in rcpts]
+    return rcpts, payload, command, commands
