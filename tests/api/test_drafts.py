@@ -19,6 +19,14 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path / "audit"
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def audit_options(request: pytest.FixtureRequest, folder: Path) -> dict[str, Any]:
+    """The mailer settings of an audit store of each backend (the rules are the same)."""
+    if request.param == "postgres":
+        return {"audit": True, "audit_url": request.getfixturevalue("pg_database")}
+    return {"audit_dir": folder}
+
+
 def _draft(mailer: FluxMail, **options: Any) -> Any:
     return mailer.create(
         "Quote", "a@example.com", "<p>Hello</p>", html_body=True, plain_body="Hello",
@@ -69,10 +77,10 @@ def test_send_draft_sends_the_stored_bytes_once(smtp_server: Any, folder: Path, 
     mailer.close()
 
 
-def test_two_threads_send_one_draft_once(smtp_server: Any, folder: Path) -> None:
+def test_two_threads_send_one_draft_once(smtp_server: Any, audit_options: dict[str, Any]) -> None:
     """Concurrent send_draft calls of one id: the claim lets one through, the other replays."""
     server = smtp_server()
-    mailers = [mailer_for(server, audit_dir=folder) for _ in range(2)]
+    mailers = [mailer_for(server, **audit_options) for _ in range(2)]
     audit_id = _draft(mailers[0]).save_draft()
     barrier = threading.Barrier(2)
     results: list[Any] = []

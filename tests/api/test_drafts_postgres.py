@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -35,27 +34,6 @@ def test_draft_saved_then_sent_once_with_its_bytes(smtp_server: Any, pg_database
     assert mailer.send_draft(audit_id).replayed and server.deliveries == 1
     assert mailer.audit.get(audit_id).status == "sent"
     mailer.close()
-
-
-def test_two_threads_one_draft_one_message(smtp_server: Any, pg_database: str) -> None:
-    server = smtp_server()
-    mailers = [mailer_for(server, audit=True, audit_url=pg_database) for _ in range(2)]
-    audit_id = _draft(mailers[0]).save_draft()
-    barrier = threading.Barrier(2)
-    results: list[Any] = []
-
-    def send(mailer: FluxMail) -> None:
-        barrier.wait(timeout=10)
-        results.append(mailer.send_draft(audit_id))
-
-    threads = [threading.Thread(target=send, args=(m,)) for m in mailers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert server.deliveries == 1 and sorted(r.replayed for r in results) == [False, True]
-    for m in mailers:
-        m.close()
 
 
 def test_discard_refusals_and_idempotent_save(smtp_server: Any, pg_database: str) -> None:
