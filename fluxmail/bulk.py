@@ -19,10 +19,10 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from fluxmail._lazy import lazy_module
 from fluxmail.draft import Draft
-from fluxmail.engine.builders import Builders, Built, ignore_interrupts
 from fluxmail.engine.handoff import Handoff
 from fluxmail.engine.outcomes import BulkOutcome, BulkSummary, RateLimiter, is_rate
 from fluxmail.engine.pipeline import Pipeline
@@ -30,6 +30,12 @@ from fluxmail.engine.sending import Engine
 from fluxmail.errors import ConfigurationError, FluxMailException, MessageError, shown
 from fluxmail.message.model import Message
 from fluxmail.progress import ProgressDisplay, make_display
+
+if TYPE_CHECKING:
+    from fluxmail.engine import builders
+    from fluxmail.engine.builders import Built
+else:  # multiprocessing and the pool: loaded by a run with processes=N only (~8 ms)
+    builders = lazy_module("fluxmail.engine.builders")
 
 __all__ = ["BulkOutcome", "BulkRun", "BulkSender", "BulkSummary", "RateLimiter"]
 
@@ -124,7 +130,7 @@ class BulkRun:
         build = functools.partial(_build, self._mailer)
         pool, chunked = None, False
         if self._processes > 1:  # built in child processes, sent from here (engine/builders)
-            pool = Builders(
+            pool = builders.Builders(
                 self._processes, start=_start_builder, start_args=(type(self._mailer),),
                 config=self._mailer.engine.config, build=_build_in_child, local=_built_already,
             )  # fmt: skip
@@ -402,7 +408,7 @@ _builder: Any = None  # a builder process's mailer (send_many(processes=N))
 
 def _start_builder(mailer_class: Any, config: Any) -> None:
     """In a builder process: the mailer that builds (``FluxMail._building``)."""
-    ignore_interrupts()
+    builders.ignore_interrupts()
     global _builder
     _builder = mailer_class._building(config)
 
@@ -411,9 +417,9 @@ def _build_in_child(items: list[Any]) -> list[Built]:
     built = []
     for item in items:
         try:
-            built.append(Built(*_build(_builder, item)))
+            built.append(builders.Built(*_build(_builder, item)))
         except FluxMailException as exc:
-            built.append(Built(None, error=exc))
+            built.append(builders.Built(None, error=exc))
     return built
 
 
@@ -423,7 +429,7 @@ def _built_already(item: Any) -> bool:
 
 def _take(build: Callable[[Any], tuple[Message, bytes]], item: Any) -> tuple[Message, bytes]:
     """An item from the builder processes: built there, or the item itself to build here."""
-    if not isinstance(item, Built):
+    if not isinstance(item, builders.Built):
         return build(item)
     if item.error is not None:
         raise item.error
