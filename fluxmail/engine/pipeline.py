@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -39,6 +38,7 @@ from fluxmail.engine.outcomes import BulkOutcome, RateLimiter
 from fluxmail.engine.outgoing import Outgoing
 from fluxmail.engine.pipeline_books import Books, BulkBooks
 from fluxmail.engine.protocol import Outcome, after_claim, transmit, transmit_many
+from fluxmail.engine.ready import ReadyQueue
 from fluxmail.engine.sending import Engine
 from fluxmail.engine.wiremarks import WireMarks
 from fluxmail.errors import FluxMailException
@@ -91,7 +91,7 @@ class Pipeline:
         lanes = [self._engine.transport.lane() for _ in range(self._concurrency)]
         # Room for a whole batch (bounded: flat memory), so a sender finds one ready.
         room = max(self._concurrency * 4, lanes[0].batch_size)
-        ready = _Ready(room, READY_BYTES)
+        ready = ReadyQueue(room, READY_BYTES)
         self._marks = self._books.open()
         feeding = isinstance(self._source, AsyncIterable) and not self._chunked
         tasks = [
@@ -149,7 +149,7 @@ class Pipeline:
             index += len(batch)
             yield batch
 
-    async def _prepare(self, work: asyncio.Queue[Any], ready: _Ready) -> None:
+    async def _prepare(self, work: asyncio.Queue[Any], ready: ReadyQueue) -> None:
         async for batch in self._batches(work):
             prepared: list[tuple[int, Outgoing]] = []
             size = 0
@@ -166,7 +166,7 @@ class Pipeline:
         for _ in range(self._concurrency):
             await ready.put(None)
 
-    async def _hand_on(self, prepared: list[tuple[int, Outgoing]], ready: _Ready) -> None:
+    async def _hand_on(self, prepared: list[tuple[int, Outgoing]], ready: ReadyQueue) -> None:
         """Claim built messages (one commit) and queue them for the senders."""
         claimed, refused = self._books.claim(prepared)
         # Every claimed record is tracked before the first await below: a run cancelled
@@ -191,7 +191,7 @@ class Pipeline:
             await self._emit(_failed(index, exc))
             return None
 
-    async def _send(self, ready: _Ready, lane: Lane) -> None:
+    async def _send(self, ready: ReadyQueue, lane: Lane) -> None:
         own = RateLimiter(self._connection_rate)  # this connection's own pace, if any
         if lane.batch_size > 1 and not (self._limiter.active or own.active):
             # A rate-limited run sends one message per request: the limiter paces messages.
@@ -231,7 +231,7 @@ class Pipeline:
         finally:
             await lane.close()
 
-    async def _send_batches(self, ready: _Ready, lane: Lane) -> None:
+    async def _send_batches(self, ready: ReadyQueue, lane: Lane) -> None:
         """Up to ``lane.batch_size`` ready messages per request (an API's batch endpoint):
         every one marked before the request goes out, each finished on its own."""
         job = await ready.get()
@@ -332,71 +332,6 @@ class Pipeline:
 
     def finish_now(self, out: Outgoing, result: SendResult) -> None:
         self._books.finish_now(out, result)
-
-
-class _Ready:
-    """The built messages waiting for a sender (one producer, the senders as consumers): at
-    most ``room`` of them and, past the first, at most ``cap`` bytes. A deque and bare
-    futures: asyncio.Queue counts only items, and costs several times as much per message."""
-
-    def __init__(self, room: int, cap: int) -> None:
-        self._items: deque[Any] = deque()
-        self._room = room
-        self._cap = cap
-        self._bytes = 0
-        self._getters: deque[asyncio.Future[None]] = deque()
-        self._putter: asyncio.Future[None] | None = None
-
-    async def put(self, job: tuple[int, Outgoing] | None) -> None:
-        size = len(job[1].mail.data) if job is not None else 0
-        while self._items and (
-            len(self._items) >= self._room or (size and self._bytes + size > self._cap)
-        ):
-            self._putter = asyncio.get_running_loop().create_future()
-            try:
-                await self._putter
-            finally:
-                self._putter = None
-        self._items.append(job)
-        self._bytes += size
-        self._wake_getter()
-
-    async def get(self) -> Any:
-        while not self._items:
-            getter = asyncio.get_running_loop().create_future()
-            self._getters.append(getter)
-            try:
-                await getter
-            except BaseException:
-                getter.cancel()
-                if getter in self._getters:
-                    self._getters.remove(getter)
-                elif self._items:
-                    self._wake_getter()  # woken, then cancelled: the item is another's
-                raise
-        return self._took(self._items.popleft())
-
-    def get_nowait(self) -> Any:
-        if not self._items:
-            raise asyncio.QueueEmpty
-        return self._took(self._items.popleft())
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def _took(self, job: Any) -> Any:
-        if job is not None:
-            self._bytes -= len(job[1].mail.data)
-        if self._putter is not None and not self._putter.done():
-            self._putter.set_result(None)
-        return job
-
-    def _wake_getter(self) -> None:
-        while self._getters:
-            getter = self._getters.popleft()
-            if not getter.done():
-                getter.set_result(None)
-                return
 
 
 def _outcome(index: int, done: Outcome) -> BulkOutcome:
