@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fluxmail.errors import AuditError
@@ -34,8 +34,12 @@ class WireJournal:
 
     coalesce = False  # one write() per mark costs less than gathering them
 
-    def __init__(self, root: str, token: str) -> None:
+    def __init__(
+        self, root: str, token: str, *, ended: Callable[[str], None] | None = None
+    ) -> None:
+        """``ended``: called with the token when the run closes its lease."""
         self.token = token
+        self._ended = ended
         folder = os.path.join(root, RUNS_DIR)
         self._path = os.path.join(folder, token + _WIRE)
         try:
@@ -66,6 +70,8 @@ class WireJournal:
             with contextlib.suppress(OSError):
                 os.unlink(self._path)
         os.close(self._fd)
+        if self._ended is not None:
+            self._ended(self.token)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from fluxmail.audit.problems import not_found
 from fluxmail.audit.rows import finish_values, loads
 from fluxmail.audit.runs import DeadRun, WireJournal, dead_runs
 from fluxmail.audit.snapshots import DB_NAME, logger, remove_snapshot
+from fluxmail.audit.spool import dead_spools
 from fluxmail.audit.sqlite_claims import claim_batch
 from fluxmail.audit.sqlite_inserts import insert_rows
 from fluxmail.audit.sqlite_reading import SQLiteReading
@@ -75,11 +76,13 @@ class SQLiteStore(SQLiteReading, AuditStore):
         self._pid = 0
         self._outbox: sqlite_outbox.SQLiteOutbox | None = None
         self._snapshots = Materializer(self._root, self._reading, self._transaction)
+        self._runs: set[str] = set()  # bulk runs begun here: their new claims use a spool
         with self._lock:
             self._connection()
         self.recover_runs()  # first: a dead run's never-sent records must not turn 'unknown'
         self.recover_stale(older_than=stale_after)
         # A run killed before its deferred snapshots were written: write them now.
+        self._snapshots.adopt(dead_spools(self._root))
         self.materialize_pending()
 
     def __repr__(self) -> str:
@@ -165,11 +168,17 @@ class SQLiteStore(SQLiteReading, AuditStore):
         """
         created: list[str] = []
         pending: list[tuple[Any, ...]] | None = [] if defer_snapshots else None
+        spooled: list[bytes] | None = [] if defer_snapshots and run in self._runs else None
         dead: list[DeadRun] = []
         try:
             with self._transaction() as conn:
-                claims = claim_batch(conn, self._root, records, created, pending, run, dead)
+                claims = claim_batch(
+                    conn, self._root, records, created, pending, run, dead, spooled
+                )
                 insert_rows(conn, PENDING_INTO, pending or ())
+                if spooled:  # durable before the claims commit
+                    assert run is not None
+                    self._snapshots.spool(self._root, run).append(spooled)
         except BaseException:
             for rel in created:
                 remove_snapshot(self.folder, rel)
@@ -193,8 +202,15 @@ class SQLiteStore(SQLiteReading, AuditStore):
     # --- bulk runs --------------------------------------------------------------------------
 
     def begin_run(self) -> WireJournal:
-        """A bulk run's lease and wire journal (fluxmail.audit.runs); close it at the end."""
-        return WireJournal(self._root, new_id())
+        """A bulk run's lease and wire journal (fluxmail.audit.runs); close it at the end.
+        Its new records' snapshots go to its spool (fluxmail.audit.spool) until it ends."""
+        lease = WireJournal(self._root, new_id(), ended=self._run_ended)
+        self._runs.add(lease.token)
+        return lease
+
+    def _run_ended(self, token: str) -> None:
+        self._runs.discard(token)
+        self._snapshots.end_run(token)
 
     def recover_runs(self) -> int:
         """Resolve the records of every run whose process died; how many records."""

@@ -16,6 +16,7 @@ from fluxmail.audit.problems import not_found
 from fluxmail.audit.records import AuditRecord
 from fluxmail.audit.rows import cutoff_epoch, list_query, record_from_row
 from fluxmail.audit.snapshots import remove_snapshot
+from fluxmail.audit.spool import spooled_eml
 from fluxmail.audit.sqlite_schema import SELECT
 from fluxmail.errors import AuditError
 
@@ -75,6 +76,13 @@ class SQLiteReading:
         try:
             return (record.folder / "message.eml").read_bytes()
         except FileNotFoundError as exc:
+            # A bulk run of another process still sending: the bytes are in its spool.
+            with self._reading() as cursor:
+                run = cursor.execute("SELECT run_id FROM messages WHERE id=?", (audit_id,))
+                token = (run.fetchone() or {}).get("run_id")
+            spooled = spooled_eml(str(self.folder), token, audit_id) if token else None
+            if spooled is not None:
+                return spooled
             raise AuditError(
                 f"the snapshot of audit record {audit_id!r} is missing from {record.folder}",
                 code="not_found",
@@ -101,6 +109,8 @@ class SQLiteReading:
 
     def _ensure_folders(self, ids: Sequence[str]) -> None:
         """Reading returns folders: write those of these records that are still pending."""
+        if self._snapshots.spooling:  # a run of this process is sending, or just ended
+            self._snapshots.drain_spools()
         for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit may be 999
             chunk = list(ids[start : start + 500])
             with self._reading() as cursor:
