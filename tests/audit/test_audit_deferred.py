@@ -10,32 +10,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from fluxmail.audit import open_store
-from fluxmail.audit.deferred import Materializer
 from fluxmail.audit.sqlite import LATEST_VERSION, MIGRATIONS
-from tests.support.audit import EML, failed_result, make_record, sent_result
+from tests.support.audit import (
+    EML,
+    failed_result,
+    folder_of,
+    make_record,
+    pending_snapshots,
+    sent_result,
+)
 from tests.support.mailing import mailer_for
-
-
-@pytest.fixture
-def no_writer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The background writer never runs: as if the process died right after the claims."""
-    monkeypatch.setattr(Materializer, "wake", lambda self: None)
-
-
-def _pending(folder: Path) -> int:
-    conn = sqlite3.connect(folder / "store.db")
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM pending_snapshots").fetchone()[0])
-    finally:
-        conn.close()
-
-
-def _folder_of(root: Path, audit_id: str) -> Path:
-    [found] = (root / "messages").glob(f"*/{audit_id}")
-    return found
 
 
 def _messages(n: int) -> Iterator[dict[str, Any]]:
@@ -59,12 +44,12 @@ def test_bulk_run_leaves_every_folder_complete_with_the_bytes_sent(
     outcomes = list(mailer.send_many(_messages(150), concurrency=4, progress=False))
     mailer.close()
     # Looked at on disk before any read API (reading writes pending folders itself).
-    assert _pending(root) == 0
+    assert pending_snapshots(root) == 0
     received = {m.rcpt_tos[0]: m.data for m in server.messages}
     assert len(outcomes) == 150 and len(received) == 150
     for outcome in outcomes:
         assert outcome.result is not None and outcome.result.audit_id is not None
-        folder = _folder_of(root, outcome.result.audit_id)
+        folder = folder_of(root, outcome.result.audit_id)
         i = outcome.index
         assert (folder / "message.eml").read_bytes() == received[f"u{i}@example.com"]
         assert (folder / "body.txt").read_text("utf-8").strip() == f"body {i}"
@@ -82,12 +67,12 @@ def test_the_background_writer_writes_the_folders(tmp_path: Path) -> None:
     store = open_store(directory=root, explicit=True)
     claims = store.claim_many([make_record() for _ in range(100)], defer_snapshots=True)
     for _ in range(3000):  # bounded wait for the thread; no timing is asserted
-        if _pending(root) == 0:
+        if pending_snapshots(root) == 0:
             break
         time.sleep(0.01)
-    assert _pending(root) == 0
+    assert pending_snapshots(root) == 0
     for claim in claims:
-        assert (_folder_of(root, claim.audit_id) / "message.eml").read_bytes() == EML
+        assert (folder_of(root, claim.audit_id) / "message.eml").read_bytes() == EML
     store.close()
 
 
@@ -99,16 +84,16 @@ def test_a_pending_snapshot_is_readable_and_written_at_the_next_open(
     root = tmp_path / "audit"
     store = open_store(directory=root, explicit=True)
     [claim] = store.claim_many([make_record("k-1")], defer_snapshots=True)
-    assert not (root / "messages").exists() and _pending(root) == 1
+    assert not (root / "messages").exists() and pending_snapshots(root) == 1
     assert store.get_eml(claim.audit_id) == EML
     assert store.get(claim.audit_id).status == "sending"  # committed before any send
     reopened = open_store(directory=root, explicit=True)  # the original is never drained
-    folder = _folder_of(root, claim.audit_id)
+    folder = folder_of(root, claim.audit_id)
     assert (folder / "message.eml").read_bytes() == EML
     assert (folder / "body.txt").read_text() == "Hello Bob"
     assert (folder / "body.html").read_text() == "<p>Hello Bob</p>"
     assert (folder / "attachments" / "report.pdf").read_bytes() == b"%PDF-1.4 fake"
-    assert _pending(root) == 0 and reopened.get_eml(claim.audit_id) == EML
+    assert pending_snapshots(root) == 0 and reopened.get_eml(claim.audit_id) == EML
     reopened.close()
 
 
@@ -127,7 +112,7 @@ def test_list_writes_the_folders_of_many_pending_records(tmp_path: Path, no_writ
     store = open_store(directory=tmp_path / "audit", explicit=True)
     store.claim_many([make_record(attachments=()) for _ in range(600)], defer_snapshots=True)
     records = store.list(limit=1000)
-    assert len(records) == 600 and _pending(tmp_path / "audit") == 0
+    assert len(records) == 600 and pending_snapshots(tmp_path / "audit") == 0
     assert all(r.folder is not None and (r.folder / "message.eml").exists() for r in records)
     store.close()
 
@@ -139,10 +124,10 @@ def test_a_retry_replaces_the_pending_snapshot(tmp_path: Path, no_writer: None) 
     [first] = store.claim_many([make_record("again")], defer_snapshots=True)
     store.finish(first.audit_id, failed_result())
     [second] = store.claim_many([make_record("again", eml=b"new bytes")], defer_snapshots=True)
-    assert second.audit_id == first.audit_id and _pending(root) == 1
+    assert second.audit_id == first.audit_id and pending_snapshots(root) == 1
     assert store.get_eml(first.audit_id) == b"new bytes"
     assert store.materialize_pending() == 1
-    assert (_folder_of(root, first.audit_id) / "message.eml").read_bytes() == b"new bytes"
+    assert (folder_of(root, first.audit_id) / "message.eml").read_bytes() == b"new bytes"
     store.close()
 
 
@@ -154,12 +139,13 @@ def test_close_writes_pending_snapshots_and_prune_drops_them(
     store = open_store(directory=root, explicit=True)
     [kept] = store.claim_many([make_record()], defer_snapshots=True)
     store.close()
-    assert _pending(root) == 0 and (_folder_of(root, kept.audit_id) / "message.eml").exists()
+    assert pending_snapshots(root) == 0
+    assert (folder_of(root, kept.audit_id) / "message.eml").exists()
     store = open_store(directory=root, explicit=True)
     [gone] = store.claim_many([make_record()], defer_snapshots=True)
     store.finish_many([(kept.audit_id, sent_result()), (gone.audit_id, sent_result())])
     assert store.prune(older_than=timedelta(seconds=-5)) == 2
-    assert _pending(root) == 0 and not list((root / "messages").rglob("message.eml"))
+    assert pending_snapshots(root) == 0 and not list((root / "messages").rglob("message.eml"))
     store.close()
 
 
@@ -202,7 +188,7 @@ def test_the_writer_waits_for_a_bulk_run_then_catches_up(smtp_server: Any, tmp_p
     mailer = mailer_for(server, audit_dir=root)
     assert mailer.send_many(_messages(40), concurrency=2, progress=False).wait().sent == 40
     for _ in range(3000):  # bounded wait for the thread; no timing is asserted
-        if _pending(root) == 0:
+        if pending_snapshots(root) == 0:
             break
         time.sleep(0.01)
-    assert _pending(root) == 0 and server.deliveries == 40
+    assert pending_snapshots(root) == 0 and server.deliveries == 40

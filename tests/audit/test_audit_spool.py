@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from fluxmail.audit import open_store
-from fluxmail.audit.deferred import Materializer
 from fluxmail.audit.spool import frame, read_frames
-from tests.support.audit import EML, failed_result, make_record, sent_result
-
-
-@pytest.fixture
-def no_writer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The background writer never runs: as if the process died right after the claims."""
-    monkeypatch.setattr(Materializer, "wake", lambda self: None)
-
-
-def _pending(root: Path) -> int:
-    conn = sqlite3.connect(root / "store.db")
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM pending_snapshots").fetchone()[0])
-    finally:
-        conn.close()
-
-
-def _folder_of(root: Path, audit_id: str) -> Path:
-    [found] = (root / "messages").glob(f"*/{audit_id}")
-    return found
+from tests.support.audit import (
+    EML,
+    failed_result,
+    folder_of,
+    make_record,
+    pending_snapshots,
+    sent_result,
+)
 
 
 def _spools(root: Path) -> list[Path]:
@@ -50,7 +34,7 @@ def test_a_run_spools_its_snapshots_and_writes_every_folder_when_it_ends(
     lease = store.begin_run()
     records = [make_record(eml=EML + str(i).encode()) for i in range(5)]
     claims = store.claim_many(records, defer_snapshots=True, run=lease.token)
-    assert _pending(root) == 0 and len(_spools(root)) == 1
+    assert pending_snapshots(root) == 0 and len(_spools(root)) == 1
     assert not (root / "messages").exists()
     other = open_store(directory=root, explicit=True)  # the spool is locked: left alone
     assert other.get_eml(claims[3].audit_id) == EML + b"3"
@@ -61,7 +45,7 @@ def test_a_run_spools_its_snapshots_and_writes_every_folder_when_it_ends(
     store.close()
     assert _spools(root) == []
     for i, claim in enumerate(claims):
-        folder = _folder_of(root, claim.audit_id)
+        folder = folder_of(root, claim.audit_id)
         assert (folder / "message.eml").read_bytes() == EML + str(i).encode()
         assert (folder / "body.txt").read_text() == "Hello Bob"
         assert (folder / "body.html").read_text() == "<p>Hello Bob</p>"
@@ -89,7 +73,7 @@ _KILLED_RUN = """
 import os, sys
 from pathlib import Path
 from fluxmail.audit import open_store
-from tests.support.audit import EML, make_record
+from tests.support.audit import EML, folder_of, pending_snapshots, make_record
 store = open_store(directory=Path(sys.argv[1]), explicit=True)
 lease = store.begin_run()
 claims = store.claim_many([make_record() for _ in range(3)], defer_snapshots=True, run=lease.token)
@@ -113,7 +97,7 @@ def test_the_spool_of_a_killed_run_is_written_by_the_next_opener(tmp_path: Path)
     store = open_store(directory=root, explicit=True)
     assert _spools(root) == []
     for audit_id in ids:
-        assert (_folder_of(root, audit_id) / "message.eml").read_bytes() == EML
+        assert (folder_of(root, audit_id) / "message.eml").read_bytes() == EML
         assert store.get(audit_id).status == "failed"  # never marked: never handed to the wire
     store.close()
 
@@ -134,12 +118,12 @@ def test_frames_of_records_that_are_not_the_run_s_are_never_written(
     again = store.claim_many(
         [make_record("again", eml=b"new bytes")], defer_snapshots=True, run=second.token
     )
-    assert again[0].audit_id == claim.audit_id and _pending(root) == 1  # a retry: a row
+    assert again[0].audit_id == claim.audit_id and pending_snapshots(root) == 1  # a retry: a row
     assert store.materialize_pending() == 1  # the retry's folder, while the first run lives
     second.close(resolved=True)
     first.close(resolved=True)  # its spool is written now: its frame is no longer its run's
     store.close()
-    assert (_folder_of(root, claim.audit_id) / "message.eml").read_bytes() == b"new bytes"
+    assert (folder_of(root, claim.audit_id) / "message.eml").read_bytes() == b"new bytes"
     assert not (root / "messages" / "2000-01-01").exists()
     assert _spools(root) == []
 
@@ -172,5 +156,5 @@ def test_the_background_writer_writes_a_finished_run_s_folders(tmp_path: Path) -
             break
         time.sleep(0.01)
     assert _spools(root) == []
-    assert all((_folder_of(root, c.audit_id) / "message.eml").exists() for c in claims)
+    assert all((folder_of(root, c.audit_id) / "message.eml").exists() for c in claims)
     store.close()

@@ -191,3 +191,20 @@ def sqlite_versions(folder: Path) -> list[int]:
         return [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")]
     finally:
         conn.close()
+
+
+def pending_snapshots(root: Path) -> int:
+    """Rows of ``pending_snapshots`` in the audit folder's database (read with sqlite3)."""
+    import sqlite3
+
+    conn = sqlite3.connect(root / "store.db")
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM pending_snapshots").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def folder_of(root: Path, audit_id: str) -> Path:
+    """A record's snapshot folder, found on disk (whatever its day)."""
+    [found] = (root / "messages").glob(f"*/{audit_id}")
+    return found
