@@ -22,7 +22,10 @@ from dataclasses import dataclass
 
 from fluxmail.errors import AuditError
 
-__all__ = ["RUNS_DIR", "DeadRun", "WireJournal", "dead_run", "dead_runs"]
+__all__ = [
+    "RUNS_DIR", "DeadRun", "WireJournal", "create_locked", "dead_run", "dead_runs",
+    "lock_if_dead", "unwritable", "write_all",
+]  # fmt: skip
 
 RUNS_DIR = "runs"
 _WIRE = ".wire"
@@ -40,27 +43,12 @@ class WireJournal:
         """``ended``: called with the token when the run closes its lease."""
         self.token = token
         self._ended = ended
-        folder = os.path.join(root, RUNS_DIR)
-        self._path = os.path.join(folder, token + _WIRE)
-        try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            new = os.path.join(folder, token + _NEW)
-            self._fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-            # Locked before the name that recovery looks for exists: never seen unlocked.
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            os.rename(new, self._path)
-        except OSError as exc:
-            raise _unwritable(folder, exc) from exc
+        self._path, self._fd = create_locked(root, token, _WIRE, _NEW, os.O_WRONLY)
 
     def mark(self, audit_ids: Sequence[str]) -> frozenset[str]:
         """Journal these ids as handed to the wire; none is ever refused here (the lease
         cannot be lost while the process lives)."""
-        data = ("\n".join(audit_ids) + "\n").encode("ascii")
-        try:
-            while data:
-                data = data[os.write(self._fd, data) :]
-        except OSError as exc:
-            raise _unwritable(os.path.dirname(self._path), exc) from exc
+        write_all(self._fd, ("\n".join(audit_ids) + "\n").encode("ascii"), self._path)
         return frozenset()
 
     def close(self, *, resolved: bool) -> None:
@@ -103,7 +91,7 @@ def dead_runs(root: str) -> list[DeadRun]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise _unwritable(folder, exc) from exc
+        raise unwritable(folder, exc) from exc
     found = []
     for name in sorted(names):
         token, ext = os.path.splitext(name)
@@ -117,28 +105,66 @@ def dead_runs(root: str) -> list[DeadRun]:
     return found
 
 
-def _take(path: str, token: str) -> DeadRun | None:
+def create_locked(
+    root: str, token: str, suffix: str, new_suffix: str, mode: int
+) -> tuple[str, int]:
+    """A run's new file ``runs/<token><suffix>``, locked (``flock``) for as long as this
+    process holds the descriptor: created under ``new_suffix`` and renamed once locked, so
+    recovery never sees the name unlocked. ``mode``: ``os.O_WRONLY`` or ``os.O_RDWR``."""
+    folder = os.path.join(root, RUNS_DIR)
+    path = os.path.join(folder, token + suffix)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        new = os.path.join(folder, token + new_suffix)
+        fd = os.open(new, mode | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(new, path)
+    except OSError as exc:
+        raise unwritable(folder, exc) from exc
+    return path, fd
+
+
+def lock_if_dead(path: str, mode: int) -> int | None:
+    """The file opened and locked if the process that held its lock died; None when it is
+    alive (or the file is gone)."""
+    try:
+        fd = os.open(path, mode)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise _unwritable(os.path.dirname(path), exc) from exc
+        raise unwritable(os.path.dirname(path), exc) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
+        return None
+    return fd
+
+
+def write_all(fd: int, data: bytes, path: str) -> None:
+    """Append all of ``data`` (in the page cache when it returns: survives a process kill)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        raise unwritable(os.path.dirname(path), exc) from exc
+
+
+def _take(path: str, token: str) -> DeadRun | None:
+    fd = lock_if_dead(path, os.O_RDONLY)
+    if fd is None:
         return None  # its run is alive
     try:
         with os.fdopen(os.dup(fd), "rb") as journal:
             ids = frozenset(line.decode("ascii") for line in journal.read().split())
     except (OSError, UnicodeDecodeError) as exc:
         os.close(fd)
-        raise _unwritable(os.path.dirname(path), exc) from exc
+        raise unwritable(os.path.dirname(path), exc) from exc
     return DeadRun(token, ids, path, fd)
 
 
-def _unwritable(folder: str, exc: BaseException) -> AuditError:
+def unwritable(folder: str, exc: BaseException) -> AuditError:
     return AuditError(
         f"the audit folder {folder} cannot be written ({exc}); nothing was sent",
         code="audit_unwritable",

@@ -16,15 +16,13 @@ rolled-back claim, a pruned record or a later run's retry is never overwritten b
 
 from __future__ import annotations
 
-import fcntl
 import os
 import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from fluxmail.audit.records import OutboundRecord
-from fluxmail.audit.runs import RUNS_DIR
-from fluxmail.errors import AuditError
+from fluxmail.audit.runs import RUNS_DIR, create_locked, lock_if_dead, unwritable, write_all
 
 __all__ = [
     "SPOOL_SUFFIX", "Spool", "SpoolFrame", "dead_spools", "frame", "read_frames", "spooled_eml",
@@ -113,31 +111,20 @@ class Spool:
 
     @classmethod
     def create(cls, root: str, token: str) -> Spool:
-        folder = os.path.join(root, RUNS_DIR)
-        path = os.path.join(folder, token + SPOOL_SUFFIX)
-        try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            new = os.path.join(folder, token + _NEW)
-            fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            _write_all(fd, _MAGIC)
-            os.rename(new, path)
-        except OSError as exc:
-            raise _unwritable(folder, exc) from exc
-        return cls(path, fd, token)
+        path, fd = create_locked(root, token, SPOOL_SUFFIX, _NEW, os.O_RDWR)
+        spool = cls(path, fd, token)
+        spool.append([_MAGIC])  # a spool killed before this holds no frame: read as empty
+        return spool
 
     def append(self, frames: list[bytes]) -> None:
         """Durable against a process kill when it returns (one write for the batch)."""
-        try:
-            _write_all(self._fd, b"".join(frames))
-        except OSError as exc:
-            raise _unwritable(os.path.dirname(self.path), exc) from exc
+        write_all(self._fd, b"".join(frames), self.path)
 
     def contents(self) -> bytes:
         try:
             return os.pread(self._fd, os.fstat(self._fd).st_size, 0)
         except OSError as exc:
-            raise _unwritable(os.path.dirname(self.path), exc) from exc
+            raise unwritable(os.path.dirname(self.path), exc) from exc
 
     def remove(self) -> None:
         """Every frame is written to its folder: delete the spool, then drop the lock."""
@@ -161,40 +148,19 @@ def dead_spools(root: str) -> list[Spool]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise _unwritable(folder, exc) from exc
+        raise unwritable(folder, exc) from exc
     found = []
     for name in names:
         token, ext = os.path.splitext(name)
         if ext not in (SPOOL_SUFFIX, _NEW):
             continue
         path = os.path.join(folder, name)
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            continue  # its owner finished it meanwhile
-        except OSError as exc:
-            raise _unwritable(folder, exc) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue  # its run (or the writing of its folders) is alive
+        fd = lock_if_dead(path, os.O_RDWR)
+        if fd is None:
+            continue  # its run (or the writing of its folders) is alive, or it is gone
         spool = Spool(path, fd, token)
         if ext == _NEW:  # died before its first frame: nothing in it
             spool.remove()
         else:
             found.append(spool)
     return found
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _unwritable(folder: str, exc: BaseException) -> AuditError:
-    return AuditError(
-        f"the audit folder {folder} cannot be written ({exc}); nothing was sent",
-        code="audit_unwritable",
-    )

@@ -84,11 +84,11 @@ def claim_batch(
         if pending is None:
             created.append(rel)
             manifest = write_snapshot(root, rel, record)
-        elif spooled is not None:
-            spooled.append(frame(audit_id, rel, record))
-            manifest = write_attachments(None, record.attachments) if record.attachments else []
         else:
-            pending.append(pending_row(audit_id, record))
+            if spooled is not None:
+                spooled.append(frame(audit_id, rel, record))
+            else:
+                pending.append(pending_row(audit_id, record))
             manifest = write_attachments(None, record.attachments) if record.attachments else []
         rows.append(_row(audit_id, rel, record, now, manifest, run))
         claims.append(Claim(audit_id))
