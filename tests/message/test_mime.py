@@ -302,8 +302,13 @@ def test_smtputf8_addresses_stay_utf8_in_headers() -> None:
 
 
 def test_render_refuses_injected_headers_on_unvalidated_messages() -> None:
-    """A Message changed with dataclasses.replace cannot smuggle a bare LF into the headers."""
-    message = dataclasses.replace(build(), subject="Hi\nBcc: victim@example.com")
+    """A Message changed with dataclasses.replace cannot smuggle a bare LF into the headers;
+    render's own last check holds too when the model's is bypassed."""
+    with pytest.raises(MessageError) as caught:
+        dataclasses.replace(build(), subject="Hi\nBcc: victim@example.com")
+    assert caught.value.code == "header_injection"
+    message = build()
+    object.__setattr__(message, "subject", "Hi\nBcc: victim@example.com")
     with pytest.raises(MessageError) as caught:
         render(message)
     assert caught.value.code == "header_injection"
