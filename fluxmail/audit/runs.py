@@ -17,19 +17,81 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fluxmail.errors import AuditError
 
 __all__ = [
-    "RUNS_DIR", "DeadRun", "WireJournal", "create_locked", "dead_run", "dead_runs",
-    "lock_if_dead", "unwritable", "write_all",
+    "RUNS_DIR", "DeadRun", "RunFile", "WireJournal", "create_locked", "dead_run", "dead_runs",
+    "lock_if_dead", "unwritable",
 ]  # fmt: skip
 
 RUNS_DIR = "runs"
 _WIRE = ".wire"
 _NEW = ".new"  # a journal being created: locked before it gets its real name
+
+
+class RunFile:
+    """A run's file and the ``flock`` on it, held by this process until ``close``.
+
+    A forked child closes its copy of the descriptor at once (the lock lives on in the parent's):
+    a child that outlives its parent must not keep the lock, or recovery would take the dead
+    run for alive, and it never writes to or removes the parent's file."""
+
+    __slots__ = ("__weakref__", "fd", "path")
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd  # -1 once closed, or in a forked child
+        _HELD.add(self)
+
+    def write(self, data: bytes) -> None:
+        """Append all of ``data`` (in the page cache when it returns: survives a process kill)."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError as exc:
+            raise unwritable(os.path.dirname(self.path), exc) from exc
+
+    def read(self) -> bytes:
+        try:
+            return os.pread(self.fd, os.fstat(self.fd).st_size, 0)
+        except OSError as exc:
+            raise unwritable(os.path.dirname(self.path), exc) from exc
+
+    def close(self, *, remove: bool) -> bool:
+        """Drop the lock; ``remove``: delete the file first. False, doing nothing, when it was
+        closed already or this is a forked child."""
+        fd, self.fd = self.fd, -1
+        if fd < 0:
+            return False
+        try:
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+        finally:
+            os.close(fd)
+        return True
+
+    def _forked(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+_HELD: weakref.WeakSet[RunFile] = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    for held in list(_HELD):
+        held._forked()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 class WireJournal:
@@ -43,23 +105,19 @@ class WireJournal:
         """``ended``: called with the token when the run closes its lease."""
         self.token = token
         self._ended = ended
-        self._path, self._fd = create_locked(root, token, _WIRE, _NEW, os.O_WRONLY)
+        self._file = create_locked(root, token, _WIRE, _NEW, os.O_WRONLY)
 
     def mark(self, audit_ids: Sequence[str]) -> frozenset[str]:
         """Journal these ids as handed to the wire; none is ever refused here (the lease
         cannot be lost while the process lives)."""
-        write_all(self._fd, ("\n".join(audit_ids) + "\n").encode("ascii"), self._path)
+        self._file.write(("\n".join(audit_ids) + "\n").encode("ascii"))
         return frozenset()
 
     def close(self, *, resolved: bool) -> None:
         """End the lease; the journal is removed once every record of the run is resolved,
         else kept for the next opener to recover from."""
-        if resolved:
-            with contextlib.suppress(OSError):
-                os.unlink(self._path)
-        os.close(self._fd)
-        if self._ended is not None:
-            self._ended(self.token)
+        if self._file.close(remove=resolved) and self._ended is not None:
+            self._ended(self.token)  # once, and only in the run's own process
 
 
 @dataclass
@@ -68,14 +126,10 @@ class DeadRun:
 
     token: str
     on_wire: frozenset[str]
-    path: str
-    fd: int
+    file: RunFile
 
     def release(self, *, resolved: bool) -> None:
-        if resolved:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-        os.close(self.fd)
+        self.file.close(remove=resolved)
 
 
 def dead_run(root: str, token: str) -> DeadRun | None:
@@ -105,9 +159,7 @@ def dead_runs(root: str) -> list[DeadRun]:
     return found
 
 
-def create_locked(
-    root: str, token: str, suffix: str, new_suffix: str, mode: int
-) -> tuple[str, int]:
+def create_locked(root: str, token: str, suffix: str, new_suffix: str, mode: int) -> RunFile:
     """A run's new file ``runs/<token><suffix>``, locked (``flock``) for as long as this
     process holds the descriptor: created under ``new_suffix`` and renamed once locked, so
     recovery never sees the name unlocked. ``mode``: ``os.O_WRONLY`` or ``os.O_RDWR``."""
@@ -121,10 +173,10 @@ def create_locked(
         os.rename(new, path)
     except OSError as exc:
         raise unwritable(folder, exc) from exc
-    return path, fd
+    return RunFile(path, fd)
 
 
-def lock_if_dead(path: str, mode: int) -> int | None:
+def lock_if_dead(path: str, mode: int) -> RunFile | None:
     """The file opened and locked if the process that held its lock died; None when it is
     alive (or the file is gone)."""
     try:
@@ -138,30 +190,22 @@ def lock_if_dead(path: str, mode: int) -> int | None:
     except BlockingIOError:
         os.close(fd)
         return None
-    return fd
-
-
-def write_all(fd: int, data: bytes, path: str) -> None:
-    """Append all of ``data`` (in the page cache when it returns: survives a process kill)."""
-    view = memoryview(data)
-    try:
-        while view:
-            view = view[os.write(fd, view) :]
-    except OSError as exc:
-        raise unwritable(os.path.dirname(path), exc) from exc
+    return RunFile(path, fd)
 
 
 def _take(path: str, token: str) -> DeadRun | None:
-    fd = lock_if_dead(path, os.O_RDONLY)
-    if fd is None:
+    file = lock_if_dead(path, os.O_RDONLY)
+    if file is None:
         return None  # its run is alive
     try:
-        with os.fdopen(os.dup(fd), "rb") as journal:
-            ids = frozenset(line.decode("ascii") for line in journal.read().split())
-    except (OSError, UnicodeDecodeError) as exc:
-        os.close(fd)
+        ids = frozenset(line.decode("ascii") for line in file.read().split())
+    except AuditError:
+        file.close(remove=False)
+        raise
+    except UnicodeDecodeError as exc:
+        file.close(remove=False)
         raise unwritable(os.path.dirname(path), exc) from exc
-    return DeadRun(token, ids, path, fd)
+    return DeadRun(token, ids, file)
 
 
 def unwritable(folder: str, exc: BaseException) -> AuditError:

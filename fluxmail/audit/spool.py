@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from fluxmail.audit.records import OutboundRecord
-from fluxmail.audit.runs import RUNS_DIR, create_locked, lock_if_dead, unwritable, write_all
+from fluxmail.audit.runs import RUNS_DIR, RunFile, create_locked, lock_if_dead, unwritable
 
 __all__ = [
     "SPOOL_SUFFIX", "Spool", "SpoolFrame", "dead_spools", "frame", "read_frames", "spooled_eml",
@@ -101,43 +101,35 @@ def spooled_eml(root: str, token: str, audit_id: str) -> bytes | None:
 
 
 class Spool:
-    """One run's spool, locked by this process from creation until ``remove``."""
+    """One run's spool, locked by this process from creation until ``remove`` (a forked child
+    gives up its copy of the lock: :class:`~fluxmail.audit.runs.RunFile`)."""
 
-    def __init__(self, path: str, fd: int, token: str) -> None:
-        self.path = path
+    def __init__(self, file: RunFile, token: str) -> None:
+        self.path = file.path
         self.token = token
         self.written = 0  # frames before this offset have their folders (a read asked early)
-        self._fd = fd
+        self._file = file
 
     @classmethod
     def create(cls, root: str, token: str) -> Spool:
-        path, fd = create_locked(root, token, SPOOL_SUFFIX, _NEW, os.O_RDWR)
-        spool = cls(path, fd, token)
+        spool = cls(create_locked(root, token, SPOOL_SUFFIX, _NEW, os.O_RDWR), token)
         spool.append([_MAGIC])  # a spool killed before this holds no frame: read as empty
         return spool
 
     def append(self, frames: list[bytes]) -> None:
         """Durable against a process kill when it returns (one write for the batch)."""
-        write_all(self._fd, b"".join(frames), self.path)
+        self._file.write(b"".join(frames))
 
     def contents(self) -> bytes:
-        try:
-            return os.pread(self._fd, os.fstat(self._fd).st_size, 0)
-        except OSError as exc:
-            raise unwritable(os.path.dirname(self.path), exc) from exc
+        return self._file.read()
 
     def remove(self) -> None:
         """Every frame is written to its folder: delete the spool, then drop the lock."""
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        finally:
-            os.close(self._fd)
+        self._file.close(remove=True)
 
     def release(self) -> None:
         """Drop the lock and keep the file (for the next opener), e.g. after a failed write."""
-        os.close(self._fd)
+        self._file.close(remove=False)
 
 
 def dead_spools(root: str) -> list[Spool]:
@@ -155,10 +147,10 @@ def dead_spools(root: str) -> list[Spool]:
         if ext not in (SPOOL_SUFFIX, _NEW):
             continue
         path = os.path.join(folder, name)
-        fd = lock_if_dead(path, os.O_RDWR)
-        if fd is None:
+        file = lock_if_dead(path, os.O_RDWR)
+        if file is None:
             continue  # its run (or the writing of its folders) is alive, or it is gone
-        spool = Spool(path, fd, token)
+        spool = Spool(file, token)
         if ext == _NEW:  # died before its first frame: nothing in it
             spool.remove()
         else:
