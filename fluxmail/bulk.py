@@ -26,6 +26,7 @@ from fluxmail.draft import Draft
 from fluxmail.engine.handoff import Handoff
 from fluxmail.engine.outcomes import BulkOutcome, BulkSummary, RateLimiter, is_rate
 from fluxmail.engine.pipeline import Pipeline
+from fluxmail.engine.pipeline_books import BulkBooks
 from fluxmail.engine.sending import Engine
 from fluxmail.errors import ConfigurationError, FluxMailException, MessageError, shown
 from fluxmail.message.model import Message
@@ -136,11 +137,13 @@ class BulkRun:
             )  # fmt: skip
             source, build = pool.built(source), functools.partial(_take, build)
             chunked = True
+        engine = self._mailer.engine
         pipeline = Pipeline(
-            self._mailer.engine, source, build, self._emit,
+            engine, source, self._emit,
+            books=BulkBooks(engine, build, dry=engine.dry(self._dry_run)),
             concurrency=self._concurrency, limiter=self._limiter,
             connection_rate=self._per_conn_rate,
-            per_connection=self._per_conn, dry_run=self._dry_run, chunked=chunked,
+            per_connection=self._per_conn, chunked=chunked,
         )  # fmt: skip
         try:
             await pipeline.run()

@@ -36,13 +36,12 @@ from typing import Any
 
 from fluxmail.engine.outcomes import BulkOutcome, RateLimiter
 from fluxmail.engine.outgoing import Outgoing
-from fluxmail.engine.pipeline_books import Books, BulkBooks
+from fluxmail.engine.pipeline_books import Books
 from fluxmail.engine.protocol import Outcome, after_claim, transmit, transmit_many
 from fluxmail.engine.ready import ReadyQueue
 from fluxmail.engine.sending import Engine
 from fluxmail.engine.wiremarks import WireMarks
 from fluxmail.errors import FluxMailException
-from fluxmail.message.model import Message
 from fluxmail.results import SendResult
 from fluxmail.transport.base import Lane
 
@@ -53,7 +52,6 @@ CLAIM_BYTES = 1 << 20
 READY_BYTES = 2 << 20
 _NOTHING = object()
 Emit = Callable[[BulkOutcome], Awaitable[None]]
-Build = Callable[[Any], tuple[Message, bytes]]  # an input item -> the message and its bytes
 
 
 class Pipeline:
@@ -61,18 +59,17 @@ class Pipeline:
         self,
         engine: Engine,
         source: Any,
-        build: Build,
         emit: Emit,
         *,
+        books: Books,
         concurrency: int,
         limiter: RateLimiter,
         connection_rate: float | None,
         per_connection: int | None,
-        dry_run: bool,
-        books: Books | None = None,
         chunked: bool = False,
     ) -> None:
-        """``chunked``: ``source`` is an async iterable of lists of items."""
+        """``books``: the bookkeeping strategy (a bulk run's :class:`BulkBooks`, an outbox
+        worker's); ``chunked``: ``source`` is an async iterable of lists of items."""
         self._engine = engine
         self._source = source
         self._chunked = chunked
@@ -81,8 +78,7 @@ class Pipeline:
         self._limiter = limiter
         self._connection_rate = connection_rate
         self._per_conn = per_connection
-        # The bookkeeping strategy: a bulk run's by default, an outbox worker's when given.
-        self._books: Books = books or BulkBooks(engine, build, dry=engine.dry(dry_run))
+        self._books = books
         self._marks: WireMarks | None = None
         self._claimed: dict[str, Outgoing] = {}  # claimed, not yet handed to a sender
 

@@ -71,9 +71,9 @@ class OutboxWorker:
         if config.rate_limit:
             limiter = self.limiter = FleetLimiter(outbox, config.endpoint, config.rate_limit)
         pipeline = Pipeline(
-            self._engine, self._source(outbox, books, once, ids), _no_build, self._emit(books),
+            self._engine, self._source(outbox, books, once, ids), self._emit(books), books=books,
             concurrency=self._concurrency, limiter=limiter, connection_rate=None,
-            per_connection=None, dry_run=False, books=books,
+            per_connection=None,
         )  # fmt: skip
         log.info("worker %s started (concurrency %d)", self.owner, self._concurrency)
         beat = asyncio.ensure_future(self._heartbeat(outbox, books))
@@ -188,7 +188,3 @@ class OutboxWorker:
                 continue
             if books.backlog:
                 books.flush()
-
-
-def _no_build(item: Any) -> Any:
-    raise AssertionError("the worker's books build the messages")  # pragma: no cover
