@@ -7,6 +7,7 @@ dominates the time). Every tool result and error text is scanned for the secrets
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,9 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.support.api_mailing import KEY
 from tests.support.cli import FLUXMAIL, clean_environ, run_script
+from tests.support.http_api import HttpApiServer, Reply
 from tests.support.servers import SMTPTestServer
 
 mcp = pytest.importorskip("mcp")
@@ -43,8 +46,9 @@ def _env(server: SMTPTestServer, tmp_path: Path, **mcp_settings: str) -> dict[st
 class Session:
     """Records every text the agent could read, for the secrets scan."""
 
-    def __init__(self, client: ClientSession) -> None:
+    def __init__(self, client: ClientSession, secrets: tuple[str, ...] = (PASSWORD,)) -> None:
         self.client = client
+        self.secrets = secrets
         self.seen: list[str] = []
 
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:
@@ -68,18 +72,21 @@ class Session:
     def assert_no_secret(self) -> None:
         import base64
 
-        forms = [PASSWORD, base64.b64encode(PASSWORD.encode()).decode()]
+        forms = [form for s in self.secrets for form in (s, base64.b64encode(s.encode()).decode())]
         assert self.seen and not [t for t in self.seen for f in forms if f in t]
 
 
-def _drive(env: dict[str, str], cwd: Path, body: Callable[[Session], Awaitable[None]]) -> None:
+def _drive(
+    env: dict[str, str], cwd: Path, body: Callable[[Session], Awaitable[None]],
+    secrets: tuple[str, ...] = (PASSWORD,),
+) -> None:  # fmt: skip
     params = StdioServerParameters(command=str(FLUXMAIL), args=["mcp"], env=env, cwd=cwd)
 
     async def main() -> None:
         with anyio.fail_after(60):
             async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
                 await client.initialize()
-                session = Session(client)
+                session = Session(client, secrets)
                 tools = await client.list_tools()
                 session.seen.append(json.dumps([t.model_dump() for t in tools.tools]))
                 await body(session)
@@ -217,3 +224,82 @@ def test_without_the_sdk_the_command_names_the_extra(
     ran = cli(capsys, monkeypatch, "mcp")
     assert ran.code == 3 and "pip install fluxmail[mcp]" in ran.err
     assert "[missing_extra]" in ran.err
+
+
+def test_an_api_key_never_reaches_the_agent(
+    http_api: Callable[..., HttpApiServer], tmp_path: Path
+) -> None:
+    """An HTTP API transport: the key is used, and neither a result nor an error the agent
+    reads holds it, even when the provider echoes it back in a refusal."""
+    server = http_api(default=Reply(200, body={"id": "re-1"}, times=None))
+    env = clean_environ(
+        FLUXMAIL_TRANSPORT="api", FLUXMAIL_PROVIDER="resend", FLUXMAIL_API_KEY=KEY,
+        FLUXMAIL_API_BASE_URL=server.url, FLUXMAIL_CA_FILE=str(server.ca_path),
+        FLUXMAIL_SENDER="Agent <agent@example.com>", FLUXMAIL_TIMEOUT="10",
+        FLUXMAIL_AUDIT_DIR=str(tmp_path / "audit"), FLUXMAIL_MCP_ALLOW_SEND="true",
+    )  # fmt: skip
+
+    async def body(s: Session) -> None:
+        sent = await s.ok("send_email", to=["bob@example.com"], subject="Hi", text="Hello")
+        assert sent["status"] == "queued"
+        draft = await s.ok("draft_email", to=["carol@example.com"], subject="Yo", text="x")
+        server.script(Reply(422, body={"name": "validation_error", "message": f"bad key {KEY}"}))
+        text = await s.refused("send_draft", id=draft["id"])
+        assert "422" in text or "refused" in text.lower()
+        await s.ok("show_record", id=sent["audit_id"])
+        await s.ok("list_records")
+
+    _drive(env, tmp_path, body, secrets=(KEY, f"Bearer {KEY}"))
+    assert [r.headers["authorization"] for r in server.requests] == [f"Bearer {KEY}"] * 2
+
+
+def test_oauth_secrets_never_reach_the_agent(
+    oauth_server: Callable[..., Any], smtp_server: Callable[..., SMTPTestServer], tmp_path: Path
+) -> None:
+    """XOAUTH2 with a client secret: neither the secret nor any token (raw, or in its SASL
+    forms) is in what the agent reads, also when the server refuses the token and quotes the
+    client's initial response back."""
+    from fluxmail.transport.smtp import sasl
+    from tests.support.oauth_smtp import TokenVerifier
+
+    mailbox, secret = "box@example.com", "Cl1ent-S3cret/mcp+chars="
+    endpoint = oauth_server(lifetime=3600)
+    endpoint.client("app-id", secret)
+    refusing: list[bool] = []
+
+    def valid() -> set[str]:
+        return set() if refusing else {t for t in endpoint.tokens if endpoint.valid(t)}
+
+    verifier = TokenVerifier(mailbox, valid, echo=True)
+    server = smtp_server(tls="starttls", auth_mechanisms=("XOAUTH2",), oauth=verifier)
+    env = clean_environ(
+        FLUXMAIL_HOST="127.0.0.1", FLUXMAIL_PORT=str(server.port), FLUXMAIL_TLS="true",
+        FLUXMAIL_CA_FILE=str(server.ca_path), FLUXMAIL_USERNAME=mailbox, FLUXMAIL_SENDER=mailbox,
+        FLUXMAIL_TIMEOUT="10", FLUXMAIL_AUDIT_DIR=str(tmp_path / "audit"),
+        FLUXMAIL_OAUTH_PROVIDER="microsoft", FLUXMAIL_OAUTH_TENANT_ID="contoso.onmicrosoft.com",
+        FLUXMAIL_OAUTH_CLIENT_ID="app-id", FLUXMAIL_OAUTH_CLIENT_SECRET=secret,
+        FLUXMAIL_OAUTH_TOKEN_URL=endpoint.url, FLUXMAIL_MCP_ALLOW_SEND="true",
+    )  # fmt: skip
+    seen: list[Session] = []
+
+    async def body(s: Session) -> None:
+        seen.append(s)
+        sent = await s.ok("send_email", to=["bob@example.com"], subject="Hi", text="Hello")
+        assert sent["status"] == "sent"
+        refusing.append(True)
+        text = await s.refused("send_email", to=["carol@example.com"], subject="No", text="x")
+        assert "535" in text
+        await s.ok("show_record", id=sent["audit_id"])
+        await s.ok("list_records")
+
+    _drive(env, tmp_path, body, secrets=(secret,))
+    forms = [secret, base64.b64encode(f"app-id:{secret}".encode()).decode()]
+    assert endpoint.tokens  # a token was issued, and used
+    for token in endpoint.tokens:
+        forms.append(token)
+        for mechanism in sasl.MECHANISMS:
+            raw, b64 = sasl.initial_response(mechanism, mailbox, token)
+            forms += [raw.decode(), b64.decode()]
+    texts = seen[0].seen
+    assert not [f for f in forms for t in texts if f in t]
+    assert len(server.messages) == 1
