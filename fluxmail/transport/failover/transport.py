@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from fluxmail.config.resolve import Config
-from fluxmail.errors import ConfigurationError, ConnectionFailed, FluxMailException
+from fluxmail.errors import ConfigurationError, ConnectionFailed, FluxMailException, MessageError
 from fluxmail.results import RecipientStatus
 from fluxmail.transport.base import Lane, Mail, Transport, TransportResult
 from fluxmail.transport.failover.breaker import Breaker
@@ -87,13 +87,20 @@ async def _send(member: Member, mail: Mail) -> TransportResult:
 
 
 async def route(
-    members: Sequence[Member], mail: Mail, endpoint: str, send: Send
+    members: Sequence[Member],
+    mail: Mail,
+    endpoint: str,
+    send: Send,
+    *,
+    merged: TransportResult | None = None,
+    granted: bool = False,
 ) -> TransportResult:
-    """Try the members in order, skipping resting ones, while ``handoff`` allows it."""
-    merged: TransportResult | None = None
+    """Try the members in order, skipping resting ones, while ``handoff`` allows it.
+    ``merged``: what earlier members did with ``mail`` (its recipients are the rest);
+    ``granted``: the first member's breaker already let this message through."""
     current = mail
-    for member in members:
-        if not member.breaker.allow():
+    for n, member in enumerate(members):
+        if not (granted and n == 0) and not member.breaker.allow():
             continue
         try:
             result = await send(member, current)
@@ -137,7 +144,8 @@ class FailoverLane(Lane):
         self._endpoint = transport.endpoint
         self._members = members
         self._lanes: dict[int, Lane] = {}
-        self.primes = self._lane(members[0]).primes
+        first = self._lane(members[0])
+        self.primes, self.batch_size = first.primes, first.batch_size
 
     def _lane(self, member: Member) -> Lane:
         key = id(member)
@@ -170,6 +178,59 @@ class FailoverLane(Lane):
             return await self._lane(member).send(current, then)
 
         return await route(self._members, mail, self._endpoint, one)
+
+    async def send_batch(self, mails: Sequence[Mail]) -> list[TransportResult | MessageError]:
+        """The batch goes to the first member that is not resting, in its batch requests; a
+        message that member did not take (``handoff``) fails over alone to the members after
+        it, as ``send`` would. A member without batches takes the messages one by one."""
+        at = next((n for n, m in enumerate(self._members) if m.breaker.allow()), None)
+        if at is None:
+            return [_resting(mail, self._members, self._endpoint) for mail in mails]
+        member = self._members[at]
+        lane = self._lane(member)
+        if lane.batch_size <= 1:
+            return [
+                await self._alone(self._members[at:], mail, granted=n == 0)
+                for n, mail in enumerate(mails)
+            ]
+        try:
+            got = await lane.send_batch(mails)
+        except BaseException:
+            member.breaker.abandon()
+            raise
+        done: list[TransportResult | MessageError] = []
+        for mail, each in zip(mails, got, strict=True):
+            if isinstance(each, MessageError):
+                done.append(each)
+                continue
+            member.breaker.record(member_failed(each))
+            each = dataclasses.replace(each, transport=each.transport or member.endpoint)
+            rest = handoff(each)
+            if rest:
+                moved = Mail(dataclasses.replace(mail.envelope, recipients=rest), mail.data,
+                             mail.message)  # fmt: skip
+                done.append(await self._alone(self._members[at + 1 :], moved, merged=each))
+            else:
+                done.append(each)
+        return done
+
+    async def _alone(
+        self,
+        members: Sequence[Member],
+        mail: Mail,
+        *,
+        merged: TransportResult | None = None,
+        granted: bool = False,
+    ) -> TransportResult | MessageError:
+        """One message of a batch through ``members``; a MessageError is that message's alone."""
+
+        async def one(member: Member, current: Mail) -> TransportResult:
+            return await self._lane(member).send(current)
+
+        try:
+            return await route(members, mail, self._endpoint, one, merged=merged, granted=granted)
+        except MessageError as exc:
+            return exc
 
     async def close(self) -> None:
         lanes, self._lanes = list(self._lanes.values()), {}
