@@ -49,6 +49,7 @@ class RunFile:
 
     def write(self, data: bytes) -> None:
         """Append all of ``data`` (in the page cache when it returns: survives a process kill)."""
+        self._check_open()
         view = memoryview(data)
         try:
             while view:
@@ -57,6 +58,7 @@ class RunFile:
             raise unwritable(os.path.dirname(self.path), exc) from exc
 
     def read(self) -> bytes:
+        self._check_open()
         try:
             return os.pread(self.fd, os.fstat(self.fd).st_size, 0)
         except OSError as exc:
@@ -75,6 +77,14 @@ class RunFile:
         finally:
             os.close(fd)
         return True
+
+    def _check_open(self) -> None:
+        if self.fd < 0:
+            raise AuditError(
+                f"the bulk run file {self.path} is closed, or belongs to the process that started "
+                "the run (this is a forked child); nothing was sent",
+                code="audit_unwritable",
+            )
 
     def _forked(self) -> None:
         fd, self.fd = self.fd, -1

@@ -31,6 +31,7 @@ if child == 0:  # a worker forked by the application: outlives the run's process
         lease.mark([claims[1].audit_id])  # the parent's journal is not the child's to write
         os.write(1, b"child wrote\n")  # one write per line: the two processes share the pipe
     except AuditError as exc:
+        assert "forked child" in str(exc), exc
         os.write(1, exc.code.encode() + b"\n")
     lease.close(resolved=True)  # nothing: never removes the parent's files
     time.sleep(60)

@@ -111,3 +111,20 @@ def test_a_batch_fails_over_to_an_smtp_member(
                                             "queued"]  # fmt: skip
     assert smtp2.messages == []
     mailer.close()
+
+
+def test_roundrobin_lanes_batch_to_different_members(http_api: Server) -> None:
+    """Two workers over roundrobin(a b): each lane starts at its own member and batches there
+    (more messages than one batch request holds, so both workers get some)."""
+    first, second = http_api(default=postmark_api), http_api(default=postmark_api)
+    mailer = FluxMail.roundrobin(
+        _postmark(first), _postmark(second), ca_file=first.ca_path, sender="s@example.com",
+        audit=False,
+    )  # fmt: skip
+    items = [{**item, "recipients": [f"v{n}@example.com"]} for n, item in enumerate(_items(1200))]
+    outcomes = _run(mailer, items, "sync", concurrency=2)
+    assert [o.status for o in outcomes] == ["queued"] * 1200
+    assert set(_paths(first)) == {"/email/batch"} and set(_paths(second)) == {"/email/batch"}
+    sizes = [len(seen.json()) for seen in (*first.requests, *second.requests)]
+    assert sum(sizes) == 1200 and max(sizes) <= 500
+    mailer.close()
