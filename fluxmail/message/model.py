@@ -99,7 +99,7 @@ class Message:
     )
 
     # build_message has validated every field: its messages skip the defence-in-depth check
-    # (~1-2 us on the bulk path). Never a field: replace() and pickling run the check again.
+    # (a scan of every header text, per bulk message). Not a field: replace() checks again.
     _validated: InitVar[bool] = False
 
     def __post_init__(self, _validated: bool) -> None:
