@@ -113,7 +113,11 @@ class Spool:
     @classmethod
     def create(cls, root: str, token: str) -> Spool:
         spool = cls(create_locked(root, token, SPOOL_SUFFIX, _NEW, os.O_RDWR), token)
-        spool.append([_MAGIC])  # a spool killed before this holds no frame: read as empty
+        try:
+            spool.append([_MAGIC])  # a spool killed before this holds no frame: read as empty
+        except BaseException:
+            spool.remove()  # nothing in it yet: neither the file nor its lock stays
+            raise
         return spool
 
     def append(self, frames: list[bytes]) -> None:

@@ -158,3 +158,28 @@ def test_the_background_writer_writes_a_finished_run_s_folders(tmp_path: Path) -
     assert _spools(root) == []
     assert all((folder_of(root, c.audit_id) / "message.eml").exists() for c in claims)
     store.close()
+
+
+_FULL_DISK = r"""
+import os, resource, signal, sys
+from fluxmail.audit.spool import Spool
+from fluxmail.errors import AuditError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (4, 4))
+try:
+    Spool.create(sys.argv[1], "01RUN")
+except AuditError as exc:
+    print(exc.code)
+"""
+
+
+def test_a_spool_that_cannot_be_started_leaves_nothing(tmp_path: Path) -> None:
+    """The kernel refuses the spool's first write (a file size limit, as a full disk would):
+    audit_unwritable, and neither the file nor its lock is left behind."""
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(tmp_path)],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert done.stdout.split() == ["audit_unwritable"], done.stderr
+    assert list((tmp_path / "runs").iterdir()) == []
