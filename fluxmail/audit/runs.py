@@ -175,13 +175,19 @@ def create_locked(root: str, token: str, suffix: str, new_suffix: str, mode: int
     recovery never sees the name unlocked. ``mode``: ``os.O_WRONLY`` or ``os.O_RDWR``."""
     folder = os.path.join(root, RUNS_DIR)
     path = os.path.join(folder, token + suffix)
+    new = os.path.join(folder, token + new_suffix)
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        new = os.path.join(folder, token + new_suffix)
         fd = os.open(new, mode | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise unwritable(folder, exc) from exc
+    try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.rename(new, path)
     except OSError as exc:
+        with contextlib.suppress(OSError):  # never named for recovery: nothing to keep
+            os.unlink(new)
+        os.close(fd)
         raise unwritable(folder, exc) from exc
     return RunFile(path, fd)
 

@@ -183,3 +183,19 @@ def test_a_spool_that_cannot_be_started_leaves_nothing(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.stdout.split() == ["audit_unwritable"], done.stderr
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_spool_whose_name_is_taken_leaves_no_half_created_file(tmp_path: Path) -> None:
+    """The rename onto the spool's name fails (a folder has that name): audit_unwritable, and
+    the file being created is removed, not left locked under its temporary name."""
+    from fluxmail.audit.spool import Spool
+    from fluxmail.errors import AuditError
+
+    (tmp_path / "runs" / "01RUN.snap").mkdir(parents=True)
+    try:
+        Spool.create(str(tmp_path), "01RUN")
+    except AuditError as exc:
+        assert exc.code == "audit_unwritable"
+    else:
+        raise AssertionError("a spool was created over a folder")
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["01RUN.snap"]
