@@ -22,6 +22,7 @@ __all__ = [
     "HARD_LIMIT",
     "PRIORITY",
     "SOFT_LIMIT",
+    "check_header_name",
     "fold",
     "make_message_id",
     "normalize_headers",
@@ -198,6 +199,13 @@ def _header_pairs(headers: object) -> Iterable[tuple[str, str]]:
         yield name, value
 
 
+def check_header_name(name: str) -> None:
+    """A custom header's name: no control character, only RFC 5322 field-name characters."""
+    check_header_text(name, field="header name")
+    if not _FTEXT.fullmatch(name):
+        raise MessageError(f"{name!r} is not a valid header name", code="invalid_header_name")
+
+
 def normalize_headers(
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None, *, used: set[str]
 ) -> tuple[tuple[str, str], ...]:
@@ -205,9 +213,7 @@ def normalize_headers(
     result: list[tuple[str, str]] = []
     seen: set[str] = set()
     for name, value in _header_pairs(() if headers is None else headers):
-        check_header_text(name, field="header name")
-        if not _FTEXT.fullmatch(name):
-            raise MessageError(f"{name!r} is not a valid header name", code="invalid_header_name")
+        check_header_name(name)
         key = name.lower()
         param = _CONDITIONAL.get(key)
         if key in _OWNED or key.startswith("content-") or (param is not None and param in used):
