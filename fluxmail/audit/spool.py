@@ -105,10 +105,13 @@ class Spool:
     gives up its copy of the lock: :class:`~fluxmail.audit.runs.RunFile`)."""
 
     def __init__(self, file: RunFile, token: str) -> None:
-        self.path = file.path
         self.token = token
         self.written = 0  # frames before this offset have their folders (a read asked early)
         self._file = file
+
+    @property
+    def path(self) -> str:
+        return self._file.path
 
     @classmethod
     def create(cls, root: str, token: str) -> Spool:

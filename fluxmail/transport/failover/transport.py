@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -174,10 +175,11 @@ class FailoverLane(Lane):
             raise failure
 
     async def send(self, mail: Mail, then: Mail | None = None) -> TransportResult:
-        async def one(member: Member, current: Mail) -> TransportResult:
-            return await self._lane(member).send(current, then)
+        via = functools.partial(self._via, then=then) if then is not None else self._via
+        return await route(self._members, mail, self._endpoint, via)
 
-        return await route(self._members, mail, self._endpoint, one)
+    async def _via(self, member: Member, mail: Mail, then: Mail | None = None) -> TransportResult:
+        return await self._lane(member).send(mail, then)
 
     async def send_batch(self, mails: Sequence[Mail]) -> list[TransportResult | MessageError]:
         """The batch goes to the first member that is not resting, in its batch requests; a
@@ -223,12 +225,10 @@ class FailoverLane(Lane):
         granted: bool = False,
     ) -> TransportResult | MessageError:
         """One message of a batch through ``members``; a MessageError is that message's alone."""
-
-        async def one(member: Member, current: Mail) -> TransportResult:
-            return await self._lane(member).send(current)
-
         try:
-            return await route(members, mail, self._endpoint, one, merged=merged, granted=granted)
+            return await route(
+                members, mail, self._endpoint, self._via, merged=merged, granted=granted
+            )
         except MessageError as exc:
             return exc
 
