@@ -13,54 +13,11 @@ from typing import Any
 import pytest
 
 from fluxmail.errors import AuthenticationFailed, MessageError, OutcomeUnknown
+from tests.support.api_batch import INACTIVE, bulk_items, postmark_api, resend_api, run_bulk
 from tests.support.api_mailing import KEY, PDF, SENDER, api_mailer
-from tests.support.http_api import HttpApiServer, Reply, Seen
+from tests.support.http_api import HttpApiServer, Reply
 
 Server = Callable[..., HttpApiServer]
-INACTIVE = "You tried to send to recipient(s) that have been marked as inactive."
-
-
-def _items(n: int) -> list[dict[str, Any]]:
-    return [
-        {"subject": f"n{i}", "recipients": [f"u{i}@example.com"], "body": f"hello {i}",
-         "message_id": f"<m{i}@shop.example.com>"}
-        for i in range(n)
-    ]  # fmt: skip
-
-
-def postmark_api(seen: Seen) -> Reply:
-    """Postmark's batch reply: an array, one result per message; u3 is an inactive recipient."""
-    if seen.path != "/email/batch":
-        return Reply(200, body={"ErrorCode": 0, "Message": "OK", "MessageID": "pm-alone"})
-    results = []
-    for item in seen.json():
-        n = item["Subject"][1:]
-        if item["To"] == "u3@example.com":
-            results.append({"ErrorCode": 406, "Message": INACTIVE})
-        else:
-            results.append({"To": item["To"], "SubmittedAt": "2026-12-02T01:00:00Z",
-                            "MessageID": f"pm-{n}", "ErrorCode": 0, "Message": "OK"})  # fmt: skip
-    return Reply(200, body=results)
-
-
-def resend_api(seen: Seen) -> Reply:
-    """Resend: ``{"data": [{"id"}...]}`` from /emails/batch, ``{"id"}`` from /emails."""
-    if seen.path == "/emails/batch":
-        return Reply(200, body={"data": [{"id": f"re-{e['subject'][1:]}"} for e in seen.json()]})
-    return Reply(200, body={"id": f"re-{seen.json()['subject'][1:]}"})
-
-
-def _run(mailer: Any, items: Any, face: str, **options: Any) -> list[Any]:
-    options = {"concurrency": 1, "progress": False, **options}
-    if face == "sync":
-        return list(mailer.send_many(items, **options))
-
-    async def main() -> list[Any]:
-        return [o async for o in mailer.send_many_async(items, **options)]
-
-    return asyncio.run(main())
-
-
 FACES = pytest.mark.parametrize("face", ["sync", "async"])
 
 
@@ -72,7 +29,7 @@ def test_postmark_sends_one_batch_with_per_message_outcomes(
     others queued with their MessageID, in the results and in the audit records."""
     server = http_api(default=postmark_api)
     mailer = api_mailer(server, "postmark", audit_dir=tmp_path)
-    outcomes = sorted(_run(mailer, _items(7), face), key=lambda o: o.index)
+    outcomes = sorted(run_bulk(mailer, bulk_items(7), face), key=lambda o: o.index)
     [seen] = server.requests
     assert (seen.method, seen.path) == ("POST", "/email/batch")
     assert seen.headers["x-postmark-server-token"] == KEY
@@ -105,7 +62,7 @@ def test_resend_sends_ceil_n_over_100_requests_each_with_its_own_key(
     """150 messages: two batch requests (100 + 50), each with an Idempotency-Key of its own."""
     server = http_api(default=resend_api)
     mailer = api_mailer(server, "resend")
-    outcomes = _run(mailer, _items(150), face)
+    outcomes = run_bulk(mailer, bulk_items(150), face)
     assert len(outcomes) == 150 and all(o.status == "queued" for o in outcomes)
     assert server.count == math.ceil(150 / 100)
     first, second = server.requests
@@ -130,7 +87,7 @@ def test_a_drop_after_the_batch_body_makes_every_message_unknown(
     """Postmark has no idempotency key: a batch whose reply was lost is never resent."""
     server = http_api(default=Reply(drop=True, times=None))
     mailer = api_mailer(server, "postmark", audit_dir=tmp_path, max_retries=3)
-    outcomes = _run(mailer, _items(5), face)
+    outcomes = run_bulk(mailer, bulk_items(5), face)
     assert server.count == 1
     assert [o.status for o in outcomes] == ["unknown"] * 5
     assert all(isinstance(o.error, OutcomeUnknown) for o in outcomes)
@@ -143,7 +100,7 @@ def test_resend_retries_a_dropped_batch_with_the_same_key(http_api: Server) -> N
     server = http_api(default=resend_api)
     server.script(Reply(drop=True))
     mailer = api_mailer(server, "resend", max_retries=2)
-    outcomes = _run(mailer, _items(4), "sync")
+    outcomes = run_bulk(mailer, bulk_items(4), "sync")
     assert [o.status for o in outcomes] == ["queued"] * 4
     first, second = server.requests
     assert first.body == second.body and first.path == "/emails/batch"
@@ -156,7 +113,7 @@ def test_a_refused_key_fails_every_message_of_the_batch(http_api: Server) -> Non
     body = {"ErrorCode": 10, "Message": "The Server Token you provided was invalid."}
     server = http_api(default=Reply(401, body=body, times=None))
     mailer = api_mailer(server, "postmark")
-    outcomes = _run(mailer, _items(3), "sync")
+    outcomes = run_bulk(mailer, bulk_items(3), "sync")
     assert server.count == 1
     assert all(isinstance(o.error, AuthenticationFailed) for o in outcomes)
     mailer.close()
@@ -166,11 +123,11 @@ def test_resend_sends_a_message_with_attachments_alone(http_api: Server) -> None
     """Resend's batch endpoint takes no attachments: that message goes to /emails."""
     server = http_api(default=resend_api)
     mailer = api_mailer(server, "resend")
-    items: list[Any] = _items(4)
+    items: list[Any] = bulk_items(4)
     items[1] = mailer.create(
         "n1", "u1@example.com", "x", attachments=[("r.pdf", PDF, "application/pdf")]
     )
-    outcomes = _run(mailer, items, "sync")
+    outcomes = run_bulk(mailer, items, "sync")
     assert all(o.status == "queued" for o in outcomes)
     paths = sorted(s.path for s in server.requests)
     assert paths == ["/emails", "/emails/batch"]
@@ -183,7 +140,7 @@ def test_a_rate_limited_run_sends_one_message_per_request(http_api: Server) -> N
     """The limiter paces messages: no batch can outrun it."""
     server = http_api(default=postmark_api)
     mailer = api_mailer(server, "postmark")
-    outcomes = _run(mailer, _items(3), "sync", rate_limit=200)
+    outcomes = run_bulk(mailer, bulk_items(3), "sync", rate_limit=200)
     assert len(outcomes) == 3 and [s.path for s in server.requests] == ["/email"] * 3
     mailer.close()
 
@@ -193,9 +150,9 @@ def test_a_message_the_api_cannot_carry_fails_alone(http_api: Server) -> None:
     request; the others still go in one batch."""
     server = http_api(default=postmark_api)
     mailer = api_mailer(server, "postmark")
-    items: list[Any] = _items(3)
+    items: list[Any] = bulk_items(3)
     items[1] = mailer.create("n1", [], "x", cc=["cy@example.com"])
-    outcomes = sorted(_run(mailer, items, "sync"), key=lambda o: o.index)
+    outcomes = sorted(run_bulk(mailer, items, "sync"), key=lambda o: o.index)
     assert [o.status for o in outcomes] == ["queued", "failed", "queued"]
     assert isinstance(outcomes[1].error, MessageError) and outcomes[1].result is None
     [seen] = server.requests
@@ -213,7 +170,7 @@ def test_a_run_cancelled_during_a_batch_leaves_every_message_unknown(
 
     async def main() -> None:
         async def consume() -> None:
-            async for _ in mailer.send_many_async(_items(4), concurrency=1, progress=False):
+            async for _ in mailer.send_many_async(bulk_items(4), concurrency=1, progress=False):
                 pass
 
         task = asyncio.ensure_future(consume())
