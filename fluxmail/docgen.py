@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fluxmail.config.providers import Provider, load_catalog
-from fluxmail.config.settings import ARG_NAMES, SECRET_FIELDS, SettingsFields, env_name
+from fluxmail.config.settings import ARG_NAMES, SECRET_FIELDS, env_name, settings_class
 
 __all__ = ["configuration_md", "env_example", "main", "providers_md", "region_summary"]
 
@@ -154,7 +154,7 @@ def configuration_md() -> str:
         "| variable | argument | type | default | secret | description |",
         "|---|---|---|---|---|---|",
     ]
-    for name, field in SettingsFields.model_fields.items():
+    for name, field in settings_class().model_fields.items():
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         secret = f"yes (`{env_name(name)}_FILE`)" if name in SECRET_FIELDS else ""
         upstream = " (upstream)" if extra.get("upstream") else ""

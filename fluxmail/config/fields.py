@@ -1,7 +1,9 @@
-"""Every ``FLUXMAIL_*`` setting declared once: names, types, rules and docs (plain pydantic).
+"""Every ``FLUXMAIL_*`` setting declared once: names, types, rules and docs.
 
-``fluxmail.config.settings`` builds ``FluxMailSettings`` on these fields with pydantic-settings'
-sources; the known variable names and the misspelling hints come from here too.
+``SettingsFields`` is the declaration only, a plain class that pydantic never builds:
+``fluxmail.config.settings`` builds ``FluxMailSettings`` from its body on pydantic-settings'
+``BaseSettings``, so a cold start builds one model instead of two. The known variable names
+and the misspelling hints come from here too.
 """
 
 # No ``from __future__ import annotations``: pydantic would compile every field's annotation
@@ -11,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from fluxmail._lazy import lazy_module
 from fluxmail.config.ports import PORT_MAX, PORT_MIN
@@ -20,10 +22,13 @@ from fluxmail.config.urls import UrlParts
 
 if TYPE_CHECKING:
     import difflib
+
+    from pydantic import BaseModel as _Declaration  # what FluxMailSettings makes of it
 else:  # the misspelling hints only: not every cold start
     difflib = lazy_module("difflib")
+    _Declaration = object
 
-__all__ = ["SettingsFields", "known_variables", "parse_bool", "unknown_lines"]
+__all__ = ["SettingsFields", "field_names", "known_variables", "parse_bool", "unknown_lines"]
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -116,11 +121,8 @@ def _doc(default: Any, text: str, *, upstream: bool = False, secret: bool = Fals
     return Field(default, description=text, json_schema_extra=extra)
 
 
-class SettingsFields(BaseModel):
+class SettingsFields(_Declaration):
     """Every ``FLUXMAIL_*`` setting (``FluxMailSettings`` reads them from their sources)."""
-
-    # Never validated itself (defer_build): FluxMailSettings builds the schema on first use.
-    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     type: Backend = _doc(
         "smtp", "Backend: `smtp`, `console`, `file` or `memory` (`object_type=`).", upstream=True
@@ -348,6 +350,12 @@ class SettingsFields(BaseModel):
 
 
 @functools.cache
+def field_names() -> tuple[str, ...]:
+    """The settings' names, in declaration order (what ``FluxMailSettings.model_fields`` holds)."""
+    return tuple(name for name in SettingsFields.__annotations__ if not name.startswith("_"))
+
+
+@functools.cache
 def _field_readers() -> dict[str, Callable[[object], object]]:
     """field -> its kind's reader, for the fields whose kind has one."""
     found: dict[str, Callable[[object], object]] = {}
@@ -365,7 +373,7 @@ _OTHER_VARIABLES = ("FLUXMAIL_ENV_FILE", "FLUXMAIL_BENCH_DIR")
 
 def known_variables() -> frozenset[str]:
     """Every FLUXMAIL_* name fluxmail reads: the settings, the secrets' ``_FILE`` forms, ..."""
-    names = {env_name(name) for name in SettingsFields.model_fields}
+    names = {env_name(name) for name in field_names()}
     names |= {f"{env_name(name)}_FILE" for name in SECRET_FIELDS}
     return frozenset(names | set(_OTHER_VARIABLES))
 

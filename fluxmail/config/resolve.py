@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from fluxmail._lazy import lazy_module, lazy_pattern
 from fluxmail.config.auth import check_auth, check_token_provider, has_oauth, resolve_auth
 from fluxmail.config.dkim import DKIM_FIELDS, dkim_signer
+from fluxmail.config.fields import field_names
 from fluxmail.config.members import composite_of, resolve_members
 from fluxmail.config.model import NOT_SETTINGS, Config
 from fluxmail.config.oauth import OAUTH_FIELDS, check_oauth
@@ -245,7 +246,7 @@ _UPSTREAM_ARGS = {"object_type": "type", "use_tls": "tls", "use_ssl": "ssl"}
 
 def _split_kwargs(kwargs: Mapping[str, object]) -> tuple[dict[str, object], Any, Any, Any]:
     """Settings arguments, a non-string host, the ssl_context override and env_file."""
-    known = set(SettingsFields.model_fields) - {"type", "tls", "ssl"}
+    known = set(field_names()) - {"type", "tls", "ssl"}
     args: dict[str, object] = {}
     host: Any = None
     override: Any = None

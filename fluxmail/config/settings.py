@@ -81,41 +81,50 @@ def _build(settings: SettingsFields, init: Callable[[], None]) -> None:
 
 @functools.cache
 def settings_class() -> builtins.type[SettingsFields]:
-    """``FluxMailSettings``, built once: the fields above on pydantic-settings' BaseSettings."""
+    """``FluxMailSettings``, built once: the declared fields on pydantic-settings' BaseSettings.
+
+    Built from ``SettingsFields``' own body, not as its subclass: pydantic collects a model's
+    validators only from its own namespace and from pydantic bases, and a second (pydantic)
+    model for the declaration alone was the second one every cold start built."""
     from pydantic_settings import BaseSettings, SettingsConfigDict
 
-    class FluxMailSettings(SettingsFields, BaseSettings):
-        __doc__ = SettingsFields.__doc__
-        model_config = SettingsConfigDict(
+    def __init__(self: Any, **values: Any) -> None:
+        _build(self, lambda: BaseSettings.__init__(self, **values))
+
+    def settings_customise_sources(
+        cls: Any,
+        settings_cls: builtins.type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env = cast("EnvSettingsSource", env_settings)
+        chosen = dotenv(
+            settings_cls, cast("DotEnvSettingsSource", dotenv_settings).env_file, env.env_vars
+        )
+        chain = layers(settings_cls, init_settings, env, chosen, active_trace() or Trace())
+        # Plain callables: pydantic-settings calls each source and merges the returned dicts.
+        return cast("tuple[PydanticBaseSettingsSource, ...]", chain)
+
+    body = {k: v for k, v in vars(SettingsFields).items() if k not in ("__dict__", "__weakref__")}
+    body |= {
+        "__module__": __name__,
+        "__qualname__": "FluxMailSettings",
+        "__annotations__": dict(SettingsFields.__annotations__),
+        "model_config": SettingsConfigDict(
             env_prefix=ENV_PREFIX,
             case_sensitive=False,
             frozen=True,
             extra="ignore",
             env_file=None,
             defer_build=False,
-        )
-
-        def __init__(self, **values: Any) -> None:
-            _build(self, lambda: super(FluxMailSettings, self).__init__(**values))
-
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: builtins.type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            env = cast("EnvSettingsSource", env_settings)
-            chosen = dotenv(
-                settings_cls, cast("DotEnvSettingsSource", dotenv_settings).env_file, env.env_vars
-            )
-            chain = layers(settings_cls, init_settings, env, chosen, active_trace() or Trace())
-            # Plain callables: pydantic-settings calls each source and merges the returned dicts.
-            return cast("tuple[PydanticBaseSettingsSource, ...]", chain)
-
-    return FluxMailSettings
+        ),
+        "__init__": __init__,
+        "settings_customise_sources": classmethod(settings_customise_sources),
+    }
+    built: builtins.type[SettingsFields] = builtins.type("FluxMailSettings", (BaseSettings,), body)
+    return built
 
 
 def __getattr__(name: str) -> Any:
@@ -183,7 +192,7 @@ _ALLOWED = {
 def _allowed(field: str) -> tuple[str, str]:
     if field in _ALLOWED:
         return _ALLOWED[field]
-    annotation = str(SettingsFields.model_fields[field].annotation)
+    annotation = str(settings_class().model_fields[field].annotation)
     if "bool" in annotation:
         return "invalid_boolean", "true/1/yes/on or false/0/no/off (any case)"
     if "float" in annotation:
@@ -197,7 +206,7 @@ def settings_error(exc: ValidationError, trace: Trace) -> ConfigurationError:
     code = "invalid_config"
     for index, err in enumerate(exc.errors(include_url=False, include_input=False)):
         field = str(err["loc"][0]) if err["loc"] else "?"
-        if field not in SettingsFields.model_fields:
+        if field not in settings_class().model_fields:
             lines.append(f"{field}: {err['msg']}")
             continue
         field_code, allowed = _allowed(field)
