@@ -4,8 +4,8 @@
 source it came from (``Config.sources``, shown by ``describe()`` and ``fluxmail config``).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: dataclass reads string annotations with a
+# regex per field (ClassVar, InitVar, KW_ONLY), ~65 fields on every cold start.
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +46,11 @@ def is_address(value: str | None) -> bool:
     return not parsed.name and parsed.addr == value
 
 
-@dataclass(frozen=True, repr=False)
+# init=False, eq=False: the __init__, __eq__ and __hash__ that dataclass generates for ~65
+# fields are compiled from source when the class is made, which was the largest part of what
+# fluxmail added to a cold start. Configs are never compared; ``__init__`` below does the
+# generated one's work (keywords only, as every caller and dataclasses.replace pass them).
+@dataclass(frozen=True, repr=False, init=False, eq=False)
 class Config:
     """Everything a mailer needs, validated; secrets are ``SecretStr`` and never shown."""
 
@@ -57,7 +61,7 @@ class Config:
     security: Security
     username: str | None
     password: SecretStr | None
-    ssl_context_override: ssl.SSLContext | None
+    ssl_context_override: "ssl.SSLContext | None"
     tls_verify: bool
     ca_file: Path | None
     local_hostname: str | None
@@ -69,7 +73,7 @@ class Config:
     retry_delay: float
     retry_deadline: float | None
     sender: str | None
-    provider: Provider | None
+    provider: "Provider | None"
     region: str | None
     allow_insecure_auth: bool
     dry_run: bool
@@ -82,7 +86,7 @@ class Config:
     # The SMTP login mechanism, resolved ("auto" never stays): password, xoauth2, oauthbearer.
     auth: str = "password"
     # FluxMail(token_provider=...): a callable (sync or async) returning an OAuth access token.
-    token_provider: Callable[[], Any] | None = field(default=None, compare=False)
+    token_provider: Callable[[], Any] | None = None
     # FluxMail(origin="mcp"): stored on every record this mailer writes (who wrote it).
     origin: str | None = None
     # FLUXMAIL_OAUTH_*: where the access tokens come from (fluxmail.config.oauth checks them).
@@ -100,9 +104,9 @@ class Config:
     api_provider: str | None = None
     api_key: SecretStr | None = None
     api_base_url: str | None = None
-    api_options: Mapping[str, str] = field(default_factory=dict, hash=False)
+    api_options: Mapping[str, str] = field(default_factory=dict)
     # failover(...) / roundrobin(...): each member resolved on its own (config/composite.py).
-    members: tuple[Config, ...] = ()
+    members: "tuple[Config, ...]" = ()
     failover_cooldown: float = 30.0
     retry_max_delay: float = 300.0
     outbox_lease: float = 60.0
@@ -122,12 +126,26 @@ class Config:
     dkim_second_selector: str | None = None
     dkim_second_private_key: SecretStr | None = None
     dkim_allow_unaligned: bool = False
-    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
-    _ssl_cache: dict[str, ssl.SSLContext] = field(default_factory=dict, compare=False)
+    sources: Mapping[str, str] = field(default_factory=dict)
+    _ssl_cache: "dict[str, ssl.SSLContext]" = field(default_factory=dict)
     # Unknown FLUXMAIL_* names found while resolving (misspellings); the mailer logs them.
-    warnings: tuple[str, ...] = field(default=(), compare=False)
+    warnings: tuple[str, ...] = ()
 
-    def ssl_context(self) -> ssl.SSLContext | None:
+    def __init__(self, **values: Any) -> None:
+        for f in dataclasses.fields(self):
+            if f.name in values:
+                value = values.pop(f.name)
+            elif f.default is not dataclasses.MISSING:
+                value = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            else:
+                raise TypeError(f"Config() missing the keyword argument {f.name!r}")
+            object.__setattr__(self, f.name, value)
+        if values:
+            raise TypeError(f"Config() got unexpected keyword arguments {sorted(values)}")
+
+    def ssl_context(self) -> "ssl.SSLContext | None":
         """The TLS context (None without TLS): override > ca_file > certifi; built once."""
         if self.security == "none":
             return None
@@ -135,13 +153,13 @@ class Config:
             return self.ssl_context_override
         return self._built_context()
 
-    def https_context(self) -> ssl.SSLContext:
+    def https_context(self) -> "ssl.SSLContext":
         """The TLS context of the HTTP API transports: override > ca_file > certifi, always."""
         if self.ssl_context_override is not None:
             return self.ssl_context_override
         return self._built_context()
 
-    def _built_context(self) -> ssl.SSLContext:
+    def _built_context(self) -> "ssl.SSLContext":
         """The context of the TLS policy (ca_file or certifi), built once."""
         cached = self._ssl_cache.get("ctx")
         if cached is None:
