@@ -44,7 +44,8 @@ AddressInput = Union[str, tuple[str, str], "Address"]
 # C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: anything that
 # str.splitlines() or a mail parser could treat as a line break (SMTP smuggling, header injection),
 # and lone surrogates, which cannot be encoded.
-_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# Compiled by the first check, not at import: this class is slow to compile.
+_FORBIDDEN = lazy_pattern("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # The classes below are written as "not these ASCII characters": the same sets as
 # [A-Za-z0-9...\u0080-\U0010ffff] (checked code point by code point), but a range up to
 # U+10FFFF takes re ~30 ms to compile, a negated ASCII class well under 1 ms (cold start).
@@ -66,7 +67,7 @@ _EW_CHUNK = 42  # bytes per encoded word: 56 base64 chars + 12 = 68 <= 75 (RFC 2
 
 def check_header_text(value: str, *, field: str) -> None:
     """Refuse control and line-breaking characters (header injection, RFC 5322 §2.2)."""
-    match = _FORBIDDEN.search(value)
+    match = _FORBIDDEN().search(value)
     if match is not None:
         raise MessageError(
             f"{field} contains a control or line-breaking character "
