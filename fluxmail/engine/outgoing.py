@@ -11,7 +11,7 @@ from fluxmail.audit.records import OutboundRecord
 from fluxmail.config.resolve import Config
 from fluxmail.message.model import Message
 from fluxmail.results import RecipientStatus, SendResult
-from fluxmail.transport.base import Envelope, Mail, TransportResult
+from fluxmail.transport.mail import Envelope, Mail, TransportResult
 
 
 @dataclass

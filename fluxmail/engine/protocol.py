@@ -22,7 +22,7 @@ from fluxmail.audit.records import Claim
 from fluxmail.engine.outgoing import Outgoing
 from fluxmail.errors import DeliveryError, FluxMailException, MessageError, OutcomeUnknown, Refused
 from fluxmail.results import SendResult
-from fluxmail.transport.base import TransportResult
+from fluxmail.transport.mail import TransportResult
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from fluxmail.engine.protocol import Outcome
 from fluxmail.errors import DeliveryError, MessageError, OutcomeUnknown
 from fluxmail.message.stored import message_from_spec
 from fluxmail.results import Attempt, MessageStatus, RecipientStatus, SendResult, overall_status
-from fluxmail.transport.base import Envelope, Mail
+from fluxmail.transport.mail import Envelope, Mail
 
 __all__ = ["backoff", "build", "settlement"]
 

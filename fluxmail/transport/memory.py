@@ -11,13 +11,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fluxmail._lazy import lazy_module
 from fluxmail.config.resolve import Config
-from fluxmail.transport.base import Mail, Transport, TransportResult
+from fluxmail.transport.base import Transport
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
     from fluxmail.message.model import Message
+    from fluxmail.transport import mail as handing
+    from fluxmail.transport.mail import Mail, TransportResult
+else:  # the result classes are made by the first send, not by building a mailer
+    handing = lazy_module("fluxmail.transport.mail")
 
 __all__ = ["TRANSPORT", "MemoryTransport", "Outbox", "SentMessage", "outbox"]
 
@@ -97,7 +102,7 @@ class MemoryTransport(Transport):
         started = time.monotonic()
         env = mail.envelope
         outbox.append(SentMessage(mail.message, mail.data, env.sender, env.recipients))
-        return TransportResult.handed_over(mail, started, self.name)
+        return handing.TransportResult.handed_over(mail, started, self.name)
 
 
 TRANSPORT = MemoryTransport

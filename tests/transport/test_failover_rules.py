@@ -15,9 +15,9 @@ from fluxmail.errors import (
     TLSFailure,
 )
 from fluxmail.results import RecipientStatus
-from fluxmail.transport.base import TransportResult
 from fluxmail.transport.failover.breaker import Breaker
 from fluxmail.transport.failover.rules import handoff, member_failed, merge
+from fluxmail.transport.mail import TransportResult
 
 A, B = "a@example.com", "b@example.com"
 

@@ -39,7 +39,8 @@ from fluxmail.results import RecipientStatus
 from fluxmail.transport.api.client import Clients, Exchange, exchange
 from fluxmail.transport.api.http import ApiReply, ApiRequest
 from fluxmail.transport.api.outcomes import Kind, Verdict, judge, judge_batch, reply_text
-from fluxmail.transport.base import Lane, Mail, Transport, TransportResult
+from fluxmail.transport.base import Lane, Transport
+from fluxmail.transport.mail import Mail, TransportResult
 
 if TYPE_CHECKING:
     from fluxmail.config.resolve import Config

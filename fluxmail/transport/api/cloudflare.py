@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 from fluxmail.errors import ConfigurationError, MessageError
 from fluxmail.results import RecipientStatus
 from fluxmail.transport.api.base import ApiReply, ApiRequest, ApiTransport
-from fluxmail.transport.base import Mail
+from fluxmail.transport.mail import Mail
 
 if TYPE_CHECKING:
     from fluxmail.config.model import Config

@@ -26,7 +26,7 @@ from fluxmail.config.model import is_address
 from fluxmail.errors import AuthenticationFailed, ConfigurationError
 from fluxmail.transport.api.base import ApiReply, ApiRequest, ApiTransport
 from fluxmail.transport.api.outcomes import Kind
-from fluxmail.transport.base import Mail, TransportResult
+from fluxmail.transport.mail import Mail, TransportResult
 from fluxmail.transport.oauth.tokens import Token, TokenSource, token_source
 
 if TYPE_CHECKING:

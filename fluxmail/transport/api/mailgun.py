@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from fluxmail.errors import ConfigurationError
 from fluxmail.transport.api.base import ApiReply, ApiRequest, ApiTransport
-from fluxmail.transport.base import Mail
+from fluxmail.transport.mail import Mail
 
 if TYPE_CHECKING:
     from fluxmail.config.model import Config

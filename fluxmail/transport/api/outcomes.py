@@ -16,7 +16,7 @@ from fluxmail.errors import AuthenticationFailed, DeliveryError, OutcomeUnknown,
 from fluxmail.results import Attempt, MessageStatus, RecipientOutcome, RecipientStatus, ServerReply
 from fluxmail.transport.api.client import Exchange
 from fluxmail.transport.api.http import ApiReply
-from fluxmail.transport.base import Mail, TransportResult
+from fluxmail.transport.mail import Mail, TransportResult
 
 __all__ = ["Kind", "Verdict", "judge", "judge_batch", "reply_text", "retry_after"]
 

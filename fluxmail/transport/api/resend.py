@@ -24,7 +24,7 @@ from typing import Any
 
 from fluxmail.transport.api import mapping
 from fluxmail.transport.api.base import ApiReply, ApiRequest, ApiTransport
-from fluxmail.transport.base import Mail
+from fluxmail.transport.mail import Mail
 
 __all__ = ["TRANSPORT", "ResendTransport"]
 

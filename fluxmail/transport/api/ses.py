@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from fluxmail.config.api import check_base_url
 from fluxmail.errors import AuthenticationFailed, ConfigurationError
 from fluxmail.transport.api.base import ApiReply, ApiRequest, ApiTransport
-from fluxmail.transport.base import Mail
+from fluxmail.transport.mail import Mail
 
 if TYPE_CHECKING:
     from fluxmail.config.model import Config

@@ -18,7 +18,7 @@ from fluxmail.errors import (
     TLSFailure,
 )
 from fluxmail.results import Attempt, RecipientStatus, overall_status
-from fluxmail.transport.base import TransportResult
+from fluxmail.transport.mail import TransportResult
 
 __all__ = ["handoff", "may_fail_over", "member_failed", "merge"]
 

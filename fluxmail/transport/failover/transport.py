@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from fluxmail.config.resolve import Config
 from fluxmail.errors import ConfigurationError, ConnectionFailed, FluxMailException, MessageError
 from fluxmail.results import RecipientStatus
-from fluxmail.transport.base import Lane, Mail, Transport, TransportResult
+from fluxmail.transport.base import Lane, Transport
 from fluxmail.transport.failover.breaker import Breaker
 from fluxmail.transport.failover.rules import handoff, member_failed, merge
+from fluxmail.transport.mail import Mail, TransportResult
 from fluxmail.transport.registry import make_transport
 
 __all__ = ["TRANSPORT", "FailoverTransport", "Member"]

@@ -21,7 +21,7 @@ from fluxmail.results import (
     ServerReply,
     overall_status,
 )
-from fluxmail.transport.base import Envelope, TransportResult
+from fluxmail.transport.mail import Envelope, TransportResult
 from fluxmail.transport.smtp.pool import ConnectionPool, LanePool
 from fluxmail.transport.smtp.session import Staged, TransactionResult
 

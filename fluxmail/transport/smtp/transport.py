@@ -1,29 +1,47 @@
 """The SMTP transport: a connection pool per event loop, the retry loop, and bulk lanes that
-own one kept-open, pipelining connection each."""
+own one kept-open, pipelining connection each.
+
+Building one (``FluxMail.from_env()``) loads none of the SMTP session, the pools, the retry
+loop or the OAuth token sources: the first send does, so a cold start pays for the
+configuration only.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import weakref
+from typing import TYPE_CHECKING
 
+from fluxmail._lazy import lazy_module
 from fluxmail.config.auth import OAUTH_MECHANISMS
 from fluxmail.config.resolve import Config
-from fluxmail.transport.base import Lane, Mail, Transport, TransportResult
-from fluxmail.transport.oauth.tokens import TokenSource, token_source
-from fluxmail.transport.smtp.pool import ConnectionPool, LanePool
-from fluxmail.transport.smtp.retry import RetryPolicy, deliver
-from fluxmail.transport.smtp.session import SMTPParams, Staged
+from fluxmail.transport.base import Lane, Transport
+
+if TYPE_CHECKING:
+    from fluxmail.transport.mail import Mail, TransportResult
+    from fluxmail.transport.oauth import tokens
+    from fluxmail.transport.oauth.tokens import TokenSource
+    from fluxmail.transport.smtp import pool, retry, session
+    from fluxmail.transport.smtp.pool import ConnectionPool, LanePool
+    from fluxmail.transport.smtp.retry import RetryPolicy
+    from fluxmail.transport.smtp.session import SMTPParams, Staged
+else:
+    tokens = lazy_module("fluxmail.transport.oauth.tokens")
+    pool = lazy_module("fluxmail.transport.smtp.pool")
+    retry = lazy_module("fluxmail.transport.smtp.retry")
+    session = lazy_module("fluxmail.transport.smtp.session")
 
 
-def smtp_params(config: Config, tokens: TokenSource | None = None) -> SMTPParams:
+def smtp_params(config: Config, source: TokenSource | None = None) -> SMTPParams:
     """The connection parameters of a resolved configuration (password in the clear: only the
-    session that logs in ever sees it). An OAuth login gets ``tokens``, else a new source."""
+    session that logs in ever sees it). An OAuth login gets ``source``, else a new one."""
     c = config
     assert c.host is not None and c.port is not None
-    if tokens is None and c.auth in OAUTH_MECHANISMS and c.username is not None:
-        tokens = token_source(c)
-    return SMTPParams(
+    if source is None and c.auth in OAUTH_MECHANISMS and c.username is not None:
+        source = tokens.token_source(c)
+    return session.SMTPParams(
         host=c.host,
         port=c.port,
         security=c.security,
@@ -35,8 +53,8 @@ def smtp_params(config: Config, tokens: TokenSource | None = None) -> SMTPParams
         command_timeout=c.command_timeout,
         data_timeout=c.data_timeout,
         allow_insecure_auth=c.allow_insecure_auth,
-        auth=c.auth if tokens is not None else "password",
-        token_source=tokens,
+        auth=c.auth if source is not None else "password",
+        token_source=source,
     )
 
 
@@ -49,9 +67,8 @@ class SMTPTransport(Transport):
         super().__init__()
         self._config = config
         self._max = max_connections
-        self._policy = RetryPolicy(config.max_retries, config.retry_delay, config.retry_deadline)
         # One token source per transport: every pool, lane and loop shares its cached token.
-        self._tokens = token_source(config) if config.auth in OAUTH_MECHANISMS else None
+        self._tokens = tokens.token_source(config) if config.auth in OAUTH_MECHANISMS else None
         self._lock = threading.Lock()
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionPool] = (
             weakref.WeakKeyDictionary()
@@ -61,17 +78,25 @@ class SMTPTransport(Transport):
     def from_config(cls, config: Config) -> SMTPTransport:
         return cls(config)
 
+    @functools.cached_property
+    def policy(self) -> RetryPolicy:
+        """The retry rules, made by the first send (the retry loop's module loads with it)."""
+        c = self._config
+        return retry.RetryPolicy(c.max_retries, c.retry_delay, c.retry_deadline)
+
     def params(self) -> SMTPParams:
         return smtp_params(self._config, self._tokens)
 
     def _pool(self) -> ConnectionPool:
         loop = asyncio.get_running_loop()
         with self._lock:
-            pool = self._pools.get(loop)
-            if pool is None:
-                pool = ConnectionPool(self.params, keep_open=lambda: self.held, max_size=self._max)
-                self._pools[loop] = pool
-            return pool
+            found = self._pools.get(loop)
+            if found is None:
+                found = pool.ConnectionPool(
+                    self.params, keep_open=lambda: self.held, max_size=self._max
+                )
+                self._pools[loop] = found
+            return found
 
     @property
     def endpoint(self) -> str:
@@ -79,19 +104,19 @@ class SMTPTransport(Transport):
         return self._config.endpoint
 
     async def send(self, mail: Mail) -> TransportResult:
-        return await deliver(
-            self._pool(), mail.envelope, mail.data, self._policy, transport=self.endpoint
+        return await retry.deliver(
+            self._pool(), mail.envelope, mail.data, self.policy, transport=self.endpoint
         )
 
     def lane(self) -> SMTPLane:
-        return SMTPLane(self, LanePool(self.params))
+        return SMTPLane(self, pool.LanePool(self.params))
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
         with self._lock:
-            pool = self._pools.pop(loop, None)
-        if pool is not None:
-            await pool.close()
+            found = self._pools.pop(loop, None)
+        if found is not None:
+            await found.close()
 
 
 class SMTPLane(Lane):
@@ -100,10 +125,10 @@ class SMTPLane(Lane):
 
     primes = True
 
-    def __init__(self, transport: SMTPTransport, pool: LanePool) -> None:
+    def __init__(self, transport: SMTPTransport, lane_pool: LanePool) -> None:
         super().__init__(transport)
-        self._pool = pool
-        self._policy = transport._policy
+        self._pool = lane_pool
+        self._policy = transport.policy
         self._endpoint = transport.endpoint
         self._primed: tuple[Mail, Staged] | None = None  # the last `then`, as staged
 
@@ -119,7 +144,7 @@ class SMTPLane(Lane):
         if then is not None:
             staged = _staged(then)
             self._primed = (then, staged)
-        return await deliver(
+        return await retry.deliver(
             self._pool, mail.envelope, mail.data, self._policy, staged,
             transport=self._endpoint, current=current,
         )  # fmt: skip
@@ -130,7 +155,7 @@ class SMTPLane(Lane):
 
 def _staged(mail: Mail) -> Staged:
     env = mail.envelope
-    return Staged(env.sender, env.recipients, mail.data, env.smtputf8)
+    return session.Staged(env.sender, env.recipients, mail.data, env.smtputf8)
 
 
 TRANSPORT = SMTPTransport
