@@ -9,16 +9,19 @@ caller's ``SendResult`` and error, records it, and decides nothing is resent.
 
 from __future__ import annotations
 
-import importlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from fluxmail._lazy import lazy_module
 from fluxmail.errors import MessageError
 
 if TYPE_CHECKING:
+    from fluxmail.transport import mail as values
     from fluxmail.transport.mail import Mail, TransportResult
+else:  # the value classes are made by the first send, not by building a mailer
+    values = lazy_module("fluxmail.transport.mail")
 
 __all__ = ["Lane", "Transport"]
 _MOVED = frozenset({"Envelope", "Mail", "TransportResult"})
@@ -27,7 +30,7 @@ _MOVED = frozenset({"Envelope", "Mail", "TransportResult"})
 def __getattr__(name: str) -> Any:
     # They lived here before fluxmail.transport.mail: a custom transport's imports keep working.
     if name in _MOVED:
-        return getattr(importlib.import_module("fluxmail.transport.mail"), name)
+        return getattr(values, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -43,6 +46,10 @@ class Transport(ABC):
     @abstractmethod
     async def send(self, mail: Mail) -> TransportResult:
         """Deliver one message; report every recipient's outcome, never raise for a fault."""
+
+    def handed_over(self, mail: Mail, started: float) -> TransportResult:
+        """The result of a transport that took the message whole (every recipient sent)."""
+        return values.TransportResult.handed_over(mail, started, self.name)
 
     def hold(self, delta: int) -> int:
         """``with mailer:`` keeps connections open while the count is above zero."""

@@ -6,15 +6,11 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from fluxmail._lazy import lazy_module
 from fluxmail.config.resolve import Config
 from fluxmail.transport.base import Transport
 
 if TYPE_CHECKING:
-    from fluxmail.transport import mail as handing
     from fluxmail.transport.mail import Mail, TransportResult
-else:  # the result classes are made by the first send, not by building a mailer
-    handing = lazy_module("fluxmail.transport.mail")
 
 
 class ConsoleTransport(Transport):
@@ -29,7 +25,7 @@ class ConsoleTransport(Transport):
         text = mail.data.decode("utf-8", "replace").replace("\r\n", "\n")
         sys.stdout.write(f"{text}\n{'-' * 72}\n")
         sys.stdout.flush()
-        return handing.TransportResult.handed_over(mail, started, self.name)
+        return self.handed_over(mail, started)
 
 
 TRANSPORT = ConsoleTransport

@@ -7,15 +7,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fluxmail._lazy import lazy_module
 from fluxmail.config.resolve import Config
 from fluxmail.transport.base import Transport
 
 if TYPE_CHECKING:
-    from fluxmail.transport import mail as handing
     from fluxmail.transport.mail import Mail, TransportResult
-else:  # the result classes are made by the first send, not by building a mailer
-    handing = lazy_module("fluxmail.transport.mail")
 
 
 class FileTransport(Transport):
@@ -36,7 +32,7 @@ class FileTransport(Transport):
         tmp = self.folder / f".{stem}.tmp"
         tmp.write_bytes(mail.data)  # written whole, then renamed: a reader never sees half a file
         os.replace(tmp, self.folder / f"{stem}.eml")
-        return handing.TransportResult.handed_over(mail, started, self.name)
+        return self.handed_over(mail, started)
 
 
 TRANSPORT = FileTransport

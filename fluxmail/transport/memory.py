@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fluxmail._lazy import lazy_module
 from fluxmail.config.resolve import Config
 from fluxmail.transport.base import Transport
 
@@ -19,10 +18,7 @@ if TYPE_CHECKING:
     from email.message import EmailMessage
 
     from fluxmail.message.model import Message
-    from fluxmail.transport import mail as handing
     from fluxmail.transport.mail import Mail, TransportResult
-else:  # the result classes are made by the first send, not by building a mailer
-    handing = lazy_module("fluxmail.transport.mail")
 
 __all__ = ["TRANSPORT", "MemoryTransport", "Outbox", "SentMessage", "outbox"]
 
@@ -102,7 +98,7 @@ class MemoryTransport(Transport):
         started = time.monotonic()
         env = mail.envelope
         outbox.append(SentMessage(mail.message, mail.data, env.sender, env.recipients))
-        return handing.TransportResult.handed_over(mail, started, self.name)
+        return self.handed_over(mail, started)
 
 
 TRANSPORT = MemoryTransport

@@ -536,3 +536,12 @@ def test_config_is_frozen() -> None:
     config: Config = resolve_config(object_type="memory")
     with pytest.raises(AttributeError):
         config.host = "x"  # type: ignore[misc]
+
+
+def test_the_declared_names_are_the_settings_models_fields() -> None:
+    """field_names() reads the declaration without building the model: it must list exactly
+    the fields pydantic-settings builds, in their order (the known variables come from it)."""
+    from fluxmail.config.fields import field_names
+    from fluxmail.config.settings import settings_class
+
+    assert field_names() == tuple(settings_class().model_fields)
