@@ -44,7 +44,12 @@ FLUXMAIL = "from fluxmail import FluxMail; FluxMail.from_env()"
 REFERENCE = "import pydantic_settings"
 DEV = " (development venv)"
 SMTP = " (SMTP server configured)"
-SMTP_SETTINGS = {"FLUXMAIL_HOST": "smtp.example.com", "FLUXMAIL_USERNAME": "bench"}
+# A login configured, never used: building the mailer opens no connection.
+SMTP_SETTINGS = {
+    "FLUXMAIL_HOST": "smtp.example.com",
+    "FLUXMAIL_USERNAME": "bench",
+    "FLUXMAIL_PASSWORD": "cold-start",
+}
 # Not PYTHONDONTWRITEBYTECODE: a deployed function has its .pyc files, the warm-up writes them.
 UNSET = ("PYTHONDONTWRITEBYTECODE",)
 FORBIDDEN = ("aiosmtplib", "asyncio", "rich", "yaml", "sqlite3")
@@ -84,7 +89,6 @@ def commands(folder: str) -> list[Command]:
     if core is not None:
         core_env = _env(isolated=True, FLUXMAIL_TYPE="memory", FLUXMAIL_SENDER="b@x.org")
         smtp_env = _env(isolated=True, FLUXMAIL_SENDER="b@x.org", **SMTP_SETTINGS)
-        smtp_env["FLUXMAIL_PASSWORD"] = "cold-start"  # a login configured, never used
         found += [
             Command(REFERENCE, core, REFERENCE, core_env),
             Command(FLUXMAIL, core, FLUXMAIL, core_env),
