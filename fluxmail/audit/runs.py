@@ -4,8 +4,9 @@ A bulk run claims up to a batch of records ahead of sending them. So that a cras
 only what may really have reached a server, a run holds a lease and journals each record's id
 *before* its bytes are handed to a connection. For the SQLite store both are one file,
 ``<folder>/runs/<token>.wire``: ``flock(LOCK_EX)`` held for the life of the run (the kernel
-drops it when the process dies, however it dies) and the ids appended with ``os.write`` (in the
-kernel's page cache at once: it survives a process kill; a power loss is not covered).
+drops it when the process dies, however it dies) and the ids appended through a shared memory
+map (fluxmail.audit.mapped: in the kernel's page cache at once, so it survives a process kill;
+a power loss is not covered).
 
 Whoever opens the store later and can take the lock knows the owner is dead: the run's
 records still ``sending`` and in the journal become ``unknown`` (never resent), the others
@@ -21,6 +22,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from fluxmail.audit.mapped import MappedTail, complete_lines
 from fluxmail.errors import AuditError
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
 RUNS_DIR = "runs"
 _WIRE = ".wire"
 _NEW = ".new"  # a journal being created: locked before it gets its real name
+_IOV_MAX = 1024  # POSIX's minimum is 16; Linux and the BSDs take 1024 buffers per writev
 
 
 class RunFile:
@@ -56,6 +59,30 @@ class RunFile:
                 view = view[os.write(self.fd, view) :]
         except OSError as exc:
             raise unwritable(os.path.dirname(self.path), exc) from exc
+
+    def write_parts(self, parts: Sequence[bytes]) -> None:
+        """Append the parts in order, as ``write(b"".join(parts))`` would, without the copy:
+        a claim batch's snapshots are a few hundred KB, a buffer that glibc's allocator maps
+        and unmaps (or grows and trims its heap for) on every batch."""
+        self._check_open()
+        try:
+            for start in range(0, len(parts), _IOV_MAX):
+                chunk = parts[start : start + _IOV_MAX]
+                done = os.writev(self.fd, chunk)
+                if done < sum(map(len, chunk)):  # short (a signal, a nearly full disk)
+                    self._write_rest(chunk, done)
+        except OSError as exc:
+            raise unwritable(os.path.dirname(self.path), exc) from exc
+
+    def _write_rest(self, chunk: Sequence[bytes], done: int) -> None:
+        for part in chunk:
+            if done >= len(part):
+                done -= len(part)
+                continue
+            view = memoryview(part)[done:]
+            done = 0
+            while view:
+                view = view[os.write(self.fd, view) :]
 
     def read(self) -> bytes:
         self._check_open()
@@ -107,7 +134,7 @@ os.register_at_fork(after_in_child=_close_in_child)
 class WireJournal:
     """One live run's lease and journal; ``mark`` before the bytes go out, ``close`` at the end."""
 
-    coalesce = False  # one write() per mark costs less than gathering them
+    coalesce = False  # a mark is a copy into the mapped journal: nothing to gather
 
     def __init__(
         self, root: str, token: str, *, ended: Callable[[str], None] | None = None
@@ -115,17 +142,19 @@ class WireJournal:
         """``ended``: called with the token when the run closes its lease."""
         self.token = token
         self._ended = ended
-        self._file = create_locked(root, token, _WIRE, _NEW, os.O_WRONLY)
+        self._file = create_locked(root, token, _WIRE, _NEW, os.O_RDWR)
+        self._tail = MappedTail(self._file)
 
     def mark(self, audit_ids: Sequence[str]) -> frozenset[str]:
         """Journal these ids as handed to the wire; none is ever refused here (the lease
         cannot be lost while the process lives)."""
-        self._file.write(("\n".join(audit_ids) + "\n").encode("ascii"))
+        self._tail.append(("\n".join(audit_ids) + "\n").encode("ascii"))
         return frozenset()
 
     def close(self, *, resolved: bool) -> None:
         """End the lease; the journal is removed once every record of the run is resolved,
         else kept for the next opener to recover from."""
+        self._tail.close(keep=not resolved)
         if self._file.close(remove=resolved) and self._ended is not None:
             self._ended(self.token)  # once, and only in the run's own process
 
@@ -214,7 +243,7 @@ def _take(path: str, token: str) -> DeadRun | None:
     if file is None:
         return None  # its run is alive
     try:
-        ids = frozenset(line.decode("ascii") for line in file.read().split())
+        ids = frozenset(line.decode("ascii") for line in complete_lines(file.read()))
     except AuditError:
         file.close(remove=False)
         raise

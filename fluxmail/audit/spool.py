@@ -25,7 +25,8 @@ from fluxmail.audit.records import OutboundRecord
 from fluxmail.audit.runs import RUNS_DIR, RunFile, create_locked, lock_if_dead, unwritable
 
 __all__ = [
-    "SPOOL_SUFFIX", "Spool", "SpoolFrame", "dead_spools", "frame", "read_frames", "spooled_eml",
+    "SPOOL_SUFFIX", "Spool", "SpoolFrame", "dead_spools", "frame", "frame_parts", "read_frames",
+    "spooled_eml",
 ]  # fmt: skip
 
 SPOOL_SUFFIX = ".snap"
@@ -46,6 +47,11 @@ class SpoolFrame(NamedTuple):
 
 def frame(audit_id: str, folder: str, record: OutboundRecord) -> bytes:
     """One record's snapshot as a frame."""
+    return b"".join(frame_parts(audit_id, folder, record))
+
+
+def frame_parts(audit_id: str, folder: str, record: OutboundRecord) -> list[bytes]:
+    """The same frame in its parts, for ``Spool.append`` to write without copying them."""
     text = record.text.encode("utf-8") if record.text is not None else b""
     html = record.html.encode("utf-8") if record.html is not None else b""
     files = b"".join([content for _, _, content in record.attachments])
@@ -55,7 +61,7 @@ def frame(audit_id: str, folder: str, record: OutboundRecord) -> bytes:
         -1 if record.text is None else len(text), -1 if record.html is None else len(html),
         len(files),
     )  # fmt: skip
-    return b"".join((head, key, rel, record.eml, text, html, files))
+    return [head, key, rel, record.eml, text, html, files]
 
 
 def read_frames(data: bytes, at: int = 0) -> Iterator[tuple[SpoolFrame, int]]:
@@ -123,9 +129,10 @@ class Spool:
             raise
         return spool
 
-    def append(self, frames: list[bytes]) -> None:
-        """Durable against a process kill when it returns (one write for the batch)."""
-        self._file.write(b"".join(frames))
+    def append(self, parts: list[bytes]) -> None:
+        """Durable against a process kill when it returns: frames (or their parts) in one
+        system call per IOV_MAX of them, never joined into one buffer first."""
+        self._file.write_parts(parts)
 
     def contents(self) -> bytes:
         return self._file.read()

@@ -18,7 +18,7 @@ from fluxmail.audit.records import Claim, OutboundRecord
 from fluxmail.audit.rows import dumps, dumps_plain, dumps_strings, existing_claim
 from fluxmail.audit.runs import DeadRun
 from fluxmail.audit.snapshots import day_dir, write_attachments, write_snapshot
-from fluxmail.audit.spool import frame
+from fluxmail.audit.spool import frame_parts
 from fluxmail.audit.sqlite_inserts import insert_rows
 from fluxmail.audit.sqlite_recovery import resolve_dead_owners
 from fluxmail.audit.sqlite_schema import SELECT, dict_row
@@ -53,10 +53,10 @@ def claim_batch(
 ) -> list[Claim]:
     """Claims in order, as claim() one by one would give. ``created``: snapshot folders written
     (removed by the caller on failure); ``pending``: deferred snapshot rows, of records with
-    none pending any more (None: write the folders now); ``spooled``: the run's spool frames
-    of its new records, in place of pending rows (fluxmail.audit.spool; a record claimed
-    again keeps a pending row, which a rollback takes back); ``dead``: journals of dead runs
-    resolved on the way (released by the caller).
+    none pending any more (None: write the folders now); ``spooled``: the parts of the run's
+    spool frames of its new records, in place of pending rows (fluxmail.audit.spool; a record
+    claimed again keeps a pending row, which a rollback takes back); ``dead``: journals of dead
+    runs resolved on the way (released by the caller).
 
     A key claimed earlier in the same batch is looked up again after the pending rows are in.
     """
@@ -86,7 +86,7 @@ def claim_batch(
             manifest = write_snapshot(root, rel, record)
         else:
             if spooled is not None:
-                spooled.append(frame(audit_id, rel, record))
+                spooled += frame_parts(audit_id, rel, record)
             else:
                 pending.append(pending_row(audit_id, record))
             manifest = write_attachments(None, record.attachments) if record.attachments else []

@@ -89,6 +89,16 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
     ),
     # 8: who wrote the record (FluxMail(origin="mcp")); NULL when not given. Drafts use spec.
     (8, ("ALTER TABLE messages ADD COLUMN origin TEXT",)),
+    # 9: the lease index holds outbox rows only. A bulk run's records are 'sending' with no
+    # lease: each claim inserted an entry and each finish deleted it, for no query.
+    (
+        9,
+        (
+            "DROP INDEX messages_lease",
+            "CREATE INDEX messages_lease ON messages(lease_until) "
+            "WHERE status='sending' AND lease_until IS NOT NULL",
+        ),
+    ),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
