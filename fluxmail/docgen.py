@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fluxmail.config.fields import field_docs
 from fluxmail.config.providers import Provider, load_catalog
 from fluxmail.config.settings import ARG_NAMES, SECRET_FIELDS, env_name, settings_class
 
@@ -154,13 +155,14 @@ def configuration_md() -> str:
         "| variable | argument | type | default | secret | description |",
         "|---|---|---|---|---|---|",
     ]
+    docs = field_docs()
     for name, field in settings_class().model_fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        doc = docs[name]
         secret = f"yes (`{env_name(name)}_FILE`)" if name in SECRET_FIELDS else ""
-        upstream = " (upstream)" if extra.get("upstream") else ""
+        upstream = " (upstream)" if doc.upstream else ""
         rows.append(
             f"| `{env_name(name)}` | `{ARG_NAMES.get(name, name)}=` | {_type_name(field)} | "
-            f"{_default(field.default)} | {secret} | {field.description}{upstream} |"
+            f"{_default(field.default)} | {secret} | {doc.text}{upstream} |"
         )
     rows.append(
         "| `FLUXMAIL_ENV_FILE` | `env_file=` | Path | `.env` |  | The `.env` file to read. |"

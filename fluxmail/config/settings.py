@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
-from fluxmail.config.fields import SettingsFields, known_variables, parse_bool, unknown_lines
+from fluxmail.config.fields import (
+    Documented,
+    SettingsFields,
+    known_variables,
+    parse_bool,
+    unknown_lines,
+)
 from fluxmail.config.ports import PORT_MAX, PORT_MIN
 from fluxmail.config.sources import (
     ENV_PREFIX,
@@ -107,7 +113,11 @@ def settings_class() -> builtins.type[SettingsFields]:
         # Plain callables: pydantic-settings calls each source and merges the returned dicts.
         return cast("tuple[PydanticBaseSettingsSource, ...]", chain)
 
-    body = {k: v for k, v in vars(SettingsFields).items() if k not in ("__dict__", "__weakref__")}
+    body = {
+        k: v.default if isinstance(v, Documented) else v
+        for k, v in vars(SettingsFields).items()
+        if k not in ("__dict__", "__weakref__")
+    }
     body |= {
         "__module__": __name__,
         "__qualname__": "FluxMailSettings",

@@ -545,3 +545,23 @@ def test_the_declared_names_are_the_settings_models_fields() -> None:
     from fluxmail.config.settings import settings_class
 
     assert field_names() == tuple(settings_class().model_fields)
+
+
+def test_the_settings_documented_as_secret_are_the_secret_fields() -> None:
+    """The reference marks secrets from SECRET_FIELDS; the declarations' own flags agree."""
+    from fluxmail.config.fields import field_docs
+    from fluxmail.config.sources import SECRET_FIELDS
+
+    assert {name for name, doc in field_docs().items() if doc.secret} == set(SECRET_FIELDS)
+
+
+def test_the_settings_model_is_built_from_plain_defaults_with_the_declared_values() -> None:
+    """No pydantic Field per setting (a cold-start cost); the defaults are the declared ones."""
+    from fluxmail.config.fields import field_docs
+    from fluxmail.config.settings import settings_class
+
+    fields = settings_class().model_fields
+    docs = field_docs()
+    assert list(fields) == list(docs)
+    assert all(fields[name].default == doc.default for name, doc in docs.items())
+    assert all(doc.text and fields[name].description is None for name, doc in docs.items())
