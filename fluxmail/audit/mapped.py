@@ -65,10 +65,16 @@ class MappedTail:
     def _grow(self, end: int) -> bool:
         size = max(self._end, end) + CHUNK
         fd = self._file.fd
+        grown: mmap.mmap | None = None
         try:
             os.posix_fallocate(fd, self._end, size - self._end)
             grown = mmap.mmap(fd, size)
-        except (OSError, ValueError, OverflowError):
+            # A mapping holds the file open, and with it the run's flock: a forked child that
+            # inherited it would keep a dead run looking alive. Without MADV_DONTFORK, write.
+            grown.madvise(mmap.MADV_DONTFORK)
+        except (OSError, ValueError, OverflowError, AttributeError):
+            if grown is not None:
+                grown.close()
             self._give_up(fd)
             return False
         if self._map is not None:
