@@ -33,7 +33,7 @@ __all__ = [
 RUNS_DIR = "runs"
 _WIRE = ".wire"
 _NEW = ".new"  # a journal being created: locked before it gets its real name
-_IOV_MAX = 1024  # POSIX's minimum is 16; Linux and the BSDs take 1024 buffers per writev
+_IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers one writev takes (1024 on Linux and the BSDs)
 
 
 class RunFile:
