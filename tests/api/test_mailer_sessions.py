@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fluxmail import FluxMail
 from tests.support.mailing import mailer_for
 
@@ -109,6 +111,11 @@ def test_memory_backend_outbox() -> None:
     (sent,) = outbox.find(to="ada@example.com")
     assert sent.subject == "Welcome" and sent.parsed()["To"] == "ada@example.com"
     assert sent.parsed().get_content().strip() == "Hello Ada"
+    assert sent.sender == "app@example.com"
+    assert sent.recipients == sent.to == ("ada@example.com",)
+    assert b"Hello Ada" in sent.data
+    with pytest.raises(AttributeError):  # what a test asserts on cannot be changed behind it
+        sent.data = b"changed"  # type: ignore[misc]
 
 
 def test_file_backend_writes_eml(tmp_path: Any) -> None:
