@@ -247,3 +247,28 @@ def test_address_character_classes_are_exactly_the_rfc_sets() -> None:
         assert bool(addresses._LOCAL().fullmatch(char)) == (wide or char in atext), hex(code)
         assert bool(addresses._DOMAIN().fullmatch(char)) == (wide or char in alnum), hex(code)
     assert addresses._DOMAIN().fullmatch("a-b.c") and not addresses._DOMAIN().fullmatch("a-.b")
+
+
+def test_an_address_compares_hashes_and_shows_as_the_dataclass_would() -> None:
+    """Address writes out __eq__, __hash__ and __repr__ (cold start): they behave as
+    ``@dataclass(frozen=True)``'s generated ones, and the fields stay frozen."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Generated:
+        addr: str
+        name: str = ""
+
+    Generated.__qualname__ = "Address"  # the generated repr shows the class's qualified name
+    pairs = [("ada@example.com", ""), ("ada@example.com", "Ada"), ("bob@example.com", "Ada")]
+    for addr, name in pairs:
+        for other_addr, other_name in pairs:
+            same = Address(addr, name) == Address(other_addr, other_name)
+            assert same is (Generated(addr, name) == Generated(other_addr, other_name))
+        assert hash(Address(addr, name)) == hash(Generated(addr, name))
+        assert repr(Address(addr, name)) == repr(Generated(addr, name))
+    assert Address("ada@example.com") != ("ada@example.com", "")  # not equal to a plain tuple
+    assert len({Address("a@x.org"), Address("a@x.org"), Address("a@x.org", "A")}) == 2
+    assert [f.name for f in dataclasses.fields(Address)] == ["addr", "name"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Address("ada@example.com").addr = "eve@example.com"  # type: ignore[misc]
