@@ -130,7 +130,7 @@ class Address:
         return hash((self.addr, self.name))
 
     def __repr__(self) -> str:
-        return f"Address(addr={self.addr!r}, name={self.name!r})"
+        return f"{type(self).__qualname__}(addr={self.addr!r}, name={self.name!r})"
 
     # Cached: a bulk run asks each address these several times per message.
     @cached_property

@@ -73,6 +73,11 @@ def _now() -> datetime:
     return now
 
 
+# Every message without metadata shares this one (read-only) view: a mapping proxy is an
+# object the garbage collector counts, one per message in bulk.
+NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+
+
 @dataclass(frozen=True)
 class Message:
     """An immutable, validated message; :func:`~fluxmail.message.mime.render` writes its bytes."""
@@ -96,7 +101,7 @@ class Message:
     date: datetime = field(default_factory=_now)
     idempotency_key: str | None = None
     metadata: Mapping[str, Any] = field(
-        default_factory=lambda: MappingProxyType({}), compare=False, hash=False
+        default_factory=lambda: NO_METADATA, compare=False, hash=False
     )
 
     # build_message has validated every field: its messages skip the defence-in-depth check
@@ -227,14 +232,14 @@ _INT_RANGE = range(-(2**63), 2**63)
 
 def _metadata(value: object) -> Mapping[str, Any]:
     if value is None:
-        return MappingProxyType({})
+        return NO_METADATA
     if not isinstance(value, Mapping):
         raise MessageError(
             f"metadata must be a mapping of strings to JSON values, not {type(value).__name__}",
             code="invalid_metadata",
         )
     _check_json(value, "metadata", 0)
-    return MappingProxyType(dict(value))
+    return MappingProxyType(dict(value)) if value else NO_METADATA
 
 
 def _check_json(value: object, where: str, depth: int) -> None:
@@ -325,7 +330,7 @@ def _check_wire_text(message: Message) -> None:
 
 
 def _unpickle_message(values: dict[str, Any]) -> Message:
-    values["metadata"] = MappingProxyType(values["metadata"])
+    values["metadata"] = MappingProxyType(values["metadata"]) if values["metadata"] else NO_METADATA
     return Message(**values, _validated=True)  # it passed a check in the process that pickled it
 
 

@@ -406,3 +406,29 @@ def test_conditional_headers_allowed_without_their_parameter() -> None:
 def test_sender_accepts_address_objects() -> None:
     """A resolved Address passes through unchanged."""
     assert build(sender=Address("me@example.com", "Me")).sender == Address("me@example.com", "Me")
+
+
+def test_messages_without_metadata_share_one_read_only_empty_view() -> None:
+    """No per-message mapping proxy for absent or empty metadata (bulk: one GC-counted object
+    less a message); given metadata is still copied, and no view can be written through."""
+    import pickle
+
+    from fluxmail.message.model import NO_METADATA
+
+    def built(**extra: Any) -> Message:
+        return build_message(
+            subject="s", recipients=["b@example.com"], body="x", sender="a@example.com", **extra
+        )
+
+    for metadata in (None, {}):
+        assert built(metadata=metadata).metadata is NO_METADATA
+    assert pickle.loads(pickle.dumps(built())).metadata is NO_METADATA
+    given = {"campaign": "spring"}
+    message = built(metadata=given)
+    given["campaign"] = "changed"
+    assert dict(message.metadata) == {"campaign": "spring"}
+    assert dict(pickle.loads(pickle.dumps(message)).metadata) == {"campaign": "spring"}
+    for view in (NO_METADATA, message.metadata):
+        with pytest.raises(TypeError):
+            view["x"] = 1  # type: ignore[index]
+    assert dict(NO_METADATA) == {}
