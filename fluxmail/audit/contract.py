@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from fluxmail.audit.outbox import Outbox
-from fluxmail.audit.records import AuditRecord, Claim, DraftClaim, OutboundRecord
+from fluxmail.audit.records import AuditRecord, Claim, Claims, DraftClaim, OutboundRecord
 from fluxmail.results import SendResult
 
 __all__ = ["AuditStore", "RunLease"]
@@ -57,7 +57,7 @@ class AuditStore(Protocol):
         *,
         defer_snapshots: bool = False,
         run: str | None = None,
-    ) -> list[Claim]: ...
+    ) -> Claims: ...
     def begin_run(self) -> RunLease: ...
     def finish(self, audit_id: str, result: SendResult) -> None: ...
     def finish_many(self, items: Sequence[tuple[str, SendResult]]) -> None: ...

@@ -34,7 +34,7 @@ from fluxmail.audit.postgres_schema import (
     migrate,
 )
 from fluxmail.audit.problems import not_found
-from fluxmail.audit.records import AuditRecord, Claim, DraftClaim, OutboundRecord
+from fluxmail.audit.records import AuditRecord, Claim, Claims, DraftClaim, OutboundRecord
 from fluxmail.audit.rows import cutoff_epoch, finish_values, list_query, loads, record_from_row
 from fluxmail.errors import AuditError
 from fluxmail.redaction import redact_words
@@ -194,7 +194,7 @@ class PostgresStore(AuditStore):
         *,
         defer_snapshots: bool = False,
         run: str | None = None,
-    ) -> list[Claim]:
+    ) -> Claims:
         """Claim every record in one transaction; any error claims none.
 
         Keys are taken in sorted order so two batches sharing keys cannot deadlock.
@@ -206,7 +206,7 @@ class PostgresStore(AuditStore):
         with self._reading() as cursor:
             for i in order:
                 claims[i] = claim_one(cursor, records[i], run)
-        return [c for c in claims if c is not None]
+        return Claims.of(c for c in claims if c is not None)
 
     # --- outcomes ---------------------------------------------------------------------------
 

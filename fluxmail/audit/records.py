@@ -5,11 +5,11 @@ Plain frozen data with no I/O, shared by both backends, the engine and the CLI.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from fluxmail.results import SendResult
 
@@ -20,6 +20,7 @@ __all__ = [
     "STATUSES",
     "AuditRecord",
     "Claim",
+    "Claims",
     "DraftClaim",
     "OutboundRecord",
     "outbound_from_fields",
@@ -178,6 +179,50 @@ class Claim:
 
     audit_id: str
     replay: SendResult | None = None
+
+
+class Claims(Sequence[Claim]):
+    """The answer to claim_many(), in the records' order: a sequence of :class:`Claim`.
+
+    Held as each record's audit id and the replays of those not to send, so a bulk batch
+    reads ``ids`` and ``replays`` without a Claim object per record: every object alive at
+    the claim counts toward the garbage collector's next run (docs/performance.md)."""
+
+    __slots__ = ("ids", "replays")
+
+    def __init__(self, ids: list[str], replays: Mapping[int, SendResult] | None = None) -> None:
+        self.ids = ids
+        self.replays: Mapping[int, SendResult] = replays or {}  # by position in ``ids``
+
+    @classmethod
+    def of(cls, claims: Iterable[Claim]) -> Claims:
+        ids: list[str] = []
+        replays: dict[int, SendResult] = {}
+        for claim in claims:
+            if claim.replay is not None:
+                replays[len(ids)] = claim.replay
+            ids.append(claim.audit_id)
+        return cls(ids, replays)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Claim: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Claim]: ...
+    def __getitem__(self, index: int | slice) -> Claim | list[Claim]:
+        if isinstance(index, slice):
+            return [self[n] for n in range(*index.indices(len(self.ids)))]
+        audit_id = self.ids[index]  # IndexError as a list gives it
+        return Claim(audit_id, self.replays.get(index % len(self.ids)))
+
+    def __iter__(self) -> Iterator[Claim]:
+        replays = self.replays
+        return (Claim(audit_id, replays.get(n)) for n, audit_id in enumerate(self.ids))
+
+    def __repr__(self) -> str:
+        return f"Claims({list(self)!r})"
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import sqlite3
 
     from fluxmail.audit import sqlite_drafts, sqlite_outbox
-    from fluxmail.audit.records import Claim, DraftClaim, OutboundRecord
+    from fluxmail.audit.records import Claim, Claims, DraftClaim, OutboundRecord
     from fluxmail.results import SendResult
 else:  # loaded by the first draft or outbox call: a bulk run's store uses neither (~5 ms)
     sqlite_drafts = lazy_module("fluxmail.audit.sqlite_drafts")
@@ -159,7 +159,7 @@ class SQLiteStore(SQLiteReading, AuditStore):
         *,
         defer_snapshots: bool = False,
         run: str | None = None,
-    ) -> list[Claim]:
+    ) -> Claims:
         """Claim every record in one transaction (one commit); any error claims none.
 
         ``defer_snapshots`` (bulk runs): the snapshots are committed in the database with the

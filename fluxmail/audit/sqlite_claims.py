@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from fluxmail.audit.deferred import pending_row
 from fluxmail.audit.ids import new_ids
-from fluxmail.audit.records import Claim, OutboundRecord
+from fluxmail.audit.records import Claim, Claims, OutboundRecord
 from fluxmail.audit.rows import dumps, dumps_plain, dumps_strings, existing_claim
 from fluxmail.audit.runs import DeadRun
 from fluxmail.audit.snapshots import day_dir, write_attachments, write_snapshot
@@ -25,6 +25,8 @@ from fluxmail.audit.sqlite_schema import SELECT, dict_row
 
 if TYPE_CHECKING:
     import sqlite3
+
+    from fluxmail.results import SendResult
 
 __all__ = ["claim_batch"]
 
@@ -50,7 +52,7 @@ def claim_batch(
     run: str | None,
     dead: list[DeadRun],
     spooled: list[bytes] | None = None,
-) -> list[Claim]:
+) -> Claims:
     """Claims in order, as claim() one by one would give. ``created``: snapshot folders written
     (removed by the caller on failure); ``pending``: deferred snapshot rows, of records with
     none pending any more (None: write the folders now); ``spooled``: the parts of the run's
@@ -68,7 +70,8 @@ def claim_batch(
         found = rows_by_key(conn, keys)
     touched: set[str] = set()  # keys claimed in this batch: their stored row changed
     rows: list[tuple[Any, ...]] = []
-    claims: list[Claim] = []
+    ids: list[str] = []
+    replays: dict[int, SendResult] = {}
     for record, audit_id in zip(records, new_ids(len(records), now), strict=True):
         key = record.idempotency_key
         if key is not None:
@@ -78,7 +81,10 @@ def claim_batch(
             touched.add(key)
             row = found.pop(key, None)
             if row is not None:
-                claims.append(_claim_existing(conn, root, row, record, now, pending, run))
+                claim = _claim_existing(conn, root, row, record, now, pending, run)
+                if claim.replay is not None:
+                    replays[len(ids)] = claim.replay
+                ids.append(claim.audit_id)
                 continue
         rel = f"{day}/{audit_id}"
         if pending is None:
@@ -91,9 +97,9 @@ def claim_batch(
                 pending.append(pending_row(audit_id, record))
             manifest = write_attachments(None, record.attachments) if record.attachments else []
         rows.append(_row(audit_id, rel, record, now, manifest, run))
-        claims.append(Claim(audit_id))
+        ids.append(audit_id)
     _insert(conn, rows)
-    return claims
+    return Claims(ids, replays)
 
 
 def _row(

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from fluxmail.audit.log import outbound_record
-from fluxmail.audit.records import OutboundRecord
+from fluxmail.audit.records import Claim, Claims, OutboundRecord
 from fluxmail.audit.result_json import attempts_json, recipients_json, reply_json
 from fluxmail.audit.sqlite_inserts import MAX_PARAMS, MAX_ROWS, insert_rows
 from fluxmail.config.resolve import resolve_config
 from fluxmail.message.model import build_message
-from fluxmail.results import Attempt, RecipientStatus, ServerReply
+from fluxmail.results import Attempt, RecipientStatus, SendResult, ServerReply
 
 
 def _json(value: Any) -> str:
@@ -127,3 +127,21 @@ def test_insert_rows_keeps_each_values_type() -> None:
     assert conn.execute("SELECT typeof(a), b FROM t ORDER BY rowid").fetchall() == [
         ("integer", "x"), ("real", "x"), ("integer", "x"),
     ]  # fmt: skip
+
+
+def test_claims_read_as_the_list_of_claims_they_stand_for() -> None:
+    """Claims (ids and replays) index, slice, iterate and unpack as a list of Claim would."""
+    replay = SendResult("sent", "<m@example.com>", replayed=True)
+    plain = [Claim("a"), Claim("b", replay), Claim("c")]
+    claims = Claims.of(plain)
+    assert (claims.ids, dict(claims.replays)) == (["a", "b", "c"], {1: replay})
+    assert list(claims) == plain and len(claims) == 3
+    assert [claims[n] for n in (0, 1, 2, -1, -2, -3)] == [plain[n] for n in (0, 1, 2, -1, -2, -3)]
+    assert claims[1:] == plain[1:] and claims[::-1] == plain[::-1] and claims[5:] == []
+    for bad in (3, -4):
+        with pytest.raises(IndexError):
+            claims[bad]
+    first, second, third = claims
+    assert (first, second, third) == tuple(plain)
+    assert plain[1] in claims and claims.index(plain[2]) == 2
+    assert Claims([]) is not None and list(Claims([])) == [] and "Claim(" in repr(claims)

@@ -195,6 +195,9 @@ def test_claim_many_and_finish_many_keep_per_record_semantics(store: AuditStore)
     )
     assert [c.replay is None for c in claims] == [True, True, False, False]
     assert claims[3].audit_id == claims[0].audit_id
+    # The bulk path reads the same answers without a Claim per record.
+    assert claims.ids == [c.audit_id for c in claims]
+    assert {n: r.status for n, r in claims.replays.items()} == {2: "sent", 3: "unknown"}
     store.finish_many([(claims[0].audit_id, sent_result()), (claims[1].audit_id, failed_result())])
     assert store.get(claims[0].audit_id).status == "sent"
     assert store.get(claims[1].audit_id).status == "failed"
