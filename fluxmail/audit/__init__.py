@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fluxmail.audit.contract import AuditStore, RunLease
     from fluxmail.audit.open import open_store
-    from fluxmail.audit.records import AuditRecord, Claim, OutboundRecord
+    from fluxmail.audit.records import AuditRecord, Claim, Claims, OutboundRecord
 
-__all__ = ["AuditRecord", "AuditStore", "Claim", "OutboundRecord", "RunLease", "open_store"]
+__all__ = [
+    "AuditRecord", "AuditStore", "Claim", "Claims", "OutboundRecord", "RunLease", "open_store",
+]  # fmt: skip
 
 _LAZY = {
     "AuditRecord": "records",
     "Claim": "records",
+    "Claims": "records",
     "OutboundRecord": "records",
     "AuditStore": "contract",
     "RunLease": "contract",
