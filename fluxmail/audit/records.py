@@ -190,19 +190,21 @@ class Claims(Sequence[Claim]):
 
     __slots__ = ("ids", "replays")
 
-    def __init__(self, ids: list[str], replays: Mapping[int, SendResult] | None = None) -> None:
-        self.ids = ids
-        self.replays: Mapping[int, SendResult] = replays or {}  # by position in ``ids``
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.replays: dict[int, SendResult] = {}  # by position in ``ids``
 
     @classmethod
     def of(cls, claims: Iterable[Claim]) -> Claims:
-        ids: list[str] = []
-        replays: dict[int, SendResult] = {}
+        made = cls()
         for claim in claims:
-            if claim.replay is not None:
-                replays[len(ids)] = claim.replay
-            ids.append(claim.audit_id)
-        return cls(ids, replays)
+            made.add(claim.audit_id, claim.replay)
+        return made
+
+    def add(self, audit_id: str, replay: SendResult | None = None) -> None:
+        if replay is not None:
+            self.replays[len(self.ids)] = replay
+        self.ids.append(audit_id)
 
     def __len__(self) -> int:
         return len(self.ids)

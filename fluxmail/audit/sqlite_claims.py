@@ -26,8 +26,6 @@ from fluxmail.audit.sqlite_schema import SELECT, dict_row
 if TYPE_CHECKING:
     import sqlite3
 
-    from fluxmail.results import SendResult
-
 __all__ = ["claim_batch"]
 
 _INSERT_INTO = (
@@ -70,8 +68,7 @@ def claim_batch(
         found = rows_by_key(conn, keys)
     touched: set[str] = set()  # keys claimed in this batch: their stored row changed
     rows: list[tuple[Any, ...]] = []
-    ids: list[str] = []
-    replays: dict[int, SendResult] = {}
+    claims = Claims()
     for record, audit_id in zip(records, new_ids(len(records), now), strict=True):
         key = record.idempotency_key
         if key is not None:
@@ -82,9 +79,7 @@ def claim_batch(
             row = found.pop(key, None)
             if row is not None:
                 claim = _claim_existing(conn, root, row, record, now, pending, run)
-                if claim.replay is not None:
-                    replays[len(ids)] = claim.replay
-                ids.append(claim.audit_id)
+                claims.add(claim.audit_id, claim.replay)
                 continue
         rel = f"{day}/{audit_id}"
         if pending is None:
@@ -97,9 +92,9 @@ def claim_batch(
                 pending.append(pending_row(audit_id, record))
             manifest = write_attachments(None, record.attachments) if record.attachments else []
         rows.append(_row(audit_id, rel, record, now, manifest, run))
-        ids.append(audit_id)
+        claims.add(audit_id)
     _insert(conn, rows)
-    return Claims(ids, replays)
+    return claims
 
 
 def _row(

@@ -115,15 +115,14 @@ class BulkBooks:
         kept: Claimed = []
         refused: Refused = []
         for n, (index, out) in enumerate(batch):
-            if claims is not None:
-                audit_id, replay = claims.ids[n], claims.replays.get(n)
-            else:
+            got, at = claims, n
+            if got is None:
                 try:
-                    one = claim_many([records[n]], defer_snapshots=True, run=run)
+                    got, at = claim_many([records[n]], defer_snapshots=True, run=run), 0
                 except FluxMailException as exc:
                     refused.append((index, exc))
                     continue
-                audit_id, replay = one.ids[0], one.replays.get(0)
+            audit_id, replay = got.ids[at], got.replays.get(at)
             if replay is not None:
                 kept.append((index, out, Claim(audit_id, replay)))
             else:

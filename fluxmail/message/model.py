@@ -78,6 +78,10 @@ def _now() -> datetime:
 NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
+def _metadata_view(values: dict[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(values) if values else NO_METADATA
+
+
 @dataclass(frozen=True)
 class Message:
     """An immutable, validated message; :func:`~fluxmail.message.mime.render` writes its bytes."""
@@ -239,7 +243,7 @@ def _metadata(value: object) -> Mapping[str, Any]:
             code="invalid_metadata",
         )
     _check_json(value, "metadata", 0)
-    return MappingProxyType(dict(value)) if value else NO_METADATA
+    return _metadata_view(dict(value))
 
 
 def _check_json(value: object, where: str, depth: int) -> None:
@@ -330,7 +334,7 @@ def _check_wire_text(message: Message) -> None:
 
 
 def _unpickle_message(values: dict[str, Any]) -> Message:
-    values["metadata"] = MappingProxyType(values["metadata"]) if values["metadata"] else NO_METADATA
+    values["metadata"] = _metadata_view(values["metadata"])
     return Message(**values, _validated=True)  # it passed a check in the process that pickled it
 
 

@@ -144,4 +144,4 @@ def test_claims_read_as_the_list_of_claims_they_stand_for() -> None:
     first, second, third = claims
     assert (first, second, third) == tuple(plain)
     assert plain[1] in claims and claims.index(plain[2]) == 2
-    assert Claims([]) is not None and list(Claims([])) == [] and "Claim(" in repr(claims)
+    assert Claims() is not None and list(Claims()) == [] and "Claim(" in repr(claims)
