@@ -28,6 +28,7 @@ class _File(Protocol):
     """What is needed of a ``fluxmail.audit.runs.RunFile``."""
 
     fd: int  # -1 once closed, or in a forked child
+    path: str
 
     def write(self, data: bytes) -> None: ...
 
@@ -68,10 +69,8 @@ class MappedTail:
         grown: mmap.mmap | None = None
         try:
             os.posix_fallocate(fd, self._end, size - self._end)
-            grown = mmap.mmap(fd, size)
-            # A mapping holds the file open, and with it the run's flock: a forked child that
-            # inherited it would keep a dead run looking alive. Without MADV_DONTFORK, write.
-            grown.madvise(mmap.MADV_DONTFORK)
+            grown = _map_unlocked(self._file.path, fd, size)
+            grown.madvise(mmap.MADV_DONTFORK)  # a forked child never writes the parent's run
         except (OSError, ValueError, OverflowError, AttributeError):
             if grown is not None:
                 grown.close()
@@ -93,6 +92,21 @@ class MappedTail:
         except OSError:
             # The zeros stay: a newline after them keeps the next mark a line of its own.
             self._file.write(b"\n")
+
+
+def _map_unlocked(path: str, locked: int, size: int) -> mmap.mmap:
+    """A shared map of the locked file through a descriptor of its own. ``mmap`` keeps a
+    duplicate of the descriptor it maps, and a duplicate shares the ``flock``: a forked child
+    would inherit it (whatever ``MADV_DONTFORK`` does to the pages) and keep the lock, so a
+    dead run would look alive for as long as the child lives."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        mine, theirs = os.fstat(fd), os.fstat(locked)
+        if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
+            raise OSError(f"{path} was replaced")  # never map another file: write instead
+        return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
 
 
 def complete_lines(data: bytes) -> list[bytes]:
