@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 from fluxmail.audit import postgres_drafts
 from fluxmail.audit.contract import AuditStore
 from fluxmail.audit.ids import new_id
-from fluxmail.audit.postgres_claims import claim_one
+from fluxmail.audit.postgres_claims import claim_batch
 from fluxmail.audit.postgres_outbox import PostgresOutbox
 from fluxmail.audit.postgres_runs import PostgresRun, recover_runs
 from fluxmail.audit.postgres_schema import (
@@ -204,8 +204,9 @@ class PostgresStore(AuditStore):
         order = sorted(range(len(records)), key=lambda i: records[i].idempotency_key or "")
         claims: list[Claim | None] = [None] * len(records)
         with self._reading() as cursor:
-            for i in order:
-                claims[i] = claim_one(cursor, records[i], run)
+            taken = claim_batch(cursor, [records[i] for i in order], run)
+        for i, claim in zip(order, taken, strict=True):
+            claims[i] = claim
         return Claims.of(c for c in claims if c is not None)
 
     # --- outcomes ---------------------------------------------------------------------------
@@ -214,23 +215,29 @@ class PostgresStore(AuditStore):
         self.finish_many([(audit_id, result)])
 
     def finish_many(self, items: Sequence[tuple[str, SendResult]]) -> None:
-        """Record outcomes in one transaction; attempts extend those of earlier claims."""
+        """Record outcomes in one transaction; attempts extend those of earlier claims.
+
+        The first-attempt UPDATEs go in one pipeline (psycopg's executemany: one round trip,
+        not one a record), in id order so two transactions lock rows in the same order; only
+        when some record had earlier attempts (or does not exist) is each one looked at.
+        """
+        ordered = sorted(items, key=lambda item: item[0])
+        now = time.time()
+        values = [finish_values(result, [], now, audit_id) for audit_id, result in ordered]
         with self._transaction() as cursor:
-            for audit_id, result in sorted(items, key=lambda item: item[0]):
-                now = time.time()
-                cursor.execute(
-                    _FINISH + " AND base_attempts=0", finish_values(result, [], now, audit_id)
-                )
-                if cursor.rowcount:
-                    continue
+            cursor.executemany(_FINISH + " AND base_attempts=0", values)
+            if cursor.rowcount == len(values):  # the sum over the pipeline's statements
+                return
+            for audit_id, result in ordered:
                 cursor.execute(
                     f"SELECT attempts, base_attempts FROM {_T} WHERE id=%s FOR UPDATE", (audit_id,)
                 )
                 row = cursor.fetchone()
                 if row is None:
                     raise not_found(audit_id)
-                prior = list(loads(row[0]))[: row[1]]
-                cursor.execute(_FINISH, finish_values(result, prior, now, audit_id))
+                if row[1]:  # a retried record: keep the attempts of the earlier claims
+                    prior = list(loads(row[0]))[: row[1]]
+                    cursor.execute(_FINISH, finish_values(result, prior, now, audit_id))
 
     # --- reading ----------------------------------------------------------------------------
 

@@ -8,16 +8,17 @@ attachment copies) is written with the record, in the same transaction.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from fluxmail.audit.ids import new_id
+from fluxmail.audit.ids import new_ids
 from fluxmail.audit.postgres_runs import resolve_run
 from fluxmail.audit.postgres_schema import ATTACHMENTS_TABLE, MESSAGES_TABLE, SELECT
 from fluxmail.audit.records import Claim, OutboundRecord
 from fluxmail.audit.rows import dumps, existing_claim
 from fluxmail.audit.snapshots import write_attachments
 
-__all__ = ["claim_one"]
+__all__ = ["claim_batch", "claim_one"]
 
 _T, _A = MESSAGES_TABLE, ATTACHMENTS_TABLE
 _INSERT = (
@@ -38,25 +39,63 @@ _RETRY = (
 
 def claim_one(cursor: Any, record: OutboundRecord, run: str | None) -> Claim:
     """One record, in the cursor's transaction (rows as dicts)."""
+    return claim_batch(cursor, [record], run)[0]
+
+
+def claim_batch(cursor: Any, records: Sequence[OutboundRecord], run: str | None) -> list[Claim]:
+    """Records in the given order (sorted by key: two batches sharing keys cannot deadlock),
+    in the cursor's transaction. The INSERTs go in one pipeline (psycopg's executemany: one
+    round trip, not one a record); a key stored already is then looked at one by one."""
     now = time.time()
-    audit_id = new_id(now)
-    manifest = [
+    ids = new_ids(len(records), now)
+    manifests = [_manifest(record) for record in records]
+    cursor.executemany(
+        _INSERT,
+        [
+            _insert_values(i, r, now, m, run)
+            for i, r, m in zip(ids, records, manifests, strict=True)
+        ],
+        returning=True,
+    )
+    inserted = []
+    for _ in records:  # one result per INSERT: its id, or nothing on a key conflict
+        inserted.append(cursor.fetchone() is not None)
+        cursor.nextset()
+    claims = []
+    for audit_id, record, manifest, new in zip(ids, records, manifests, inserted, strict=True):
+        if new:
+            _store_attachments(cursor, audit_id, record, replace=False)
+            claims.append(Claim(audit_id))
+        else:
+            claims.append(_claim_stored(cursor, record, manifest, now, run))
+    return claims
+
+
+def _manifest(record: OutboundRecord) -> list[dict[str, Any]]:
+    return [
         {k: v for k, v in item.items() if k != "stored_as"}
         for item in write_attachments(None, record.attachments)
     ]
-    cursor.execute(
-        _INSERT,
-        (
-            audit_id, now, now, record.status, record.backend, record.provider, record.host,
-            record.sender, dumps(record.to), dumps(record.cc), dumps(record.bcc),
-            record.subject, record.message_id, record.idempotency_key, record.content_hash,
-            dumps(dict(record.metadata)), dumps(manifest), record.eml, record.text,
-            record.html, run, record.origin,
-        ),
+
+
+def _insert_values(
+    audit_id: str, record: OutboundRecord, now: float, manifest: list[dict[str, Any]],
+    run: str | None,
+) -> tuple[Any, ...]:  # fmt: skip
+    return (
+        audit_id, now, now, record.status, record.backend, record.provider, record.host,
+        record.sender, dumps(record.to), dumps(record.cc), dumps(record.bcc),
+        record.subject, record.message_id, record.idempotency_key, record.content_hash,
+        dumps(dict(record.metadata)), dumps(manifest), record.eml, record.text,
+        record.html, run, record.origin,
     )  # fmt: skip
-    if cursor.fetchone() is not None:
-        _store_attachments(cursor, audit_id, record, replace=False)
-        return Claim(audit_id)
+
+
+def _claim_stored(
+    cursor: Any, record: OutboundRecord, manifest: list[dict[str, Any]], now: float,
+    run: str | None,
+) -> Claim:  # fmt: skip
+    """The record's key is stored: replay it, refuse a conflict, or retry the stored record."""
     cursor.execute(f"{SELECT} WHERE idempotency_key=%s FOR UPDATE", (record.idempotency_key,))
     row = cursor.fetchone()
     if row["status"] == "sending" and row["run_id"] and resolve_run(cursor, row["run_id"]):

@@ -104,7 +104,8 @@ class PostgresRun:
         lease.execute(f"INSERT INTO {_R} (token, lock_key) VALUES (%s, %s)", (token, key))
 
     def mark(self, audit_ids: Sequence[str]) -> frozenset[str]:
-        with self._store._transaction() as cursor:
+        # One statement, atomic alone: no BEGIN and COMMIT round trips (on the sending path).
+        with self._store._transaction(single=True) as cursor:
             cursor.execute(_MARK, (list(audit_ids), self.token))
             marked = {row[0] for row in cursor.fetchall()}
         return frozenset(audit_ids) - marked
