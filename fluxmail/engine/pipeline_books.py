@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -69,7 +70,15 @@ class Books(Protocol):
 
 
 class BulkBooks:
-    """A bulk run: claims in one commit per batch, a run lease, finishes in batches."""
+    """A bulk run: claims in one commit per batch, a run lease, finishes in batches.
+
+    Claims are committed on the loop: nothing is handed on before its record is. Where a
+    commit is a round trip (PostgreSQL: ``lease.coalesce``), finishes are committed by a thread
+    of the run's own, one batch at a time, while the loop sends; the store's lock keeps them
+    apart from claims. With SQLite they stay on the loop: a thread there took the GIL from it
+    for every statement, and the run got slower (docs/performance.md). ``close`` waits for a
+    batch on its way and commits the rest, so a run never ends with an outcome unrecorded.
+    """
 
     def __init__(self, engine: Engine, build: Build, *, dry: bool) -> None:
         self._engine = engine
@@ -80,6 +89,9 @@ class BulkBooks:
         self._unrecorded = False  # some outcome could not be committed: keep the lease's trail
         self._finishes: list[tuple[str, SendResult]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._finisher: ThreadPoolExecutor | None = None  # round-trip stores only
+        self._finishing: Future[None] | None = None  # the batch on its way, if any
+        self._broken: BaseException | None = None  # a finishing error that is not the store's
 
     def open(self) -> WireMarks | None:
         if not self._engine.audit.enabled:
@@ -88,6 +100,8 @@ class BulkBooks:
         if self._dry:
             return None
         self._lease = self._store.begin_run()
+        if self._lease.coalesce:
+            self._finisher = ThreadPoolExecutor(1, thread_name_prefix="fluxmail-finish")
         return WireMarks(self._lease)
 
     def holding(self) -> AbstractContextManager[Any]:
@@ -141,6 +155,8 @@ class BulkBooks:
 
     def finish_now(self, out: Outgoing, result: SendResult) -> None:
         """Queue the outcome for the next batched commit (the protocol's Recorder)."""
+        if self._broken is not None:  # a bug, not a store error: end the run with it
+            raise self._broken
         if out.audit_id is None:
             return
         self._finishes.append((out.audit_id, result))
@@ -159,20 +175,57 @@ class BulkBooks:
         for out in unsent:
             assert out.audit_id is not None
             self._finishes.append((out.audit_id, out.unsent("the bulk run stopped first")))
-        self._flush()  # synchronous: nothing is left 'sending'
+        if self._finishing is not None:  # wait for the batch on its way
+            self._broken = self._broken or self._finishing.exception()
+            self._finishing = None
+        if self._finisher is not None:
+            self._finisher.shutdown()
+            self._finisher = None  # from here on, _flush commits on this thread
+        if self._broken is None:
+            self._flush()  # synchronous: nothing is left 'sending'
         if self._lease is not None:
             # Every record resolved: the lease ends without a trail. Else the next opener
             # of the store resolves what is left from the marks, as after a crash.
-            self._lease.close(resolved=not self._unrecorded)
+            self._lease.close(resolved=not self._unrecorded and self._broken is None)
+        if self._broken is not None:
+            raise self._broken
 
     def _flush(self) -> None:
-        """Commit the waiting outcomes in one transaction, on the loop (no thread hop)."""
+        """Commit the waiting outcomes in one transaction: here, or by the finishing thread
+        (one batch at a time: what gathers meanwhile follows it, ``_landed``)."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        batch, self._finishes = self._finishes, []
-        if not batch or self._store is None:
+        if self._finishing is not None or not self._finishes or self._store is None:
             return
+        batch, self._finishes = self._finishes, []
+        if self._finisher is None:
+            try:
+                self._record(batch)
+            except BaseException as exc:  # a bug: the records stay for recovery (close)
+                self._broken = exc
+                raise
+            return
+        job = self._finisher.submit(self._record, batch)
+        self._finishing = job
+        loop = asyncio.get_running_loop()
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._landed, job))
+
+    def _landed(self, job: Future[None]) -> None:
+        """On the loop, once a batch is committed: hand on what gathered meanwhile if it is a
+        batch, or if its wait is over (no timer left for it)."""
+        if self._finishing is not job:
+            return  # close() waited for it already
+        self._finishing = None
+        self._broken = self._broken or job.exception()
+        waiting = len(self._finishes)
+        if self._broken is None and (
+            waiting >= FINISH_BATCH or (waiting and self._flush_timer is None)
+        ):
+            self._flush()
+
+    def _record(self, batch: list[tuple[str, SendResult]]) -> None:
+        assert self._store is not None
         try:
             self._store.finish_many(batch)
         except FluxMailException as exc:

@@ -1,0 +1,147 @@
+"""A bulk run's outcome commits: slow, failing or broken ones, on both audit stores.
+
+With PostgreSQL a commit is a round trip, and the run commits outcomes from a thread of its
+own while the loop goes on sending; with SQLite it commits them on the loop. Either way a
+failed commit leaves its records to the next opener's recovery, and an error that is not the
+store's ends the run with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fluxmail import AuditError, FluxMail
+from fluxmail.audit import open_store
+from fluxmail.audit.postgres import PostgresStore
+from fluxmail.audit.sqlite import SQLiteStore
+from fluxmail.engine.pipeline_books import FINISH_BATCH
+from tests.support.servers import SMTPTestServer
+
+MESSAGES = FINISH_BATCH + 150  # a first batch of outcomes, then more while it is committed
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def audit(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """The mailer's audit option and the store class it opens."""
+    if request.param == "sqlite":
+        return {"option": {"audit_dir": tmp_path / "audit"}, "store": SQLiteStore}
+    return {"option": {"audit_url": request.getfixturevalue("pg_database")}, "store": PostgresStore}
+
+
+@pytest.fixture
+def server(smtp_server: Callable[..., SMTPTestServer]) -> SMTPTestServer:
+    return smtp_server()
+
+
+def _mailer(server: SMTPTestServer, audit: dict[str, Any]) -> FluxMail:
+    return FluxMail(
+        host=server.host, port=server.port, use_tls=False, sender="s@example.com",
+        **audit["option"],
+    )  # fmt: skip
+
+
+def _items() -> Iterator[dict[str, Any]]:
+    for n in range(MESSAGES):
+        yield {"subject": f"n{n}", "recipients": [f"u{n}@example.com"], "body": "hello"}
+
+
+def _reopened(audit: dict[str, Any]) -> Any:
+    option = audit["option"]
+    if "audit_url" in option:
+        return open_store(url=option["audit_url"])
+    return open_store(directory=option["audit_dir"], explicit=True)
+
+
+def _on_first_commit(
+    monkeypatch: pytest.MonkeyPatch, store: type, first: Callable[[list[Any]], None]
+) -> list[list[Any]]:
+    """``first(items)`` runs before the run's first finish_many; every batch is kept."""
+    real = store.finish_many
+    batches: list[list[Any]] = []
+
+    def finish_many(self: Any, items: Any) -> None:
+        batches.append(list(items))
+        if len(batches) == 1:
+            first(batches[0])
+        real(self, items)
+
+    monkeypatch.setattr(store, "finish_many", finish_many)
+    return batches
+
+
+@pytest.mark.postgres
+def test_a_slow_outcome_commit_to_postgresql_never_stops_the_sending(
+    monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer, pg_database: str
+) -> None:
+    """The first commit of outcomes waits until the server has every message: it only
+    ends if the run goes on sending meanwhile (on the loop, it would wait out its bound)."""
+    reached = []
+
+    def until_all_arrived(items: list[Any]) -> None:
+        deadline = time.monotonic() + 30
+        while server.deliveries < MESSAGES and time.monotonic() < deadline:
+            time.sleep(0.01)
+        reached.append(server.deliveries)
+
+    _on_first_commit(monkeypatch, PostgresStore, until_all_arrived)
+    with _mailer(server, {"option": {"audit_url": pg_database}}) as mailer:
+        summary = mailer.send_many(_items(), concurrency=4, progress=False).wait()
+    assert summary.sent == MESSAGES
+    assert reached == [MESSAGES]
+    store = open_store(url=pg_database)
+    assert {r.status for r in store.list(limit=1000)} == {"sent"}
+    store.close()
+
+
+def test_a_failed_outcome_commit_leaves_its_records_to_recovery(
+    monkeypatch: pytest.MonkeyPatch,
+    server: SMTPTestServer,
+    audit: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store refuses the first batch of outcomes: the run still reports every message,
+    logs the loss, and keeps its lease's trail; the next opener makes those records
+    ``unknown`` (they were handed to the wire), never resent. The other batches are kept."""
+
+    def refuse(items: list[Any]) -> None:
+        raise AuditError("the database went away", code="audit_unavailable")
+
+    batches = _on_first_commit(monkeypatch, audit["store"], refuse)
+    with caplog.at_level(logging.ERROR, logger="fluxmail"), _mailer(server, audit) as mailer:
+        summary = mailer.send_many(_items(), concurrency=4, progress=False).wait()
+    assert summary.sent == MESSAGES and server.deliveries == MESSAGES
+    assert f"could not record {len(batches[0])} outcomes" in caplog.text
+    lost = {audit_id for audit_id, _ in batches[0]}
+    store = _reopened(audit)
+    records = store.list(limit=1000)
+    store.close()
+    assert len(records) == MESSAGES
+    assert {r.id for r in records if r.status == "unknown"} == lost
+    assert {r.status for r in records if r.id not in lost} == {"sent"}
+
+
+def test_an_error_that_is_not_the_stores_ends_the_run_with_it(
+    monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer, audit: dict[str, Any]
+) -> None:
+    """A bug in committing outcomes is raised to the caller, not logged and lost; the run's
+    records are left to recovery, none of them ``sending`` once the store is opened again."""
+
+    def broken(items: list[Any]) -> None:
+        raise RuntimeError("a bug in recording outcomes")
+
+    _on_first_commit(monkeypatch, audit["store"], broken)
+    with (
+        _mailer(server, audit) as mailer,
+        pytest.raises(RuntimeError, match="a bug in recording outcomes"),
+    ):
+        mailer.send_many(_items(), concurrency=4, progress=False).wait()
+    store = _reopened(audit)
+    statuses = {r.status for r in store.list(limit=1000)}
+    store.close()
+    assert "sending" not in statuses and statuses <= {"sent", "unknown", "failed"}
