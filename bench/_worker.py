@@ -1,7 +1,8 @@
 """One measured client, run in its own interpreter; prints one JSON line with its figures.
 
     python bench/_worker.py CLIENT --port P [--messages N] [--concurrency C] [--audit-dir D]
-                                   [--attach FILE] [--samples S] [--processes N]
+                                   [--audit-url URL] [--attach FILE] [--samples S]
+                                   [--processes N]
 
 CLIENT: smtplib | aiosmtplib | pipelining | fluxmail033 | fluxmail | idle | audit-latency.
 Timing starts after imports and set-up, so it measures sending, not start-up (pipelining builds
@@ -213,7 +214,9 @@ def run_fluxmail033(args: argparse.Namespace) -> Figures:
     return timed(send)
 
 
-def new_mailer(args: argparse.Namespace, audit_dir: str | None) -> Any:
+def new_mailer(
+    args: argparse.Namespace, audit_dir: str | None, audit_url: str | None = None
+) -> Any:
     """The current fluxmail's mailer; Unavailable until the lead's mailer module exists."""
     try:
         fluxmail: Any = importlib.import_module("fluxmail")
@@ -221,6 +224,8 @@ def new_mailer(args: argparse.Namespace, audit_dir: str | None) -> Any:
     except (ImportError, AttributeError) as exc:
         raise Unavailable(f"fluxmail.FluxMail not importable ({exc})") from exc
     audit: dict[str, Any] = {"audit_dir": audit_dir} if audit_dir else {"audit": False}
+    if audit_url:
+        audit = {"audit_url": audit_url}  # a PostgreSQL audit store
     return flux_mail(host="127.0.0.1", port=args.port, use_tls=False, sender=SENDER, **audit)
 
 
@@ -231,7 +236,7 @@ SEND_PATH = (
 
 
 def run_fluxmail(args: argparse.Namespace) -> Figures:
-    mailer = new_mailer(args, args.audit_dir)
+    mailer = new_mailer(args, args.audit_dir, args.audit_url)
     if not hasattr(mailer, "send_many"):
         raise Unavailable("FluxMail.send_many not written yet")
     attach = args.attach
@@ -315,6 +320,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--audit-dir", default=None, help="audit on, in this folder")
+    parser.add_argument("--audit-url", default=None, help="audit on, in this PostgreSQL database")
     parser.add_argument("--attach", default=None, help="attach this file to every message")
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--processes", type=int, default=1, help="send_many(processes=N)")
