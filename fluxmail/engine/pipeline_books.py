@@ -27,6 +27,9 @@ from fluxmail.results import SendResult
 # commit costs ~1 µs less per message than 64 (fewer index and header pages rewritten).
 FINISH_BATCH = 256
 FINISH_DELAY = 0.2  # seconds an outcome may wait for its batch (slow, rate-limited runs)
+# Outcomes that may wait while a batch is on its way to a round-trip store; beyond, the loop
+# waits for the database, as a commit on the loop would: memory stays flat when it falls behind.
+FINISH_BACKLOG = 4 * FINISH_BATCH
 
 Build = Callable[[Any], tuple[Message, bytes]]  # an input item -> the message and its bytes
 # None: nothing for after_claim to read (no audit, or a new record: its id is on the message).
@@ -161,6 +164,10 @@ class BulkBooks:
             return
         self._finishes.append((out.audit_id, result))
         if len(self._finishes) >= FINISH_BATCH:
+            if self._finishing is not None and len(self._finishes) >= FINISH_BACKLOG:
+                self._settle()  # the database is behind: wait for it here
+                if self._broken is not None:
+                    raise self._broken
             self._flush()
         elif self._flush_timer is None:
             self._flush_timer = asyncio.get_running_loop().call_later(FINISH_DELAY, self._flush)
@@ -175,9 +182,7 @@ class BulkBooks:
         for out in unsent:
             assert out.audit_id is not None
             self._finishes.append((out.audit_id, out.unsent("the bulk run stopped first")))
-        if self._finishing is not None:  # wait for the batch on its way
-            self._broken = self._broken or self._finishing.exception()
-            self._finishing = None
+        self._settle()
         if self._finisher is not None:
             self._finisher.shutdown()
             self._finisher = None  # from here on, _flush commits on this thread
@@ -196,7 +201,8 @@ class BulkBooks:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        if self._finishing is not None or not self._finishes or self._store is None:
+        busy = self._finishing is not None or self._broken is not None
+        if busy or not self._finishes or self._store is None:
             return
         batch, self._finishes = self._finishes, []
         if self._finisher is None:
@@ -211,11 +217,18 @@ class BulkBooks:
         loop = asyncio.get_running_loop()
         job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._landed, job))
 
+    def _settle(self) -> None:
+        """Wait for the batch on its way, if any (blocking: the end of a run, or a backlog);
+        an error that is not the store's is kept for ``finish_now`` and ``close`` to raise."""
+        job, self._finishing = self._finishing, None
+        if job is not None:
+            self._broken = self._broken or job.exception()
+
     def _landed(self, job: Future[None]) -> None:
         """On the loop, once a batch is committed: hand on what gathered meanwhile if it is a
         batch, or if its wait is over (no timer left for it)."""
         if self._finishing is not job:
-            return  # close() waited for it already
+            return  # waited for already (close, or a backlog)
         self._finishing = None
         self._broken = self._broken or job.exception()
         waiting = len(self._finishes)

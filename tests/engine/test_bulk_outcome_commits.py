@@ -20,6 +20,7 @@ from fluxmail import AuditError, FluxMail
 from fluxmail.audit import open_store
 from fluxmail.audit.postgres import PostgresStore
 from fluxmail.audit.sqlite import SQLiteStore
+from fluxmail.engine import pipeline_books
 from fluxmail.engine.pipeline_books import FINISH_BATCH
 from tests.support.servers import SMTPTestServer
 
@@ -145,3 +146,32 @@ def test_an_error_that_is_not_the_stores_ends_the_run_with_it(
     statuses = {r.status for r in store.list(limit=1000)}
     store.close()
     assert "sending" not in statuses and statuses <= {"sent", "unknown", "failed"}
+
+
+@pytest.mark.postgres
+def test_a_postgresql_store_far_behind_holds_the_run_back(
+    monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer, pg_database: str
+) -> None:
+    """While the first commit of outcomes hangs, the run goes on only until a backlog of
+    outcomes waits (memory stays flat); then it waits for the database, and ends once the
+    database is back."""
+    monkeypatch.setattr(pipeline_books, "FINISH_BACKLOG", FINISH_BATCH)
+    total = 3 * FINISH_BATCH
+    reached = []
+
+    def hang(items: list[Any]) -> None:
+        deadline = time.monotonic() + 3
+        while server.deliveries < total and time.monotonic() < deadline:
+            time.sleep(0.01)
+        reached.append(server.deliveries)
+
+    _on_first_commit(monkeypatch, PostgresStore, hang)
+    items = ({"subject": f"n{n}", "recipients": [f"u{n}@x.org"], "body": "b"} for n in range(total))
+    with _mailer(server, {"option": {"audit_url": pg_database}}) as mailer:
+        summary = mailer.send_many(items, concurrency=4, progress=False).wait()
+    assert summary.sent == total
+    # At most the first batch, the backlog and the messages in flight had gone out.
+    assert reached and reached[0] <= 2 * FINISH_BATCH + 4 * 2
+    store = open_store(url=pg_database)
+    assert {r.status for r in store.list(limit=1000)} == {"sent"}
+    store.close()
