@@ -76,28 +76,41 @@ def _on_first_commit(
     return batches
 
 
+def _until_delivered(
+    server: SMTPTestServer, count: int, seconds: float, reached: list[int]
+) -> Callable[[list[Any]], None]:
+    """A first commit that waits (bounded) until the server has ``count`` messages, then
+    notes how many it had."""
+
+    def wait(items: list[Any]) -> None:
+        deadline = time.monotonic() + seconds
+        while server.deliveries < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        reached.append(server.deliveries)
+
+    return wait
+
+
+def _all_sent(url: str, count: int) -> None:
+    store = open_store(url=url)
+    records = store.list(limit=count + 1)
+    store.close()
+    assert len(records) == count and {r.status for r in records} == {"sent"}
+
+
 @pytest.mark.postgres
 def test_a_slow_outcome_commit_to_postgresql_never_stops_the_sending(
     monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer, pg_database: str
 ) -> None:
     """The first commit of outcomes waits until the server has every message: it only
     ends if the run goes on sending meanwhile (on the loop, it would wait out its bound)."""
-    reached = []
-
-    def until_all_arrived(items: list[Any]) -> None:
-        deadline = time.monotonic() + 30
-        while server.deliveries < MESSAGES and time.monotonic() < deadline:
-            time.sleep(0.01)
-        reached.append(server.deliveries)
-
-    _on_first_commit(monkeypatch, PostgresStore, until_all_arrived)
+    reached: list[int] = []
+    _on_first_commit(monkeypatch, PostgresStore, _until_delivered(server, MESSAGES, 30, reached))
     with _mailer(server, {"option": {"audit_url": pg_database}}) as mailer:
         summary = mailer.send_many(_items(), concurrency=4, progress=False).wait()
     assert summary.sent == MESSAGES
     assert reached == [MESSAGES]
-    store = open_store(url=pg_database)
-    assert {r.status for r in store.list(limit=1000)} == {"sent"}
-    store.close()
+    _all_sent(pg_database, MESSAGES)
 
 
 def test_a_failed_outcome_commit_leaves_its_records_to_recovery(
@@ -157,21 +170,12 @@ def test_a_postgresql_store_far_behind_holds_the_run_back(
     database is back."""
     monkeypatch.setattr(pipeline_books, "FINISH_BACKLOG", FINISH_BATCH)
     total = 3 * FINISH_BATCH
-    reached = []
-
-    def hang(items: list[Any]) -> None:
-        deadline = time.monotonic() + 3
-        while server.deliveries < total and time.monotonic() < deadline:
-            time.sleep(0.01)
-        reached.append(server.deliveries)
-
-    _on_first_commit(monkeypatch, PostgresStore, hang)
+    reached: list[int] = []
+    _on_first_commit(monkeypatch, PostgresStore, _until_delivered(server, total, 3, reached))
     items = ({"subject": f"n{n}", "recipients": [f"u{n}@x.org"], "body": "b"} for n in range(total))
     with _mailer(server, {"option": {"audit_url": pg_database}}) as mailer:
         summary = mailer.send_many(items, concurrency=4, progress=False).wait()
     assert summary.sent == total
     # At most the first batch, the backlog and the messages in flight had gone out.
     assert reached and reached[0] <= 2 * FINISH_BATCH + 4 * 2
-    store = open_store(url=pg_database)
-    assert {r.status for r in store.list(limit=1000)} == {"sent"}
-    store.close()
+    _all_sent(pg_database, total)
