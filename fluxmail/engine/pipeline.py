@@ -164,7 +164,7 @@ class Pipeline:
 
     async def _hand_on(self, prepared: list[tuple[int, Outgoing]], ready: ReadyQueue) -> None:
         """Claim built messages (one commit) and queue them for the senders."""
-        claimed, refused = self._books.claim(prepared)
+        claimed, refused = await self._books.claim(prepared)  # cancelled: the books resolve it
         # Every claimed record is tracked before the first await below: a run cancelled
         # while the queue is full must still resolve the rest of the batch (_close).
         ends = [(index, out, after_claim(out, claim)) for index, out, claim in claimed]

@@ -50,7 +50,9 @@ class Books(Protocol):
         """The message for one input item; a FluxMailException if it cannot be built."""
         ...
 
-    def claim(self, batch: list[tuple[int, Outgoing]]) -> tuple[Claimed, Refused]: ...
+    async def claim(self, batch: list[tuple[int, Outgoing]]) -> tuple[Claimed, Refused]:
+        """Commit the batch's records before any of them is handed on."""
+        ...
 
     def admits(self, out: Outgoing) -> bool:
         """May this claimed, not yet marked message still go out? (False: a worker stopping;
@@ -75,12 +77,12 @@ class Books(Protocol):
 class BulkBooks:
     """A bulk run: claims in one commit per batch, a run lease, finishes in batches.
 
-    Claims are committed on the loop: nothing is handed on before its record is. Where a
-    commit is a round trip (PostgreSQL: ``lease.coalesce``), finishes are committed by a thread
-    of the run's own, one batch at a time, while the loop sends; the store's lock keeps them
-    apart from claims. With SQLite they stay on the loop: a thread there took the GIL from it
-    for every statement, and the run got slower (docs/performance.md). ``close`` waits for a
-    batch on its way and commits the rest, so a run never ends with an outcome unrecorded.
+    Nothing is handed on before its record is committed. Where a commit is a round trip
+    (PostgreSQL: ``lease.coalesce``), claims and finishes are committed by threads of the
+    run's own, one batch at a time each, while the loop sends. With SQLite they stay on
+    the loop: a thread there took the GIL from it for every statement, and the run got slower
+    (docs/performance.md). ``close`` waits for what is on its way and commits the rest, so a
+    run never ends with a record left ``sending``.
     """
 
     def __init__(self, engine: Engine, build: Build, *, dry: bool) -> None:
@@ -92,8 +94,12 @@ class BulkBooks:
         self._unrecorded = False  # some outcome could not be committed: keep the lease's trail
         self._finishes: list[tuple[str, SendResult]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
-        self._finisher: ThreadPoolExecutor | None = None  # round-trip stores only
+        # Round-trip stores only: a thread for claims and one for finishes (a slow commit of
+        # outcomes must not hold up the next claim), apart from each other by the store's lock.
+        self._claimer: ThreadPoolExecutor | None = None
+        self._finisher: ThreadPoolExecutor | None = None
         self._finishing: Future[None] | None = None  # the batch on its way, if any
+        self._claiming: Future[tuple[Claimed, Refused]] | None = None  # the same, of claims
         self._broken: BaseException | None = None  # a finishing error that is not the store's
 
     def open(self) -> WireMarks | None:
@@ -104,6 +110,7 @@ class BulkBooks:
             return None
         self._lease = self._store.begin_run()
         if self._lease.coalesce:
+            self._claimer = ThreadPoolExecutor(1, thread_name_prefix="fluxmail-claim")
             self._finisher = ThreadPoolExecutor(1, thread_name_prefix="fluxmail-finish")
         return WireMarks(self._lease)
 
@@ -113,7 +120,19 @@ class BulkBooks:
     def prepare(self, item: Any) -> Outgoing:
         return Outgoing.prepare(*self._build(item), dry=self._dry)
 
-    def claim(self, batch: list[tuple[int, Outgoing]]) -> tuple[Claimed, Refused]:
+    async def claim(self, batch: list[tuple[int, Outgoing]]) -> tuple[Claimed, Refused]:
+        """Claim audit records for a batch (one commit): on the loop, or where a commit is a
+        round trip by the run's claiming thread, the loop sending meanwhile. A claim the run
+        stops waiting for is resolved by ``close``."""
+        if self._claimer is None:
+            return self._claim_now(batch)
+        job = self._claimer.submit(self._claim_now, batch)
+        self._claiming = job
+        answer = await asyncio.wrap_future(job)
+        self._claiming = None  # the pipeline tracks its records from here
+        return answer
+
+    def _claim_now(self, batch: list[tuple[int, Outgoing]]) -> tuple[Claimed, Refused]:
         """Claim audit records for a batch (one commit): the claims, and the items refused.
 
         A new record's id goes straight to its message (``None`` in place of a Claim): no
@@ -182,10 +201,12 @@ class BulkBooks:
         for out in unsent:
             assert out.audit_id is not None
             self._finishes.append((out.audit_id, out.unsent("the bulk run stopped first")))
+        self._abandoned()
         self._settle()
-        if self._finisher is not None:
-            self._finisher.shutdown()
-            self._finisher = None  # from here on, _flush commits on this thread
+        for pool in (self._claimer, self._finisher):
+            if pool is not None:
+                pool.shutdown()
+        self._claimer = self._finisher = None  # from here on, _flush commits on this thread
         if self._broken is None:
             self._flush()  # synchronous: nothing is left 'sending'
         if self._lease is not None:
@@ -216,6 +237,17 @@ class BulkBooks:
         self._finishing = job
         loop = asyncio.get_running_loop()
         job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._landed, job))
+
+    def _abandoned(self) -> None:
+        """A claim the run stopped waiting for (cancelled): once committed, its new records
+        fail, as never handed on."""
+        job, self._claiming = self._claiming, None
+        if job is None or job.cancelled() or job.exception() is not None:
+            return  # never started, or rolled back
+        kept, _ = job.result()
+        for _, out, claim in kept:
+            if claim is None and out.audit_id is not None:
+                self._finishes.append((out.audit_id, out.unsent("the bulk run stopped first")))
 
     def _settle(self) -> None:
         """Wait for the batch on its way, if any (blocking: the end of a run, or a backlog);

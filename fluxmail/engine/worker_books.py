@@ -134,7 +134,7 @@ class WorkerBooks:
             self._settle(settlement(row, None, Outcome(None, exc), self._config))
             raise
 
-    def claim(self, batch: list[tuple[int, Outgoing]]) -> tuple[Any, Any]:
+    async def claim(self, batch: list[tuple[int, Outgoing]]) -> tuple[Any, Any]:
         return [(index, out, Claim(out.audit_id or "")) for index, out in batch], []
 
     def admits(self, out: Outgoing) -> bool:

@@ -8,7 +8,9 @@ store's ends the run with it.
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from fluxmail.audit import open_store
 from fluxmail.audit.postgres import PostgresStore
 from fluxmail.audit.sqlite import SQLiteStore
 from fluxmail.engine import pipeline_books
+from fluxmail.engine.pipeline import CLAIM_BATCH
 from fluxmail.engine.pipeline_books import FINISH_BATCH
 from tests.support.servers import SMTPTestServer
 
@@ -63,17 +66,29 @@ def _on_first_commit(
     monkeypatch: pytest.MonkeyPatch, store: type, first: Callable[[list[Any]], None]
 ) -> list[list[Any]]:
     """``first(items)`` runs before the run's first finish_many; every batch is kept."""
-    real = store.finish_many
-    batches: list[list[Any]] = []
+    return _before_call(monkeypatch, store, "finish_many", 1, first)
 
-    def finish_many(self: Any, items: Any) -> None:
-        batches.append(list(items))
-        if len(batches) == 1:
-            first(batches[0])
-        real(self, items)
 
-    monkeypatch.setattr(store, "finish_many", finish_many)
-    return batches
+def _before_call(
+    monkeypatch: pytest.MonkeyPatch,
+    store: type,
+    name: str,
+    number: int,
+    action: Callable[[list[Any]], None],
+) -> list[list[Any]]:
+    """``action(items)`` runs before the ``number``-th call of the store's ``name`` (a batch
+    method: claim_many or finish_many); every call's items are kept."""
+    real = getattr(store, name)
+    calls: list[list[Any]] = []
+
+    def batch_method(self: Any, items: Any, **options: Any) -> Any:
+        calls.append(list(items))
+        if len(calls) == number:
+            action(calls[-1])
+        return real(self, items, **options)
+
+    monkeypatch.setattr(store, name, batch_method)
+    return calls
 
 
 def _until_delivered(
@@ -179,3 +194,50 @@ def test_a_postgresql_store_far_behind_holds_the_run_back(
     # At most the first batch, the backlog and the messages in flight had gone out.
     assert reached and reached[0] <= 2 * FINISH_BATCH + 4 * 2
     _all_sent(pg_database, total)
+
+
+@pytest.mark.postgres
+def test_a_slow_claim_on_postgresql_never_stops_the_sending_of_what_is_claimed(
+    monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer, pg_database: str
+) -> None:
+    """The second batch's claim waits until the server has the whole first batch: it only
+    ends if the loop goes on sending meanwhile (a claim on the loop would wait out its bound)."""
+    reached: list[int] = []
+    claims = _before_call(
+        monkeypatch, PostgresStore, "claim_many", 2,
+        _until_delivered(server, CLAIM_BATCH, 10, reached),
+    )  # fmt: skip
+    with _mailer(server, {"option": {"audit_url": pg_database}}) as mailer:
+        summary = mailer.send_many(_items(), concurrency=4, progress=False).wait()
+    assert summary.sent == MESSAGES
+    assert len(claims[0]) == CLAIM_BATCH and reached == [CLAIM_BATCH]
+    _all_sent(pg_database, MESSAGES)
+
+
+@pytest.mark.postgres
+def test_a_run_stopped_while_a_claim_is_on_its_way_fails_what_it_claimed(
+    monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer, pg_database: str
+) -> None:
+    """The caller stops the run while the second batch is being claimed: once that claim
+    commits, its records fail (never handed on, so never sent), none is left ``sending``."""
+    on_its_way = threading.Event()
+
+    def slow(items: list[Any]) -> None:
+        on_its_way.set()
+        time.sleep(0.5)  # committed after the run has stopped waiting for it
+
+    _before_call(monkeypatch, PostgresStore, "claim_many", 2, slow)
+    with _mailer(server, {"option": {"audit_url": pg_database}}) as mailer:
+        outcomes = iter(mailer.send_many(_items(), concurrency=4, progress=False))
+        next(outcomes)
+        assert on_its_way.wait(10)
+        outcomes.close()  # as a caller's break out of the loop does
+    store = open_store(url=pg_database)
+    records = store.list(limit=1000)
+    store.close()
+    statuses = collections.Counter(r.status for r in records)
+    assert len(records) == 2 * CLAIM_BATCH, statuses  # two batches claimed, no third
+    assert "sending" not in statuses and server.deliveries <= CLAIM_BATCH
+    second = {r.id for r in records if r.created_at == max(x.created_at for x in records)}
+    assert len(second) == CLAIM_BATCH
+    assert {r.status for r in records if r.id in second} == {"failed"}
