@@ -94,8 +94,8 @@ class BulkBooks:
         self._unrecorded = False  # some outcome could not be committed: keep the lease's trail
         self._finishes: list[tuple[str, SendResult]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
-        # Round-trip stores only: a thread for claims and one for finishes (a slow commit of
-        # outcomes must not hold up the next claim), apart from each other by the store's lock.
+        # Round-trip stores only: a thread for claims and one for finishes, so that a claim
+        # never queues behind a batch of outcomes; the store's lock keeps their statements apart.
         self._claimer: ThreadPoolExecutor | None = None
         self._finisher: ThreadPoolExecutor | None = None
         self._finishing: Future[None] | None = None  # the batch on its way, if any
