@@ -13,7 +13,6 @@ import contextlib
 import os
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
@@ -21,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fluxmail.audit import postgres_drafts
+from fluxmail.audit.connections import close_when_dropped
 from fluxmail.audit.contract import AuditStore
 from fluxmail.audit.ids import new_id
 from fluxmail.audit.postgres_claims import claim_batch
@@ -122,8 +122,7 @@ class PostgresStore(AuditStore):
     def _open(self) -> Any:
         conn = self._connect("fluxmail-audit")
         self._conn, self._pid = conn, os.getpid()
-        # A mailer dropped without close() must not leak its connection (or warn about it).
-        weakref.finalize(self, _close_if_owner, conn, self._pid)
+        close_when_dropped(self, conn)
         if not self._ready:
             try:
                 migrate(conn, self.location)
@@ -353,12 +352,6 @@ class PostgresStore(AuditStore):
             if self._pid == os.getpid():
                 self._drop()
             self._conn = None
-
-
-def _close_if_owner(conn: Any, pid: int) -> None:
-    if os.getpid() == pid:  # never from a forked child: it would end the parent's session
-        with suppress(Exception):
-            conn.close()
 
 
 def redact_url(url: str) -> str:

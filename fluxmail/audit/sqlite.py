@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fluxmail._lazy import lazy_module
+from fluxmail.audit.connections import close_when_dropped
 from fluxmail.audit.contract import AuditStore
 from fluxmail.audit.deferred import PENDING_INTO, Materializer
 from fluxmail.audit.ids import new_id
@@ -97,11 +98,18 @@ class SQLiteStore(SQLiteReading, AuditStore):
                 conn = self._sqlite.connect(
                     self._db, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
                 )
-                configure(conn)
-                migrate(conn)
             except self._sqlite.Error as exc:
                 raise self._error(exc) from exc
+            try:
+                configure(conn)
+                migrate(conn)
+            except BaseException as exc:
+                conn.close()  # a schema this version cannot use, a locked or broken file
+                if isinstance(exc, self._sqlite.Error):
+                    raise self._error(exc) from exc
+                raise
             self._conn, self._pid = conn, os.getpid()
+            close_when_dropped(self, conn)
         return self._conn
 
     def _error(self, exc: BaseException) -> AuditError:

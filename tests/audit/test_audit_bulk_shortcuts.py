@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -87,11 +89,18 @@ class _Recorder:
         self.calls.append((sql, params))
 
 
-def test_insert_rows_binds_shared_columns_once_and_keeps_row_order() -> None:
-    """The multi-row INSERT puts each row's values where the single-row one would."""
-    import sqlite3
+@pytest.fixture
+def conn() -> Iterator[sqlite3.Connection]:
+    """An in-memory SQLite database, closed after the test."""
+    db = sqlite3.connect(":memory:")
+    yield db
+    db.close()
 
-    conn = sqlite3.connect(":memory:")
+
+def test_insert_rows_binds_shared_columns_once_and_keeps_row_order(
+    conn: sqlite3.Connection,
+) -> None:
+    """The multi-row INSERT puts each row's values where the single-row one would."""
     conn.execute("CREATE TABLE t (a, b, c)")
     rows = [(i, "same", None if i % 2 else f"v{i}") for i in range(300)]  # 2 chunks of 9-ish
     insert_rows(conn, "INSERT INTO t (a, b, c)", rows)
@@ -117,11 +126,8 @@ def test_insert_rows_binds_shared_columns_once_and_keeps_row_order() -> None:
     assert conn.execute("SELECT * FROM w ORDER BY rowid").fetchall() == wide
 
 
-def test_insert_rows_keeps_each_values_type() -> None:
+def test_insert_rows_keeps_each_values_type(conn: sqlite3.Connection) -> None:
     """Equal numbers of different types (1, 1.0) are not bound as one shared value."""
-    import sqlite3
-
-    conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE t (a, b)")
     insert_rows(conn, "INSERT INTO t (a, b)", [(1, "x"), (1.0, "x"), (True, "x")])
     assert conn.execute("SELECT typeof(a), b FROM t ORDER BY rowid").fetchall() == [

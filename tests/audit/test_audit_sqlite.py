@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -12,6 +13,7 @@ import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -242,3 +244,34 @@ def test_importing_the_audit_package_does_not_load_sqlite3() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
     )
     assert out.stdout.strip() == "False"
+
+
+def test_a_store_dropped_without_close_closes_its_connection(tmp_path: Path) -> None:
+    """A mailer dropped without close() leaks no SQLite connection (Python 3.13 warns about
+    one collected open); nor does a store that refuses the database it finds."""
+    store = open_store(directory=tmp_path / "audit", explicit=True)
+    conn = store._connection()
+    store._snapshots.stop()  # its thread would keep the store alive until it ends
+    del store
+    gc.collect()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        conn.execute("SELECT 1")
+
+    opened: list[sqlite3.Connection] = []
+    real = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    newer = sqlite3.connect(tmp_path / "audit" / "store.db")
+    newer.execute("INSERT INTO schema_version VALUES (?, 0)", (LATEST_VERSION + 1,))
+    newer.commit()
+    newer.close()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite3, "connect", connect)
+        with pytest.raises(AuditError) as info:
+            open_store(directory=tmp_path / "audit", explicit=True)
+    assert info.value.code == "audit_incompatible"
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened[0].execute("SELECT 1")
