@@ -6,6 +6,7 @@ import asyncio
 import math
 import sqlite3
 import time
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from tests.support.mailing import mailer_for
 
 def _due(folder: Path, audit_id: str) -> tuple[float, float]:
     """The row's due_at and deadline_at, read from the store's own database."""
-    with sqlite3.connect(folder / "store.db") as db:
+    with closing(sqlite3.connect(folder / "store.db")) as db:
         row = db.execute(
             "SELECT due_at, deadline_at FROM messages WHERE id = ?", (audit_id,)
         ).fetchone()
@@ -161,7 +162,7 @@ def test_dry_run_stores_a_dry_run_record(smtp_server: Any, folder: Path) -> None
 
 def test_sqlite_refuses_a_connection(folder: Path) -> None:
     mailer = _memory(folder)
-    with sqlite3.connect(":memory:") as conn, pytest.raises(ConfigurationError) as info:
+    with closing(sqlite3.connect(":memory:")) as conn, pytest.raises(ConfigurationError) as info:
         mailer.create("Hi", "a@example.com", "x").enqueue(connection=conn)
     assert info.value.code == "outbox_connection_unsupported"
     assert mailer.audit.list() == []

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,8 @@ def test_folders_are_private(tmp_path: Path) -> None:
 def test_database_runs_in_wal_mode(tmp_path: Path) -> None:
     """store.db uses WAL, so readers never block the writer."""
     open_store(directory=tmp_path / "audit", explicit=True).close()
-    with sqlite3.connect(tmp_path / "audit" / "store.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "audit" / "store.db")) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    conn.close()
 
 
 def test_a_new_store_uses_4_kib_pages_and_an_older_store_keeps_its_own(tmp_path: Path) -> None:
@@ -109,20 +109,17 @@ def test_a_new_store_uses_4_kib_pages_and_an_older_store_keeps_its_own(tmp_path:
     A store made with 16 KiB pages (earlier versions) opens, keeps them and still records."""
     open_store(directory=tmp_path / "new", explicit=True).close()
     (tmp_path / "old").mkdir(mode=0o700)
-    with sqlite3.connect(tmp_path / "old" / "store.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "old" / "store.db")) as conn:
         conn.execute("PRAGMA page_size=16384")
         conn.execute("VACUUM")  # an empty file takes the page size when first written
-    conn.close()
     old = open_store(directory=tmp_path / "old", explicit=True)
     old.finish(old.claim(make_record()).audit_id, sent_result())
     old.close()
     for name, size in (("new", 4096), ("old", 16384)):
-        with sqlite3.connect(tmp_path / name / "store.db") as conn:
+        with closing(sqlite3.connect(tmp_path / name / "store.db")) as conn:
             assert conn.execute("PRAGMA page_size").fetchone()[0] == size, name
-        conn.close()
-    with sqlite3.connect(tmp_path / "old" / "store.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "old" / "store.db")) as conn:
         assert conn.execute("SELECT status FROM messages").fetchall() == [("sent",)]
-    conn.close()
 
 
 def test_prune_removes_the_message_folders(tmp_path: Path) -> None:
