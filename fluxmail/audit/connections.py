@@ -16,9 +16,10 @@ from typing import Any
 __all__ = ["close_when_dropped"]
 
 
-def close_when_dropped(store: object, conn: Any) -> None:
-    """Close ``conn`` once ``store`` is collected (or at exit), in this process only."""
-    weakref.finalize(store, _close_if_owner, conn, os.getpid())
+def close_when_dropped(store: object, conn: Any, *, at_exit: bool = True) -> None:
+    """Close ``conn`` once ``store`` is collected (and, with ``at_exit``, when the interpreter
+    exits), in this process only."""
+    weakref.finalize(store, _close_if_owner, conn, os.getpid()).atexit = at_exit
 
 
 def _close_if_owner(conn: Any, pid: int) -> None:

@@ -109,7 +109,9 @@ class SQLiteStore(SQLiteReading, AuditStore):
                     raise self._error(exc) from exc
                 raise
             self._conn, self._pid = conn, os.getpid()
-            close_when_dropped(self, conn)
+            # Not at exit: the snapshot writer (a daemon thread) may be using it then; the
+            # process's end leaves what it was writing to the next open, as a crash would.
+            close_when_dropped(self, conn, at_exit=False)
         return self._conn
 
     def _error(self, exc: BaseException) -> AuditError:
