@@ -201,12 +201,10 @@ class PostgresStore(AuditStore):
         ``run``: the token of the bulk run (``begin_run``) these claims belong to.
         """
         order = sorted(range(len(records)), key=lambda i: records[i].idempotency_key or "")
-        claims: list[Claim | None] = [None] * len(records)
         with self._reading() as cursor:
             taken = claim_batch(cursor, [records[i] for i in order], run)
-        for i, claim in zip(order, taken, strict=True):
-            claims[i] = claim
-        return Claims.of(c for c in claims if c is not None)
+        by_position = dict(zip(order, taken, strict=True))
+        return Claims.of(by_position[i] for i in range(len(records)))
 
     # --- outcomes ---------------------------------------------------------------------------
 

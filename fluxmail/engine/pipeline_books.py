@@ -199,8 +199,7 @@ class BulkBooks:
         ``mailer.close()``, any read and the next open finish the job.
         """
         for out in unsent:
-            assert out.audit_id is not None
-            self._finishes.append((out.audit_id, out.unsent("the bulk run stopped first")))
+            self._never_sent(out)
         self._abandoned()
         self._settle()
         for pool in (self._claimer, self._finisher):
@@ -246,8 +245,12 @@ class BulkBooks:
             return  # never started, or rolled back
         kept, _ = job.result()
         for _, out, claim in kept:
-            if claim is None and out.audit_id is not None:
-                self._finishes.append((out.audit_id, out.unsent("the bulk run stopped first")))
+            if claim is None:  # a new record (a replay is not this run's to resolve)
+                self._never_sent(out)
+
+    def _never_sent(self, out: Outgoing) -> None:
+        assert out.audit_id is not None
+        self._finishes.append((out.audit_id, out.unsent("the bulk run stopped first")))
 
     def _settle(self) -> None:
         """Wait for the batch on its way, if any (blocking: the end of a run, or a backlog);
@@ -261,8 +264,7 @@ class BulkBooks:
         batch, or if its wait is over (no timer left for it)."""
         if self._finishing is not job:
             return  # waited for already (close, or a backlog)
-        self._finishing = None
-        self._broken = self._broken or job.exception()
+        self._settle()  # done: no wait
         waiting = len(self._finishes)
         if self._broken is None and (
             waiting >= FINISH_BATCH or (waiting and self._flush_timer is None)
