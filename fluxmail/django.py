@@ -1,11 +1,13 @@
-"""Django's email backend: ``EMAIL_BACKEND = "fluxmail.django.EmailBackend"`` (docs/django.md).
+"""Django's email backend ``fluxmail.django.EmailBackend``: the ``BACKEND`` of a ``MAILERS``
+entry (Django 6.1+), or ``EMAIL_BACKEND`` before (docs/django.md).
 
 ``send_mail()``, ``send_mass_mail()`` (through ``send_many``), ``EmailMessage.send()``,
 ``mail_admins()`` and password-reset mails go through a FluxMail configured from
-``FLUXMAIL_*`` and the optional ``FLUXMAIL = {...}`` Django setting (keyword arguments to
-``FluxMail``, winning over the environment). Django builds a backend per ``send_mail()``
-call, so the mailer (its configuration, TLS context and audit store) is built once per
-process and settings, shared by every backend, and closed at exit.
+``FLUXMAIL_*``, the optional ``FLUXMAIL = {...}`` Django setting (keyword arguments to
+``FluxMail``, winning over the environment) and the backend's keyword arguments (a
+``MAILERS`` entry's ``OPTIONS``, ``get_connection(...)``), winning over both. Django builds a
+backend per ``send_mail()`` call, so the mailer (its configuration, TLS context and audit
+store) is built once per process and settings, shared by every backend, and closed at exit.
 
 Each message gets its ``SendResult`` as ``message.fluxmail_result``. ``fail_silently``
 swallows delivery errors (and an unreachable audit database), never configuration errors
@@ -19,14 +21,18 @@ first access (PEP 562), so this module imports without Django.
 from __future__ import annotations
 
 import atexit
+import difflib
 import email.message
+import functools
 import hashlib
+import inspect
 import mimetypes
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from fluxmail.config.resolve import argument_names
 from fluxmail.errors import (
     AuditError,
     ConfigurationError,
@@ -233,15 +239,24 @@ class FluxMailBackend:
     """What ``EmailBackend`` does; Django loads ``EmailBackend``, this class combined with
     ``django.core.mail.backends.base.BaseEmailBackend``.
 
-    Keyword arguments (``get_connection(host=..., username=..., ...)``, ``send_mail
-    (auth_user=, auth_password=)``) are FluxMail keyword arguments; ``None`` means unset.
-    ``open()`` / ``close()`` (``with get_connection() as connection:``) keep the mailer's
-    connection open in between, as ``with mailer:`` does."""
+    Keyword arguments (a ``MAILERS`` entry's ``OPTIONS``, ``get_connection(host=...,
+    username=..., ...)``, ``send_mail(auth_user=, auth_password=)``) are ``fail_silently`` and
+    FluxMail keyword arguments; ``None`` means unset; an unknown name is a ConfigurationError
+    here, when the backend is built. Django's own (``alias``, the ``MAILERS`` key, and its
+    private ``_*`` names) go to ``BaseEmailBackend``. ``open()`` / ``close()`` (``with
+    mailers.default as connection:``) keep the mailer's connection open in between, as
+    ``with mailer:`` does."""
 
     fail_silently: bool
 
     def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
-        super().__init__(fail_silently=fail_silently)  # type: ignore[call-arg]
+        djangos = {k: kwargs.pop(k) for k in list(kwargs) if k == "alias" or k.startswith("_")}
+        # fail_silently is ours to keep: BaseEmailBackend's handling of it is deprecated in
+        # Django 6.1 (a warning when it is passed on, another when its attribute is read).
+        super().__init__(**djangos)
+        where = _Where(djangos.get("alias"), djangos.get("_ignore_unknown_kwargs") or ())
+        self.fail_silently = _flag(fail_silently, where)
+        _check_names(kwargs, where)
         self._options = {k: v for k, v in kwargs.items() if v is not None}
         self._mailer: FluxMail | None = None
         self._held = False
@@ -321,6 +336,56 @@ class FluxMailBackend:
         if first is not None:
             raise first
         return sent
+
+
+class _Where:
+    """Where an option came from, as an error names it: the ``MAILERS`` entry, or (Django
+    before 6.1, or ``get_connection(...)`` under ``MAILERS``) the backend's arguments."""
+
+    def __init__(self, alias: str | None, from_call: Iterable[str]) -> None:
+        self.alias = alias
+        self.from_call = frozenset(from_call)
+
+    def of(self, name: str) -> str:
+        if self.alias is None or name in self.from_call:
+            return "the keyword arguments of fluxmail.django.EmailBackend (get_connection(...))"
+        return f"MAILERS[{self.alias!r}]['OPTIONS']"
+
+
+@functools.cache
+def _option_names() -> frozenset[str]:
+    """What the backend passes to FluxMail: its own parameters and the settings' names."""
+    own = inspect.signature(FluxMail).parameters.values()
+    return argument_names() | {p.name for p in own if p.kind is not p.VAR_KEYWORD}
+
+
+def _check_names(options: Mapping[str, Any], where: _Where) -> None:
+    """Every unknown name at once, with the closest known one; never a value (a secret)."""
+    known = _option_names()
+    found: dict[str, list[str]] = {}
+    for name in sorted(n for n in options if n not in known):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        found.setdefault(where.of(name), []).append(f"{name!r}{hint}")
+    if found:
+        listed = "; ".join(f"{place}: {', '.join(names)}" for place, names in found.items())
+        raise ConfigurationError(
+            f"unknown option in {listed}. fluxmail.django.EmailBackend takes fail_silently and "
+            "FluxMail keyword arguments (host, port, username, password, sender, audit_dir, "
+            "...; see docs/configuration.md)",
+            code="invalid_config",
+        )
+
+
+def _flag(value: Any, where: _Where) -> bool:
+    """``fail_silently``: True or False (None is unset; 0 and 1 from old callers pass). A
+    string such as "false" from the environment is refused: it would silence every error."""
+    if value is None or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ConfigurationError(
+        f"fail_silently in {where.of('fail_silently')} must be True or False, not {shown(value)}",
+        code="invalid_config",
+    )
 
 
 def _sender_defaults() -> tuple[str, ...]:

@@ -54,6 +54,7 @@ __all__ = [
     "PRECEDENCE",
     "Config",
     "EmailInstance",
+    "argument_names",
     "idempotency_needs_audit",
     "resolve_config",
     "resolve_sender",
@@ -244,6 +245,15 @@ _COPIED = (
 _UPSTREAM_ARGS = {"object_type": "type", "use_tls": "tls", "use_ssl": "ssl"}
 
 
+def argument_names() -> frozenset[str]:
+    """The keyword arguments ``resolve_config`` accepts (the settings by name, the upstream
+    ones, ``ssl_context``, ``env_file``, ``token_provider``, ``origin``), for callers that
+    check names before resolving (the Django backend's ``MAILERS`` OPTIONS)."""
+    known = set(field_names()) - {"type", "tls", "ssl"}
+    extra = ("ssl_context", "env_file", "token_provider", "origin")
+    return frozenset({*known, *_UPSTREAM_ARGS, *extra})
+
+
 def _split_kwargs(kwargs: Mapping[str, object]) -> tuple[dict[str, object], Any, Any, Any]:
     """Settings arguments, a non-string host, the ssl_context override and env_file."""
     known = set(field_names()) - {"type", "tls", "ssl"}
@@ -263,11 +273,7 @@ def _split_kwargs(kwargs: Mapping[str, object]) -> tuple[dict[str, object], Any,
         elif name in _UPSTREAM_ARGS or name in known:
             args[_UPSTREAM_ARGS.get(name, name)] = getattr(value, "value", value)
         else:
-            allowed = ", ".join(
-                sorted(
-                    [*known, *_UPSTREAM_ARGS, "ssl_context", "env_file", "token_provider", "origin"]
-                )
-            )
+            allowed = ", ".join(sorted(argument_names()))
             raise ConfigurationError(
                 f"unknown argument {name!r}; allowed: {allowed}", code="invalid_config"
             )

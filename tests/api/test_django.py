@@ -1,5 +1,10 @@
 """fluxmail.django.EmailBackend in a real Django project, through django.core.mail, against
-real SMTP servers (STARTTLS with the test CA and AUTH, the dev server, refusing servers)."""
+real SMTP servers (STARTTLS with the test CA and AUTH, the dev server, refusing servers).
+
+These tests call the mail API every Django version has (``get_connection()``,
+``fail_silently=``, ``auth_user=``, ``connection=``): deprecated by Django 6.1 but still
+supported, there through the ``MAILERS`` site (tests/support/django_site.py). The new API
+(``using=``, ``mailers``, OPTIONS) is tested in test_django_mailers.py."""
 
 from __future__ import annotations
 
@@ -12,10 +17,16 @@ import pytest
 
 from fluxmail import ConfigurationError, ConnectionFailed, MessageError, Refused
 from fluxmail.devserver import DevServer
-from tests.support.django_site import SENDER, fluxmail_settings, site_fixture  # noqa: F401
+from tests.support.django_site import (  # noqa: F401  (site_fixture)
+    LEGACY_MAIL_API,
+    SENDER,
+    backend_settings,
+    fluxmail_settings,
+    site_fixture,
+)
 from tests.support.servers import Faults, reply
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), LEGACY_MAIL_API]
 
 
 def test_send_mail_over_starttls_with_auth(site: Any, smtp_server: Any) -> None:
@@ -221,8 +232,9 @@ def test_fail_silently_never_hides_bad_input(site: Any, smtp_server: Any) -> Non
 def test_under_django_test_with_and_without_the_audit(
     site: Any, smtp_server: Any, tmp_path: Path, audit: bool
 ) -> None:
-    """Django's test environment swaps in locmem; a test that sets EMAIL_BACKEND back to
-    fluxmail sends for real, and the audit records each message (or nothing, when off)."""
+    """Django's test environment swaps in locmem; a test that sets the backend back to
+    fluxmail (MAILERS, or EMAIL_BACKEND before 6.1) sends for real, and the audit records each
+    message (or nothing, when off)."""
     from django.core import mail
     from django.test import override_settings
     from django.test.utils import setup_test_environment, teardown_test_environment
@@ -236,7 +248,7 @@ def test_under_django_test_with_and_without_the_audit(
     try:
         mail.send_mail("Caught", "x", None, ["ada@example.com"])
         assert [m.subject for m in mail.outbox] == ["Caught"] and server.messages == []
-        with override_settings(EMAIL_BACKEND="fluxmail.django.EmailBackend"):
+        with override_settings(**backend_settings()):
             message = mail.EmailMessage("Sent", "x", None, ["ada@example.com"])
             assert message.send() == 1
         assert len(mail.outbox) == 1 and len(server.messages) == 1
