@@ -2,8 +2,13 @@
 
 Binding is most of what a row costs from Python (a bulk run's claim writes two rows a
 message), and a batch's rows share many columns: the timestamps, status, backend, sender,
-run, empty lists. ``insert_rows`` sends one multi-row statement per chunk where a shared
-column is the same numbered parameter in every row, in place of ``executemany``.
+run, empty lists. ``insert_rows`` sends one statement per chunk, in place of ``executemany``:
+``INSERT INTO t (a, b, c) SELECT ?, column1, column2 FROM (VALUES (?,?),(?,?),...)``, where
+a shared column is one parameter of the SELECT and the others come from the VALUES rows.
+
+Only nameless ``?`` parameters: a numbered one (``?3``, which could stand in every row) bound
+from a sequence warns from Python 3.12 and is refused from 3.14, and binding by name costs
+more than the sharing saves.
 """
 
 from __future__ import annotations
@@ -28,14 +33,21 @@ def insert_rows(conn: sqlite3.Connection, into: str, rows: Sequence[tuple[Any, .
         return
     columns = list(zip(*rows, strict=True))
     shared = tuple(_one_value(column) for column in columns)
-    size = min(MAX_ROWS, max(1, (MAX_PARAMS - len(shared)) // max(shared.count(False), 1)))
+    if all(shared):  # identical rows: a VALUES row needs one column of its own
+        shared = (False, *shared[1:])
+    own = [n for n, one in enumerate(shared) if not one]
+    size = min(MAX_ROWS, max(1, (MAX_PARAMS - len(shared)) // len(own)))
+    values = [column[0] for column, one in zip(columns, shared, strict=True) if one]
     for start in range(0, len(rows), size):
-        count = min(size, len(rows) - start)
-        params = [column[0] for column, one in zip(columns, shared, strict=True) if one]
-        for column, one in zip(columns, shared, strict=True):
-            if not one:
-                params.extend(column[start : start + count])
-        conn.execute(_statement(into, shared, count), params)
+        chunk = rows[start : start + size]
+        params = values.copy()
+        if len(own) == len(shared):
+            for row in chunk:
+                params.extend(row)
+        else:
+            for row in chunk:
+                params.extend([row[n] for n in own])
+        conn.execute(_statement(into, shared, len(chunk)), params)
 
 
 def _one_value(column: tuple[Any, ...]) -> bool:
@@ -55,18 +67,15 @@ _SAME_WHEN_EQUAL = (str, bytes, type(None))
 
 @functools.lru_cache(maxsize=64)
 def _statement(into: str, shared: tuple[bool, ...], count: int) -> str:
-    """The INSERT of ``count`` rows: first the shared columns' parameters, then the others,
-    column by column (the order ``insert_rows`` lays the values out in)."""
-    number: dict[int, int] = {}  # column -> its parameter (shared) or its first row's
-    for column, one in enumerate(shared):
+    """The INSERT of ``count`` rows: the shared columns' parameters first (in the SELECT),
+    then each row's own values (in the VALUES), the order ``insert_rows`` lays them out in.
+    SQLite names the columns of a VALUES list column1, column2, ..."""
+    picked, own = [], 0
+    for one in shared:
         if one:
-            number[column] = len(number) + 1
-    following = len(number) + 1
-    for column, one in enumerate(shared):
-        if not one:
-            number[column], following = following, following + count
-    rows = []
-    for row in range(count):
-        marks = [number[c] if one else number[c] + row for c, one in enumerate(shared)]
-        rows.append("(?" + ",?".join(map(str, marks)) + ")")
-    return f"{into} VALUES {','.join(rows)}"
+            picked.append("?")
+        else:
+            own += 1
+            picked.append(f"column{own}")
+    row = "(" + ",".join("?" * own) + ")"
+    return f"{into} SELECT {','.join(picked)} FROM (VALUES {','.join([row] * count)})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict, fields
@@ -118,12 +119,33 @@ def test_insert_rows_binds_shared_columns_once_and_keeps_row_order(
     blob = b"x" * 10_000  # a long value is bound per row, not compared across the batch
     recorder = _Recorder()
     insert_rows(recorder, "INSERT INTO t (a, b, c)", [(1, blob, None), (2, blob, None)])  # type: ignore[arg-type]
-    assert recorder.calls[0][1] == [None, 1, 2, blob, blob]
+    assert recorder.calls[0][1] == [None, 1, blob, 2, blob]
 
     wide = [tuple(range(n, n + 40)) for n in range(100)]  # nothing shared: chunked by the limit
     conn.execute(f"CREATE TABLE w ({', '.join(f'c{i}' for i in range(40))})")
     insert_rows(conn, f"INSERT INTO w ({', '.join(f'c{i}' for i in range(40))})", wide)
     assert conn.execute("SELECT * FROM w ORDER BY rowid").fetchall() == wide
+
+
+def test_insert_rows_uses_only_nameless_parameters(conn: sqlite3.Connection) -> None:
+    """A numbered parameter (?3) bound from a sequence warns from Python 3.12 and is refused
+    from 3.14: every statement uses plain ?s, whatever is shared, including identical rows."""
+    conn.execute("CREATE TABLE t (a, b, c)")
+    shapes = [
+        [(i, "same", None) for i in range(700)],  # shared columns, two chunks
+        [(1, "x", None)] * 3,  # every column shared
+        [(i, f"v{i}", i * 2) for i in range(5)],  # none shared
+        [(7, "one", None)],  # a single row
+    ]
+    recorder = _Recorder()
+    for rows in shapes:
+        insert_rows(recorder, "INSERT INTO t (a, b, c)", rows)  # type: ignore[arg-type]
+        insert_rows(conn, "INSERT INTO t (a, b, c)", rows)
+    for sql, params in recorder.calls:
+        assert re.search(r"\?\d|[:@$][A-Za-z_]", sql) is None, sql
+        assert sql.count("?") == len(params)
+    expected = [row for rows in shapes for row in rows]
+    assert conn.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall() == expected
 
 
 def test_insert_rows_keeps_each_values_type(conn: sqlite3.Connection) -> None:
