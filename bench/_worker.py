@@ -233,9 +233,6 @@ SEND_PATH = (
     "aiosmtplib.esmtp", "fluxmail.bulk", "fluxmail.engine.pipeline", "fluxmail.message.mime",
     "fluxmail.transport.smtp.transport", "fluxmail.transport.smtp.session",
 )  # fmt: skip
-# With audit on, the store's modules too (sqlite3 among them: ~20 ms here, 4-5 µs a message of
-# a 5,000-message run). Opening the store itself stays in the timed run: a run pays for it.
-AUDIT_PATH = {"sqlite": ("fluxmail.audit.sqlite",), "postgres": ("fluxmail.audit.postgres",)}
 
 
 def run_fluxmail(args: argparse.Namespace) -> Figures:
@@ -245,8 +242,10 @@ def run_fluxmail(args: argparse.Namespace) -> Figures:
     attach = args.attach
     # Set-up, not sending: the modules a bulk run loads on first use (fluxmail keeps them out
     # of the cold start), as smtplib's client imports smtplib before its clock starts.
+    # With audit on, the store's too (sqlite3 among them; docs/performance.md, Method). Opening
+    # the store itself stays in the timed run: a run pays for it.
     store = "postgres" if args.audit_url else "sqlite" if args.audit_dir else None
-    for module in SEND_PATH + AUDIT_PATH.get(store or "", ()):
+    for module in SEND_PATH + ((f"fluxmail.audit.{store}",) if store else ()):
         with contextlib.suppress(ImportError):  # an older tree (--against) may lack one
             importlib.import_module(module)
     options: dict[str, Any] = {"concurrency": args.concurrency, "progress": False}
