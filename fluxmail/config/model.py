@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from fluxmail._frozen import Frozen
 from fluxmail.config.tls import Security, client_context
 from fluxmail.errors import MessageError
 from fluxmail.message.addresses import parse_address
@@ -46,12 +47,13 @@ def is_address(value: str | None) -> bool:
     return not parsed.name and parsed.addr == value
 
 
-# init=False, eq=False: the __init__, __eq__ and __hash__ that dataclass generates for ~65
-# fields are compiled from source when the class is made, which was the largest part of what
-# fluxmail added to a cold start. Configs are never compared; ``__init__`` below does the
-# generated one's work (keywords only, as every caller and dataclasses.replace pass them).
-@dataclass(frozen=True, repr=False, init=False, eq=False)
-class Config:
+# init=False, eq=False, Frozen instead of frozen=True: the __init__, __eq__, __hash__,
+# __setattr__ and __delattr__ that dataclass generates for ~65 fields are compiled from source
+# when the class is made, which was the largest part of what fluxmail added to a cold start.
+# Configs are never compared; ``__init__`` below does the generated one's work (keywords only,
+# as every caller and dataclasses.replace pass them).
+@dataclass(repr=False, init=False, eq=False)
+class Config(Frozen):
     """Everything a mailer needs, validated; secrets are ``SecretStr`` and never shown."""
 
     backend: str

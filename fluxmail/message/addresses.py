@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Union
 
+from fluxmail._frozen import Frozen
 from fluxmail._lazy import lazy_pattern
 from fluxmail.errors import MessageError
 from fluxmail.message.domains import idna_domain
@@ -112,14 +113,19 @@ def _plain_ascii(addr: str) -> bool:
     return addr.isascii() and "@" in addr
 
 
-# eq=False, repr=False: the three methods below are what dataclass would generate, written
-# out because it compiles each from source when the class is made, on every cold start.
-@dataclass(frozen=True, eq=False, repr=False)
-class Address:
+# init=False, eq=False, repr=False and Frozen instead of frozen=True: the methods below are what
+# dataclass would generate, written out because it compiles each from source when the class is
+# made, on every cold start.
+@dataclass(init=False, eq=False, repr=False)
+class Address(Frozen):
     """One mailbox: ``addr`` as given (``local@domain``, Unicode allowed) and a display name."""
 
     addr: str
     name: str = ""
+
+    def __init__(self, addr: str, name: str = "") -> None:
+        object.__setattr__(self, "addr", addr)
+        object.__setattr__(self, "name", name)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:

@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "fluxmail.results": 0,
     "fluxmail.redaction": 0,
     "fluxmail._lazy": 0,
+    "fluxmail._frozen": 0,
     "fluxmail.message": 1,
     "fluxmail.config": 2,
     "fluxmail.transport": 3,
