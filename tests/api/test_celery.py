@@ -51,6 +51,12 @@ def app(redis_url: str) -> Any:
         worker_hijack_root_logger=False,
     )
     yield app
+    # The result backend of this thread subscribed to each task's result (a Redis pub/sub
+    # connection of its own); app.close() leaves both open, and the socket, collected later
+    # in a cycle, warned during whichever test ran then.
+    backend = app.backend
+    backend.result_consumer.stop()
+    backend.client.connection_pool.disconnect()
     app.close()
 
 
